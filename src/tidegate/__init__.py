@@ -1,0 +1,25 @@
+"""tidegate: microservice governance for Python services, with no code changes."""
+
+from tidegate.errors import (
+    BlockedError,
+    BreakerOpenError,
+    FlowBlockedError,
+    HotspotBlockedError,
+    NoInstanceError,
+    RuleError,
+    SystemBlockedError,
+    TidegateError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BlockedError",
+    "BreakerOpenError",
+    "FlowBlockedError",
+    "HotspotBlockedError",
+    "NoInstanceError",
+    "RuleError",
+    "SystemBlockedError",
+    "TidegateError",
+]

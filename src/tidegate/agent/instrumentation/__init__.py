@@ -1,0 +1,44 @@
+"""One instrumentor per patched library; each removable, each declaring what it supports.
+
+A module here exposes `INSTRUMENTOR`, an object with:
+  - `library`: the import name it patches (e.g. "httpx");
+  - `supported`: a requirement string (e.g. "httpx >= 0.23");
+  - `instrument(runtime)` and `uninstrument()`.
+`install_all` applies every one whose library is importable and supported,
+logging (never raising) when one fails, so one broken patch never breaks the
+app or the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tidegate.agent.runtime import AgentRuntime
+
+log = logging.getLogger("tidegate.agent")
+
+#: Modules under this package, in the order they are applied.
+MODULES: tuple[str, ...] = (
+    "httpx",
+    "requests",
+    "aiohttp",
+)
+
+
+def install_all(runtime: "AgentRuntime", modules: tuple[str, ...] = MODULES) -> list[Any]:
+    """Apply every available instrumentor; return those applied."""
+    applied = []
+    for name in modules:
+        try:
+            module = importlib.import_module(f"tidegate.agent.instrumentation.{name}")
+            instrumentor = module.INSTRUMENTOR
+            if not instrumentor.available():
+                continue
+            instrumentor.instrument(runtime)
+            applied.append(instrumentor)
+        except Exception:  # one failing patch must never break the app
+            log.exception("tidegate: instrumentation %s failed and is skipped", name)
+    return applied

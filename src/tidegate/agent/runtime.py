@@ -1,0 +1,44 @@
+"""The one agent object of a process: what every instrumentor and the explicit API share.
+
+The bootstrap (`tidegate.agent.boot`) builds it once per process (again in a
+forked child) and publishes it with `set_runtime`; instrumentors read it with
+`get_runtime()`. Tests build their own and pass it in.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from tidegate.core.directory import ServiceDirectory
+from tidegate.core.rulebook import RuleBook
+
+if TYPE_CHECKING:
+    from tidegate.agent.config import AgentConfig
+    from tidegate.agent.metrics import AgentMetrics
+    from tidegate.agent.routing import OutboundRouter
+
+
+@dataclass
+class AgentRuntime:
+    config: "AgentConfig"
+    directory: ServiceDirectory = field(default_factory=ServiceDirectory)
+    rulebook: RuleBook = field(default_factory=RuleBook)
+    router: "OutboundRouter | None" = None
+    metrics: "AgentMetrics | None" = None
+    clock: Callable[[], float] = time.monotonic
+    extras: dict[str, Any] = field(default_factory=dict)  # per-capability state, keyed by capability name
+
+
+_runtime: AgentRuntime | None = None
+
+
+def set_runtime(runtime: AgentRuntime | None) -> None:
+    global _runtime
+    _runtime = runtime
+
+
+def get_runtime() -> AgentRuntime | None:
+    """The process's agent, or None when the agent is not loaded."""
+    return _runtime

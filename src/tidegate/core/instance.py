@@ -1,0 +1,90 @@
+"""An instance of a service as the registry knows it, and its lifecycle states."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any, Mapping
+
+
+class InstanceState(StrEnum):
+    """Lifecycle of an instance (shared/DESIGN.md, "Instance states")."""
+
+    STARTING = "STARTING"  # booting, prewarm running, not registered, /ready 503
+    WARMING = "WARMING"  # registered; consumers ramp its weight up
+    SERVING = "SERVING"
+    DRAINING = "DRAINING"  # deregistered, in-flight requests finishing
+    STOPPED = "STOPPED"
+
+    @property
+    def routable(self) -> bool:
+        """Whether consumers may send new requests to an instance in this state."""
+        return self in (InstanceState.WARMING, InstanceState.SERVING)
+
+
+#: Which state may follow which; anything else is a bug or a stale message.
+TRANSITIONS: Mapping[InstanceState, frozenset[InstanceState]] = {
+    InstanceState.STARTING: frozenset({InstanceState.WARMING, InstanceState.SERVING, InstanceState.STOPPED}),
+    InstanceState.WARMING: frozenset({InstanceState.SERVING, InstanceState.DRAINING, InstanceState.STOPPED}),
+    InstanceState.SERVING: frozenset({InstanceState.DRAINING, InstanceState.STOPPED}),
+    InstanceState.DRAINING: frozenset({InstanceState.SERVING, InstanceState.WARMING, InstanceState.STOPPED}),
+    InstanceState.STOPPED: frozenset(),
+}
+
+
+def can_transition(current: InstanceState, new: InstanceState) -> bool:
+    """True when `new` may follow `current` (a same-state write is a no-op, allowed)."""
+    return new == current or new in TRANSITIONS[current]
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One listening address of one service, as registered.
+
+    `started_at` and `registered_at` are seconds since the epoch; consumers use
+    `registered_at` to ramp a warming instance's weight.
+    """
+
+    id: str
+    service: str
+    host: str
+    port: int
+    tag: str = ""
+    state: InstanceState = InstanceState.SERVING
+    weight: int = 100
+    admin_port: int | None = None
+    started_at: float = 0.0
+    registered_at: float = 0.0
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["state"] = str(self.state)
+        data["metadata"] = dict(self.metadata)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Instance":
+        """Build from the registry's JSON; raises ValueError naming a bad field."""
+        try:
+            return cls(
+                id=str(data["id"]),
+                service=str(data["service"]),
+                host=str(data["host"]),
+                port=int(data["port"]),
+                tag=str(data.get("tag") or ""),
+                state=InstanceState(data.get("state", InstanceState.SERVING)),
+                weight=int(data.get("weight", 100)),
+                admin_port=int(data["admin_port"]) if data.get("admin_port") is not None else None,
+                started_at=float(data.get("started_at", 0.0)),
+                registered_at=float(data.get("registered_at", 0.0)),
+                metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
+            )
+        except KeyError as missing:
+            raise ValueError(f"instance: field {missing.args[0]!r} is required") from None
+        except (TypeError, ValueError) as bad:
+            raise ValueError(f"instance: {bad}") from None

@@ -1,0 +1,3 @@
+"""Imports every module that registers a rule kind, so `validate` knows them all."""
+
+from tidegate.rules import settings  # noqa: F401

@@ -1,0 +1,50 @@
+"""`ServiceSettings`: per-service knobs pushed live (warm-up, drain, prewarm).
+
+A tidegate kind (OpenSergo has none for these). Unknown keys are refused so a
+typo never silently leaves a default in force.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from tidegate.errors import RuleError
+from tidegate.rules.document import register_kind
+
+KIND = "ServiceSettings"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    service: str
+    warmup_window_s: float = 120.0
+    warmup_curve: float = 2.0
+    drain_timeout_s: float = 25.0
+
+
+_FIELDS: dict[str, type] = {"service": str, "warmupWindowSeconds": float, "warmupCurve": float, "drainTimeoutSeconds": float}
+
+
+def parse(document: Mapping[str, Any]) -> ServiceSettings:
+    label = f"{KIND}/{document['metadata']['name']}"
+    spec = document.get("spec") or {}
+    for key, value in spec.items():
+        expected = _FIELDS.get(key)
+        if expected is None:
+            raise RuleError(f"unknown field (known: {', '.join(_FIELDS)})", document=label, field=f"spec.{key}")
+        if expected is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            raise RuleError("must be a non-negative number", document=label, field=f"spec.{key}")
+        if expected is str and not isinstance(value, str):
+            raise RuleError("must be a string", document=label, field=f"spec.{key}")
+    if not spec.get("service"):
+        raise RuleError("is required", document=label, field="spec.service")
+    return ServiceSettings(
+        service=spec["service"],
+        warmup_window_s=float(spec.get("warmupWindowSeconds", 120.0)),
+        warmup_curve=float(spec.get("warmupCurve", 2.0)),
+        drain_timeout_s=float(spec.get("drainTimeoutSeconds", 25.0)),
+    )
+
+
+register_kind(KIND, parse)
