@@ -3,6 +3,7 @@
 from tidegate.errors import (
     BlockedError,
     BreakerOpenError,
+    ControlPlaneError,
     FlowBlockedError,
     HotspotBlockedError,
     NoInstanceError,
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BlockedError",
     "BreakerOpenError",
+    "ControlPlaneError",
     "FlowBlockedError",
     "HotspotBlockedError",
     "NoInstanceError",

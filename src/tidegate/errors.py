@@ -65,3 +65,11 @@ class SystemBlockedError(BlockedError):
     """Refused by adaptive protection: the process is saturated."""
 
     http_status = 503
+
+
+class ControlPlaneError(TidegateError):
+    """The control plane refused a request or could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
