@@ -1,9 +1,52 @@
-"""Placeholder for a subcommand whose part is being built."""
+"""`tidegate demo`: start a control plane and sample services, show tidegate at work, clean up."""
 
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    pass
+    parser = subparsers.add_parser(
+        "demo",
+        help="run sample services under tidegate and show what it does",
+        description="Starts a control plane and sample services (all on 127.0.0.1), sends traffic, prints what happened, and stops everything.",
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="traffic duration per scene (default 5)")
+    parser.add_argument("--rate", type=float, default=100.0, help="requests per second (default 100)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory with the processes' logs")
+    parser.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    import tidegate
+    from tidegate.demo import spread
+    from tidegate.demo.cluster import Cluster, DemoError
+
+    if args.seconds <= 0 or args.rate <= 0:
+        raise SystemExit("tidegate demo: --seconds and --rate must be positive")
+    console = Console()
+    workdir = Path(tempfile.mkdtemp(prefix="tidegate-demo-"))
+    cluster = Cluster(workdir)
+    failed = 0
+    try:
+        console.print(f"control plane: {cluster.start_control()}  (logs in {workdir})")
+        tidegate.connect(cluster.control_url, cluster.token, service="demo-client")
+        failed += spread.run(cluster, console, args.rate, args.seconds).failed
+    except DemoError as error:
+        console.print(f"[red]demo failed:[/] {error}")
+        return 1
+    finally:
+        console.print("stopping every process (services deregister, then the control plane stops)...")
+        cluster.stop_all()
+        if args.keep:
+            console.print(f"logs kept in {workdir}")
+        else:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+    console.print("[green]done[/]" if failed == 0 else f"[yellow]done, {failed} failed requests[/]")
+    return 0 if failed == 0 else 1

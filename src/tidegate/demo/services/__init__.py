@@ -1,0 +1,1 @@
+"""Small sample services the demo runs under `tidegate run`, unmodified by tidegate."""
