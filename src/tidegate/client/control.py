@@ -1,0 +1,147 @@
+"""`ControlClient`: the synchronous client of the control plane's HTTP API.
+
+Used by the agent, the gateway, the CLI and the demo. Thread-safe (one httpx
+client, which pools connections across threads). Every refusal, and an
+unreachable control plane, raises `ControlPlaneError` with `.status` (None
+when there was no answer).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Mapping
+from urllib.parse import quote
+
+import httpx
+
+from tidegate.core.instance import Instance, InstanceState
+from tidegate.core.rulebook import StoredRule
+from tidegate.errors import ControlPlaneError
+
+
+class ControlClient:
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 5.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    # -- registry ----------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/health")
+
+    def register(self, instance: Instance) -> Instance:
+        """Register (or replace) `instance`; returns what the server stored."""
+        body = instance.to_dict()
+        body.pop("registered_at", None)
+        if not instance.id:  # the server names it service@host:port
+            body.pop("id")
+        return Instance.from_dict(self._call("POST", "/v1/instances", json=body))
+
+    def heartbeat(self, instance_id: str) -> bool:
+        """Renew the lease; False when the server does not know the instance (register it again)."""
+        try:
+            self._call("PUT", f"/v1/instances/{_segment(instance_id)}/heartbeat")
+        except ControlPlaneError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    def set_state(self, instance_id: str, state: InstanceState) -> None:
+        self._call("PUT", f"/v1/instances/{_segment(instance_id)}/state", json={"state": str(state)})
+
+    def deregister(self, instance_id: str) -> None:
+        """Remove the instance; one already gone (lease expired) is not an error."""
+        try:
+            self._call("DELETE", f"/v1/instances/{_segment(instance_id)}")
+        except ControlPlaneError as error:
+            if error.status != 404:
+                raise
+
+    def services(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/services")
+
+    def instances(self, service: str) -> list[Instance]:
+        return [Instance.from_dict(item) for item in self._call("GET", f"/v1/services/{_segment(service)}/instances")]
+
+    # -- rules -------------------------------------------------------------------
+
+    def apply_rules(self, text_or_documents: str | bytes | Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> list[StoredRule]:
+        """Apply YAML/JSON text, one document or a list of documents, all or nothing.
+
+        A document identical to the one in force keeps its revision."""
+        if isinstance(text_or_documents, (str, bytes)):
+            content = text_or_documents.encode() if isinstance(text_or_documents, str) else text_or_documents
+            content_type = "application/yaml"
+        else:
+            documents = [text_or_documents] if isinstance(text_or_documents, Mapping) else list(text_or_documents)
+            content = json.dumps(documents).encode()
+            content_type = "application/json"
+        written = self._call("POST", "/v1/rules", content=content, headers={"Content-Type": content_type})
+        return [StoredRule.from_dict(item) for item in written]
+
+    def rules(self, namespace: str | None = None, kind: str | None = None) -> list[StoredRule]:
+        params = {k: v for k, v in (("namespace", namespace), ("kind", kind)) if v}
+        return [StoredRule.from_dict(item) for item in self._call("GET", "/v1/rules", params=params)]
+
+    def history(self, namespace: str, kind: str, name: str) -> list[StoredRule]:
+        """Every revision, newest first; a deletion comes as a rule with an empty document."""
+        entries = self._call("GET", f"{_rule_path(namespace, kind, name)}/history")
+        return [StoredRule.from_dict({**e, "document": e["document"] if e.get("op") == "put" else {}}) for e in entries]
+
+    def rollback(self, namespace: str, kind: str, name: str, revision: int) -> StoredRule:
+        """Write revision `revision`'s document again, as a new revision."""
+        return StoredRule.from_dict(self._call("POST", f"{_rule_path(namespace, kind, name)}/rollback", json={"revision": revision}))
+
+    def delete_rule(self, namespace: str, kind: str, name: str) -> None:
+        self._call("DELETE", _rule_path(namespace, kind, name))
+
+    # -- events --------------------------------------------------------------------
+
+    def post_event(self, event: dict[str, Any]) -> None:
+        """Report an event (needs a `type`, e.g. "breaker") for the console."""
+        self._call("POST", "/v1/events", json=event)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "ControlClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals -------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            raise ControlPlaneError(f"control plane at {self.base_url} unreachable: {error}") from error
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code >= 400:
+            raise ControlPlaneError(_refusal(method, path, response.status_code, body), status=response.status_code)
+        return body
+
+
+def _refusal(method: str, path: str, status: int, body: Any) -> str:
+    if isinstance(body, Mapping) and "error" in body:
+        detail = str(body["error"])
+        field = body.get("field")
+        if field and repr(field) not in detail:
+            detail = f"field {field!r}: {detail}"
+    else:
+        detail = "no error detail"
+    return f"control plane refused {method} {path} ({status}): {detail}"
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _rule_path(namespace: str, kind: str, name: str) -> str:
+    return f"/v1/rules/{_segment(namespace)}/{_segment(kind)}/{_segment(name)}"

@@ -1,0 +1,236 @@
+"""The control plane's HTTP API: a Starlette app over a `ControlPlane`.
+
+Handlers translate HTTP to plane operations and back; every refusal is a JSON
+body naming what was wrong, and no request can take the process down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from tidegate.control.auth import TokenCheck
+from tidegate.control.eventlog import encode_frame
+from tidegate.control.openapi import SPEC
+from tidegate.control.plane import ControlPlane, RequestError
+from tidegate.errors import RuleError
+from tidegate.rules import load_documents
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+#: Largest request body accepted (rule files are small).
+MAX_BODY = 4 * 1024 * 1024
+PING_INTERVAL = 5.0
+
+
+def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_interval: float = PING_INTERVAL) -> Starlette:
+    auth = TokenCheck(token, open_reads)
+
+    def guarded(handler: Handler, write: bool) -> Handler:
+        async def endpoint(request: Request) -> Response:
+            refusal = auth.refusal(request, write)
+            if refusal is not None:
+                return JSONResponse({"error": refusal}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            try:
+                return await handler(request)
+            except RequestError as error:
+                return JSONResponse(error.to_dict(), status_code=error.status)
+            except RuleError as error:
+                return JSONResponse({"error": str(error), "field": error.field, "document": error.document}, status_code=422)
+
+        return endpoint
+
+    def read(handler: Handler) -> Handler:
+        return guarded(handler, write=False)
+
+    def write(handler: Handler) -> Handler:
+        return guarded(handler, write=True)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "revision": plane.revision})
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(SPEC)
+
+    async def services(request: Request) -> Response:
+        return JSONResponse(plane.services())
+
+    async def service_instances(request: Request) -> Response:
+        return JSONResponse([i.to_dict() for i in plane.instances(request.path_params["name"])])
+
+    async def register(request: Request) -> Response:
+        instance = plane.register(await _json_body(request))
+        return JSONResponse(instance.to_dict(), status_code=201)
+
+    async def heartbeat(request: Request) -> Response:
+        plane.heartbeat(request.path_params["id"])
+        return JSONResponse({"status": "ok", "revision": plane.revision})
+
+    async def set_state(request: Request) -> Response:
+        return JSONResponse(plane.set_state(request.path_params["id"], await _json_body(request)).to_dict())
+
+    async def deregister(request: Request) -> Response:
+        plane.deregister(request.path_params["id"])
+        return JSONResponse({"status": "deleted", "revision": plane.revision})
+
+    async def list_rules(request: Request) -> Response:
+        query = request.query_params
+        return JSONResponse([r.to_dict() for r in plane.rules(query.get("namespace"), query.get("kind"))])
+
+    async def apply_rules(request: Request) -> Response:
+        return JSONResponse(plane.apply_rules(await _rule_documents(request)))
+
+    async def get_rule(request: Request) -> Response:
+        return JSONResponse(plane.rule(_rule_key(request)).to_dict())
+
+    async def delete_rule(request: Request) -> Response:
+        return JSONResponse(plane.delete_rule(_rule_key(request)).to_dict())
+
+    async def history(request: Request) -> Response:
+        return JSONResponse([entry.to_dict() for entry in plane.history(_rule_key(request))])
+
+    async def rollback(request: Request) -> Response:
+        return JSONResponse(plane.rollback(_rule_key(request), await _json_body(request)))
+
+    async def list_events(request: Request) -> Response:
+        return JSONResponse(plane.recent_events())
+
+    async def post_event(request: Request) -> Response:
+        return JSONResponse(plane.post_event(await _json_body(request)), status_code=201)
+
+    async def watch(request: Request) -> Response:
+        since = _since(request)
+        snapshot, replay, queue = plane.watch(since)
+
+        async def frames() -> AsyncIterator[bytes]:
+            try:
+                yield b"retry: 1000\n\n"
+                if snapshot is not None:
+                    yield encode_frame("snapshot", snapshot["revision"], snapshot)
+                for change in replay:
+                    yield change.frame
+                while True:
+                    try:
+                        frame = await asyncio.wait_for(queue.get(), ping_interval)
+                    except asyncio.TimeoutError:
+                        yield b": ping\n\n"
+                        continue
+                    if frame is None:  # cut off (too slow) or shutting down
+                        return
+                    yield frame
+            finally:
+                plane.fanout.unsubscribe(queue)
+
+        return StreamingResponse(
+            frames(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    rule_path = "/v1/rules/{namespace}/{kind}/{name}"
+    routes = [
+        Route("/v1/health", health, methods=["GET"]),
+        Route("/v1/openapi.json", openapi, methods=["GET"]),
+        Route("/v1/services", read(services), methods=["GET"]),
+        Route("/v1/services/{name}/instances", read(service_instances), methods=["GET"]),
+        Route("/v1/instances", write(register), methods=["POST"]),
+        Route("/v1/instances/{id:path}/heartbeat", write(heartbeat), methods=["PUT"]),
+        Route("/v1/instances/{id:path}/state", write(set_state), methods=["PUT"]),
+        Route("/v1/instances/{id:path}", write(deregister), methods=["DELETE"]),
+        Route("/v1/rules", read(list_rules), methods=["GET"]),
+        Route("/v1/rules", write(apply_rules), methods=["POST"]),
+        Route(rule_path, read(get_rule), methods=["GET"]),
+        Route(rule_path, write(delete_rule), methods=["DELETE"]),
+        Route(rule_path + "/history", read(history), methods=["GET"]),
+        Route(rule_path + "/rollback", write(rollback), methods=["POST"]),
+        Route("/v1/events", read(list_events), methods=["GET"]),
+        Route("/v1/events", write(post_event), methods=["POST"]),
+        Route("/v1/watch", read(watch), methods=["GET"]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        reaper = asyncio.create_task(_reap_forever(plane))
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            plane.fanout.close_all()
+
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: _not_found, 405: _not_allowed},
+        max_body_size=MAX_BODY,
+    )
+
+
+async def _reap_forever(plane: ControlPlane) -> None:
+    # A quarter of the TTL keeps an expired instance's overstay short.
+    interval = min(1.0, plane.leases.ttl / 4)
+    while True:
+        await asyncio.sleep(interval)
+        plane.reap()
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": f"no such endpoint: {request.method} {request.url.path} (see /v1/openapi.json)"}, status_code=404)
+
+
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": f"{request.method} is not allowed on {request.url.path}"}, status_code=405)
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        raise RequestError(400, "request body is empty; send a JSON object")
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise RequestError(400, "request body is not UTF-8 text") from None
+    except json.JSONDecodeError as bad:
+        raise RequestError(400, f"request body is not valid JSON: {bad.msg} at line {bad.lineno}, column {bad.colno}") from None
+
+
+async def _rule_documents(request: Request) -> list[Any]:
+    raw = await request.body()
+    content_type = request.headers.get("content-type", "")
+    looks_json = "json" in content_type or raw.lstrip()[:1] in (b"{", b"[")
+    try:
+        if looks_json:
+            try:
+                loaded = json.loads(raw)
+            except UnicodeDecodeError:
+                raise RequestError(400, "request body is not UTF-8 text") from None
+            except json.JSONDecodeError as bad:
+                raise RequestError(400, f"rule body is not valid JSON: {bad.msg} at line {bad.lineno}, column {bad.colno}") from None
+            documents = loaded if isinstance(loaded, list) else [loaded]
+            if not documents:
+                raise RequestError(400, "no rule document in the request")
+            return documents
+        return list(load_documents(raw))
+    except RuleError as error:  # the body could not be read as documents at all
+        raise RequestError(400, str(error)) from None
+
+
+def _rule_key(request: Request) -> tuple[str, str, str]:
+    params = request.path_params
+    return (params["namespace"], params["kind"], params["name"])
+
+
+def _since(request: Request) -> int | None:
+    text = request.headers.get("last-event-id") or request.query_params.get("since")
+    if text is None or text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise RequestError(400, f"must be an integer revision, got {text!r}", field="since") from None

@@ -1,0 +1,64 @@
+"""A small, hand-written OpenAPI description of the control plane's HTTP API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_RULE = "/v1/rules/{namespace}/{kind}/{name}"
+
+
+def _op(summary: str, auth: bool = True, **extra: Any) -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": summary, **extra}
+    if not auth:
+        operation["security"] = []
+    return operation
+
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "tidegate control plane",
+        "version": "1",
+        "description": (
+            "Registry (ephemeral instances leased by heartbeat), versioned rule store and watch stream. "
+            "Every write needs 'Authorization: Bearer TOKEN'; reads too unless the server runs with --open-reads. "
+            "Every change increments one global revision. Errors are JSON {error, field?, document?}."
+        ),
+    },
+    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    "security": [{"bearer": []}],
+    "paths": {
+        "/v1/health": {"get": _op("Liveness and the current revision: {status, revision}", auth=False)},
+        "/v1/openapi.json": {"get": _op("This document", auth=False)},
+        "/v1/services": {"get": _op("Known services: [{name, instances, tags}]")},
+        "/v1/services/{name}/instances": {"get": _op("Instances of one service")},
+        "/v1/instances": {
+            "post": _op(
+                "Register (or replace) an instance. Body: service, host, port required; tag, state, weight, "
+                "admin_port, started_at, metadata, id (default service@host:port) optional. Returns the stored instance."
+            )
+        },
+        "/v1/instances/{id}/heartbeat": {"put": _op("Renew the lease; 404 when unknown (register again)")},
+        "/v1/instances/{id}/state": {"put": _op("Body {state}; 409 when the transition is not allowed")},
+        "/v1/instances/{id}": {"delete": _op("Deregister")},
+        "/v1/rules": {
+            "get": _op("Rules in force; query: namespace, kind"),
+            "post": _op(
+                "Apply one or more rule documents (YAML or JSON), all or nothing. 400: unparsable body; "
+                "422: invalid document {error, field, document}. An identical document is not rewritten "
+                "(returned with unchanged=true)."
+            ),
+        },
+        _RULE: {"get": _op("One rule in force"), "delete": _op("Delete a rule (a new revision)")},
+        _RULE + "/history": {"get": _op("Every revision of the rule, newest first, each with op put|delete")},
+        _RULE + "/rollback": {"post": _op("Body {revision}: write that revision's document again as a new revision")},
+        "/v1/events": {"get": _op("Recent agent-reported events, newest first"), "post": _op("Report an event {type, ...}")},
+        "/v1/watch": {
+            "get": _op(
+                "Server-Sent Events. Resume with Last-Event-ID or ?since=REV; otherwise or when too far behind, "
+                "a 'snapshot' frame {revision, services, instances, rules} comes first. Then 'instance' and 'rule' "
+                "frames {revision, op: put|delete, instance|rule}; ': ping' comments keep the stream alive."
+            )
+        },
+    },
+}

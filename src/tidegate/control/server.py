@@ -1,0 +1,53 @@
+"""Serve the control plane with uvicorn, announce where, and end watch streams on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import uvicorn
+
+from tidegate.control.app import create_app
+from tidegate.control.plane import ControlPlane
+from tidegate.control.storage import Storage
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, plus: print the bound address once listening, and close open
+    watch streams when asked to exit (otherwise shutdown waits on them)."""
+
+    def __init__(self, config: uvicorn.Config, plane: ControlPlane, host: str) -> None:
+        super().__init__(config)
+        self._plane = plane
+        self._host = host
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            port = self.servers[0].sockets[0].getsockname()[1]
+            print(f"tidegate control listening on http://{self._host}:{port}", flush=True)
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        super().handle_exit(sig, frame)  # type: ignore[arg-type]
+        try:
+            asyncio.get_running_loop().call_soon(self._plane.fanout.close_all)
+        except RuntimeError:  # no loop running: nothing to close
+            pass
+
+
+def serve(storage: Storage, token: str, host: str, port: int, open_reads: bool, instance_ttl: float) -> None:
+    plane = ControlPlane(storage, instance_ttl=instance_ttl)
+    app = create_app(plane, token, open_reads=open_reads)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=3,
+        lifespan="on",
+    )
+    try:
+        _Server(config, plane, host).run()
+    finally:
+        storage.close()
