@@ -1,0 +1,205 @@
+"""The lane inside a W3C `baggage` header: read it, set it, remove it, touch nothing else.
+
+Grammar (W3C Baggage): `key OWS "=" OWS value *(OWS ";" OWS property)` list
+members separated by commas; keys are RFC 7230 tokens (case-sensitive), values
+are baggage-octets with UTF-8 percent-encoding. Limits enforced here: at most
+8192 bytes and 180 members for a header we write.
+
+Every other member passes through byte-for-byte, properties and separators
+included: edits splice our member into the original text instead of
+re-serialising the list. Nothing here raises on any input: a malformed member
+is passed on untouched and ignored for reading; an invalid lane is ignored and
+the reason is returned for the caller to log.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable
+from urllib.parse import unquote
+
+#: The member tidegate owns.
+LANE_KEY = "tidegate.lane"
+MAX_BYTES = 8192
+MAX_MEMBERS = 180
+
+_LANE = re.compile(r"[A-Za-z0-9._-]{1,63}")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
+_OWS = " \t"
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One list member. `raw` is its exact text (surrounding whitespace excluded).
+
+    `problem` is "" for a well-formed member; otherwise it says what is wrong,
+    and `key`/`value` are whatever could be read (possibly "")."""
+
+    raw: str
+    key: str
+    value: str
+    properties: tuple[str, ...]
+    problem: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LaneReading:
+    """The lane a header carries ("" when none) and why a present value was refused."""
+
+    lane: str
+    problem: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LaneEdit:
+    """A rewritten header, and why our member could not be written ("" when it was)."""
+
+    header: str
+    problem: str = ""
+
+
+def is_valid_lane(lane: str) -> bool:
+    """Lane names are 1-63 of `A-Z a-z 0-9 . _ -`."""
+    return _LANE.fullmatch(lane) is not None
+
+
+def join_headers(values: Iterable[str]) -> str:
+    """Several `baggage` header lines are one list, joined by commas (RFC 7230 §3.2.2)."""
+    return ",".join(v for v in values if v.strip(_OWS))
+
+
+def parse_member(text: str) -> Member:
+    """Parse one list member (surrounding whitespace already removed); never raises."""
+    head, _, rest = text.partition(";")
+    properties = tuple(p.strip(_OWS) for p in rest.split(";")) if rest else ()
+    key, eq, value = head.partition("=")
+    key = key.strip(_OWS)
+    value = value.strip(_OWS)
+    if not eq:
+        return Member(text, key, "", properties, "no '=' between key and value")
+    if not _TOKEN.fullmatch(key):
+        return Member(text, key, value, properties, "key is not a token")
+    if not _VALUE.fullmatch(value):
+        return Member(text, key, value, properties, "value holds a character baggage forbids")
+    for prop in properties:
+        problem = _property_problem(prop)
+        if problem:
+            return Member(text, key, value, properties, problem)
+    try:
+        decoded = unquote(value, errors="strict")
+    except UnicodeDecodeError:
+        return Member(text, key, value, properties, "value is not percent-encoded UTF-8")
+    return Member(text, key, decoded, properties)
+
+
+def parse(header: str) -> tuple[Member, ...]:
+    """Every non-empty list member of `header`, in order, malformed ones included."""
+    members = []
+    for segment in header.split(","):
+        text = segment.strip(_OWS)
+        if text:
+            members.append(parse_member(text))
+    return tuple(members)
+
+
+def read_lane(header: str, key: str = LANE_KEY) -> LaneReading:
+    """The lane in `header` under `key`: the first member with the key decides
+    (as `set_lane` replaces the first); a malformed or invalid one reads as ""."""
+    if key not in header:  # the common case on the request path: no lane at all
+        return LaneReading("")
+    for segment in header.split(","):
+        text = segment.strip(_OWS)
+        if not text.startswith(key):
+            continue
+        member = parse_member(text)
+        if member.key != key:
+            continue
+        if member.problem:
+            return LaneReading("", f"baggage member {key!r} is malformed: {member.problem}")
+        if not is_valid_lane(member.value):
+            return LaneReading("", f"lane {member.value[:80]!r} is not 1-63 of A-Z a-z 0-9 . _ -")
+        return LaneReading(member.value)
+    return LaneReading("")
+
+
+def get_lane(header: str, key: str = LANE_KEY) -> str:
+    """The valid lane `header` carries, or ""."""
+    return read_lane(header, key).lane
+
+
+def set_lane(header: str, lane: str, key: str = LANE_KEY) -> LaneEdit:
+    """`header` with our member set to `lane` (removed when `lane` is "").
+
+    The first member with `key` is replaced in place; further ones are removed;
+    with none, ours is appended. When the result would exceed 8192 bytes or
+    180 members, our member is left out (others are never cut) and the reason
+    returned. An invalid `lane` also leaves our member out, with the reason."""
+    problem = ""
+    member = ""
+    if lane:
+        if is_valid_lane(lane):
+            member = f"{key}={lane}"
+        else:
+            problem = f"lane {lane[:80]!r} is not 1-63 of A-Z a-z 0-9 . _ -; not propagated"
+    edited, others = _splice(header, key, member)
+    if member and (others + 1 > MAX_MEMBERS or _size(edited) > MAX_BYTES):
+        edited, _ = _splice(header, key, "")
+        problem = f"baggage would exceed {MAX_BYTES} bytes or {MAX_MEMBERS} members; lane not propagated"
+    return LaneEdit(edited, problem)
+
+
+def with_lane(header: str, lane: str, key: str = LANE_KEY) -> str:
+    """`set_lane(...)` without the reason: the header to send."""
+    return set_lane(header, lane, key).header
+
+
+def _splice(header: str, key: str, member: str) -> tuple[str, int]:
+    """Replace/remove our members in the original text; also count the other members."""
+    if key not in header:
+        return _append(header, member), _count(header)
+    segments = header.split(",")
+    kept: list[str] = []
+    placed = False
+    others = 0
+    for segment in segments:
+        text = segment.strip(_OWS)
+        if text.startswith(key) and parse_member(text).key == key:
+            if member and not placed:
+                start = segment.index(text)
+                kept.append(segment[:start] + member + segment[start + len(text) :])
+                placed = True
+            continue
+        if text:
+            others += 1
+        kept.append(segment)
+    if not placed:
+        return _append(",".join(kept), member), others
+    return ",".join(kept), others
+
+
+def _append(header: str, member: str) -> str:
+    if not member:
+        return header
+    base = header.rstrip(_OWS)
+    if not base:
+        return member
+    return f"{base}{member}" if base.endswith(",") else f"{base},{member}"
+
+
+def _count(header: str) -> int:
+    return sum(1 for segment in header.split(",") if segment.strip(_OWS))
+
+
+def _size(header: str) -> int:
+    return len(header.encode("utf-8", "surrogatepass"))
+
+
+def _property_problem(prop: str) -> str:
+    name, eq, value = prop.partition("=")
+    if not _TOKEN.fullmatch(name.strip(_OWS)):
+        return "property key is not a token"
+    if eq and not _VALUE.fullmatch(value.strip(_OWS)):
+        return "property value holds a character baggage forbids"
+    return ""

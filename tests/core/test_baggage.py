@@ -1,0 +1,137 @@
+"""The lane member of W3C baggage: read, set, replace, remove; other members untouched."""
+
+from __future__ import annotations
+
+import pytest
+
+from tidegate.core.baggage import (
+    LANE_KEY,
+    MAX_BYTES,
+    MAX_MEMBERS,
+    get_lane,
+    join_headers,
+    parse,
+    read_lane,
+    set_lane,
+    with_lane,
+)
+
+
+def test_reads_the_lane_among_other_members() -> None:
+    assert get_lane("userId=alice, tidegate.lane=gray;ttl=60, serverNode=DF%2028") == "gray"
+
+
+def test_no_lane_reads_empty() -> None:
+    assert get_lane("") == ""
+    assert get_lane("userId=alice") == ""
+    assert get_lane("tidegate.lane2=gray") == ""
+
+
+def test_lane_value_is_percent_decoded() -> None:
+    assert get_lane("tidegate.lane=%67ray") == "gray"
+
+
+def test_whitespace_around_equals_is_allowed() -> None:
+    assert get_lane("a=1 ,\ttidegate.lane = gray ") == "gray"
+
+
+def test_invalid_lane_is_ignored_with_a_reason() -> None:
+    reading = read_lane("tidegate.lane=gr%20ay")
+    assert reading.lane == ""
+    assert "not 1-63" in reading.problem
+    assert read_lane("tidegate.lane=" + "a" * 64).lane == ""
+
+
+def test_malformed_member_with_our_key_is_ignored_with_a_reason() -> None:
+    reading = read_lane('tidegate.lane="gray"')
+    assert reading.lane == ""
+    assert "malformed" in reading.problem
+
+
+def test_first_member_with_the_key_decides() -> None:
+    assert get_lane("tidegate.lane=blue,tidegate.lane=gray") == "blue"
+
+
+def test_other_key_is_supported() -> None:
+    assert get_lane("x-opensergo-traffic=gray", key="x-opensergo-traffic") == "gray"
+
+
+def test_appends_our_member_keeping_others_byte_for_byte() -> None:
+    header = "userId=al%20ice;p1;p2=v ,  serverNode=DF"
+    assert with_lane(header, "gray") == header + ",tidegate.lane=gray"
+
+
+def test_sets_on_empty_header() -> None:
+    assert with_lane("", "gray") == "tidegate.lane=gray"
+    assert with_lane("  ", "gray") == "tidegate.lane=gray"
+
+
+def test_replaces_in_place_keeping_order_spacing_and_properties_of_others() -> None:
+    assert with_lane("a=1 ,  tidegate.lane=blue , b=2;x", "gray") == "a=1 ,  tidegate.lane=gray , b=2;x"
+    # ";  b=2" here is a property of our member, so it goes with it
+    assert with_lane("a=1 ,  tidegate.lane=blue ;  b=2", "gray") == "a=1 ,  tidegate.lane=gray"
+
+
+def test_replacing_drops_our_properties_and_duplicates() -> None:
+    assert with_lane("tidegate.lane=blue;ttl=1,a=1,tidegate.lane=red", "gray") == "tidegate.lane=gray,a=1"
+
+
+def test_removes_our_member_only() -> None:
+    assert with_lane("a=1, tidegate.lane=blue, b=2", "") == "a=1, b=2"
+    assert with_lane("tidegate.lane=blue", "") == ""
+    assert with_lane("a=1", "") == "a=1"
+
+
+def test_malformed_members_pass_through_untouched() -> None:
+    header = 'a="quoted", =novalue, ;;, b=2'
+    assert with_lane(header, "gray") == header + ",tidegate.lane=gray"
+    members = parse(header)
+    assert [m.raw for m in members] == ['a="quoted"', "=novalue", ";;", "b=2"]
+    assert [bool(m.problem) for m in members] == [True, True, True, False]
+
+
+def test_setting_an_invalid_lane_leaves_ours_out_with_a_reason() -> None:
+    edit = set_lane("a=1,tidegate.lane=blue", "no spaces")
+    assert edit.header == "a=1"
+    assert "not propagated" in edit.problem
+
+
+def test_trailing_comma_does_not_double() -> None:
+    assert with_lane("a=1,", "gray") == "a=1,tidegate.lane=gray"
+
+
+def test_multiple_headers_join_with_commas() -> None:
+    joined = join_headers(["a=1", "", "tidegate.lane=gray"])
+    assert joined == "a=1,tidegate.lane=gray"
+    assert get_lane(joined) == "gray"
+
+
+def test_byte_limit_drops_our_addition_not_others() -> None:
+    filler = "k=" + "v" * (MAX_BYTES - len("k=") - 5)
+    edit = set_lane(filler, "gray")
+    assert edit.header == filler
+    assert "8192" in edit.problem
+    fits = "k=" + "v" * (MAX_BYTES - len("k=") - len(",tidegate.lane=gray"))
+    assert set_lane(fits, "gray") == type(edit)(fits + ",tidegate.lane=gray", "")
+
+
+def test_member_limit_drops_our_addition_not_others() -> None:
+    full = ",".join(f"k{i}=v" for i in range(MAX_MEMBERS))
+    edit = set_lane(full, "gray")
+    assert edit.header == full and edit.problem
+    almost = ",".join(f"k{i}=v" for i in range(MAX_MEMBERS - 1))
+    assert with_lane(almost, "gray") == almost + ",tidegate.lane=gray"
+
+
+def test_replacing_ours_does_not_count_it_twice_against_the_member_limit() -> None:
+    almost = ",".join(f"k{i}=v" for i in range(MAX_MEMBERS - 1))
+    assert with_lane(almost + ",tidegate.lane=blue", "gray") == almost + ",tidegate.lane=gray"
+
+
+def test_lane_key_constant() -> None:
+    assert LANE_KEY == "tidegate.lane"
+
+
+@pytest.mark.parametrize("header", ["tidegate.lane", "tidegate.lane=", "tidegate.lane=%ff", "tidegate.lane=a;=b", ",,,"])
+def test_odd_inputs_read_as_no_lane(header: str) -> None:
+    assert get_lane(header) == ""
