@@ -1,9 +1,82 @@
-"""Placeholder for a subcommand whose part is being built."""
+"""`tidegate run`: start a program with the agent loaded, without changing its code.
+
+It validates the agent settings, exports them as env (so a container can set the
+same env instead), puts `agent/bootstrap/` first on PYTHONPATH so Python imports
+our `sitecustomize` at start-up, and execs the program: the server becomes this
+very process, so signals reach it directly.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Mapping, MutableMapping, Sequence
+
+BOOTSTRAP_DIR = str(Path(__file__).resolve().parent / "bootstrap")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    pass
+    parser = subparsers.add_parser(
+        "run",
+        help="run a program with the tidegate agent loaded",
+        description="Run COMMAND with the tidegate agent loaded. Every flag may be set through its env variable instead.",
+    )
+    parser.add_argument("--service", help="service name to register as (env TIDEGATE_SERVICE)")
+    parser.add_argument("--tag", help="instance tag, i.e. its lane (env TIDEGATE_TAG)")
+    parser.add_argument("--control", help="control plane URL (env TIDEGATE_CONTROL, default http://127.0.0.1:7070)")
+    parser.add_argument("--token", help="bearer token for the control plane and admin writes (env TIDEGATE_TOKEN)")
+    parser.add_argument("--admin-port", help="admin endpoint port, 0 = ephemeral (env TIDEGATE_ADMIN_PORT)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="the program to run, after --")
+    parser.set_defaults(func=run)
+
+
+def agent_env(base: Mapping[str, str], overrides: Mapping[str, str | None]) -> dict[str, str]:
+    """The environment the program runs with: `base` plus flags, agent switched on."""
+    env = dict(base)
+    for name, value in overrides.items():
+        if value is not None:
+            env[name] = value
+    env["TIDEGATE_AGENT"] = "1"
+    env["PYTHONPATH"] = _prepend_path(BOOTSTRAP_DIR, env.get("PYTHONPATH", ""))
+    return env
+
+
+def _prepend_path(entry: str, path: str) -> str:
+    rest = [p for p in path.split(os.pathsep) if p and p != entry]
+    return os.pathsep.join([entry, *rest])
+
+
+def run(args: argparse.Namespace) -> int:
+    from tidegate.agent.config import AgentConfig, AgentConfigError
+
+    command: Sequence[str] = args.command
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        print("tidegate run: give the program to run after --, e.g. tidegate run --service orders -- uvicorn app:app", file=sys.stderr)
+        return 2
+    env: MutableMapping[str, str] = agent_env(
+        os.environ,
+        {
+            "TIDEGATE_SERVICE": args.service,
+            "TIDEGATE_TAG": args.tag,
+            "TIDEGATE_CONTROL": args.control,
+            "TIDEGATE_TOKEN": args.token,
+            "TIDEGATE_ADMIN_PORT": args.admin_port,
+        },
+    )
+    try:
+        AgentConfig.from_env(env)
+    except AgentConfigError as error:
+        print(f"tidegate run: {error}", file=sys.stderr)
+        return 2
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvpe(command[0], list(command), env)
+    except OSError as error:
+        print(f"tidegate run: cannot start {command[0]!r}: {error.strerror or error}", file=sys.stderr)
+        return 127
+    return 0  # not reached: exec replaced this process

@@ -16,6 +16,7 @@ from tidegate.core.rulebook import RuleBook
 
 if TYPE_CHECKING:
     from tidegate.agent.config import AgentConfig
+    from tidegate.agent.lifecycle import InstanceLifecycle
     from tidegate.agent.metrics import AgentMetrics
     from tidegate.agent.routing import OutboundRouter
 
@@ -27,6 +28,7 @@ class AgentRuntime:
     rulebook: RuleBook = field(default_factory=RuleBook)
     router: "OutboundRouter | None" = None
     metrics: "AgentMetrics | None" = None
+    lifecycle: "InstanceLifecycle | None" = None  # registration and admin endpoint; acts only in a server process
     clock: Callable[[], float] = time.monotonic
     extras: dict[str, Any] = field(default_factory=dict)  # per-capability state, keyed by capability name
 

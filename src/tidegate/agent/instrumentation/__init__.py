@@ -25,6 +25,11 @@ MODULES: tuple[str, ...] = (
     "httpx",
     "requests",
     "aiohttp",
+    # server side: patched when their library is imported (see inbound.py)
+    "uvicorn",
+    "gunicorn",
+    "flask",
+    "django",
 )
 
 

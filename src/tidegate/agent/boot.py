@@ -1,0 +1,89 @@
+"""Boots the agent in this process: once, cheaply, and never at the program's expense.
+
+`start()` builds the process's `AgentRuntime` (settings, metrics, directory,
+rule book, outbound router, lifecycle), publishes it, and applies every
+instrumentor. Booting starts no thread and binds nothing: a process becomes a
+server only when a server hook says so, so a wrapper process (e.g.
+`opentelemetry-instrument` before its exec) costs nothing. A forked child gets
+fresh statistics and no ownership of its parent's registration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from tidegate.agent.config import AgentConfig, AgentConfigError
+from tidegate.agent.instrumentation import install_all
+from tidegate.agent.lifecycle import InstanceLifecycle
+from tidegate.agent.metrics import AgentMetrics
+from tidegate.agent.runtime import AgentRuntime, get_runtime, set_runtime
+from tidegate.core.instance import InstanceState
+
+log = logging.getLogger("tidegate")
+
+_boot_lock = threading.Lock()
+
+
+def start(config: AgentConfig | None = None) -> AgentRuntime | None:
+    """Boot the agent (idempotent); None when its settings are invalid, which is logged."""
+    with _boot_lock:
+        runtime = get_runtime()
+        if runtime is not None:
+            return runtime
+        try:
+            config = config or AgentConfig.from_env()
+        except AgentConfigError as error:
+            log.error("tidegate: agent not started: %s", error)
+            return None
+        _ensure_log_handler()
+        runtime = AgentRuntime(config=config, metrics=AgentMetrics())
+        runtime.router = _build_router(runtime)
+        runtime.lifecycle = InstanceLifecycle(runtime)
+        set_runtime(runtime)
+        install_all(runtime)
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        return runtime
+
+
+def current_state() -> InstanceState | None:
+    """This process's instance state, or None when the agent is not loaded."""
+    runtime = get_runtime()
+    if runtime is None or runtime.lifecycle is None:
+        return None
+    return runtime.lifecycle.state
+
+
+def _build_router(runtime: AgentRuntime) -> object | None:
+    try:
+        from tidegate.agent.routing import OutboundRouter
+    except ImportError:
+        return None
+    try:
+        return OutboundRouter(runtime.directory)
+    except Exception:
+        log.exception("tidegate: outbound routing not started; calls go out untouched")
+        return None
+
+
+def _after_fork_in_child() -> None:
+    runtime = get_runtime()
+    if runtime is None:
+        return
+    if runtime.metrics is not None:
+        runtime.metrics.reset()
+    if runtime.lifecycle is not None:
+        runtime.lifecycle.after_fork_in_child()
+
+
+def _ensure_log_handler() -> None:
+    """Warnings of the agent reach stderr even when the program configures no logging."""
+    logger = logging.getLogger("tidegate")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        level = os.environ.get("TIDEGATE_LOG_LEVEL", "INFO").upper()
+        logger.setLevel(level if level in logging.getLevelNamesMapping() else logging.INFO)
+        logger.propagate = False

@@ -1,0 +1,91 @@
+"""The agent's settings, read once from the environment `tidegate run` sets up.
+
+A container only sets env: TIDEGATE_SERVICE, TIDEGATE_TAG, TIDEGATE_CONTROL,
+TIDEGATE_TOKEN, TIDEGATE_ADMIN_PORT, TIDEGATE_HOST, TIDEGATE_HEARTBEAT_INTERVAL.
+A bad value raises `AgentConfigError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Mapping
+from urllib.parse import urlsplit
+
+from tidegate.errors import TidegateError
+
+DEFAULT_CONTROL = "http://127.0.0.1:7070"
+DEFAULT_HEARTBEAT_INTERVAL = 5.0
+
+_SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_TAG = re.compile(r"^[A-Za-z0-9._-]{0,63}$")
+
+
+class AgentConfigError(TidegateError, ValueError):
+    """An agent setting is missing or malformed; the message names the variable."""
+
+    def __init__(self, variable: str, reason: str) -> None:
+        self.variable = variable
+        super().__init__(f"{variable}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    service: str
+    tag: str = ""
+    control: str = DEFAULT_CONTROL
+    token: str = ""
+    admin_port: int = 0  # 0: an ephemeral port, published in the registry as admin_port
+    advertise_host: str = ""  # empty: the address the server bound (or this host's IP for a wildcard bind)
+    heartbeat_interval: float | None = None  # None: a third of the lease the control plane grants
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "AgentConfig":
+        env = os.environ if environ is None else environ
+        service = env.get("TIDEGATE_SERVICE", "").strip()
+        if not service:
+            raise AgentConfigError("TIDEGATE_SERVICE", "is required (the service name this process registers as)")
+        if not _SERVICE_NAME.match(service):
+            raise AgentConfigError(
+                "TIDEGATE_SERVICE", f"{service!r} is not a service name (letters, digits, '.', '_', '-'; at most 63)"
+            )
+        tag = env.get("TIDEGATE_TAG", "").strip()
+        if not _TAG.match(tag):
+            raise AgentConfigError("TIDEGATE_TAG", f"{tag!r} is not a tag (letters, digits, '.', '_', '-'; at most 63)")
+        control = env.get("TIDEGATE_CONTROL", "").strip() or DEFAULT_CONTROL
+        parts = urlsplit(control)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise AgentConfigError("TIDEGATE_CONTROL", f"{control!r} is not an http(s) URL like {DEFAULT_CONTROL}")
+        admin_port = _port(env.get("TIDEGATE_ADMIN_PORT", "").strip() or "0")
+        interval_text = env.get("TIDEGATE_HEARTBEAT_INTERVAL", "").strip()
+        interval = _seconds(interval_text) if interval_text else None
+        return cls(
+            service=service,
+            tag=tag,
+            control=control.rstrip("/"),
+            token=env.get("TIDEGATE_TOKEN", ""),
+            admin_port=admin_port,
+            advertise_host=env.get("TIDEGATE_HOST", "").strip(),
+            heartbeat_interval=interval,
+        )
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise AgentConfigError("TIDEGATE_ADMIN_PORT", f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise AgentConfigError("TIDEGATE_ADMIN_PORT", f"{port} is out of range 0..65535 (0 = ephemeral)")
+    return port
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise AgentConfigError("TIDEGATE_HEARTBEAT_INTERVAL", f"{text!r} is not a number of seconds") from None
+    if not 0.05 <= value <= 3600:
+        raise AgentConfigError("TIDEGATE_HEARTBEAT_INTERVAL", f"{value} is outside 0.05..3600 seconds")
+    return value

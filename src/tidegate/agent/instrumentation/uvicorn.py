@@ -1,0 +1,95 @@
+"""uvicorn: wrap the app it loads, and tell the lifecycle who owns the listening socket.
+
+- `Config.load`: the loaded app is wrapped with `InboundASGI` (every process
+  that serves requests, gunicorn's UvicornWorker included).
+- `Server.startup` without sockets handed in: this process bound them itself
+  (`uvicorn app:app`, `uvicorn.run(...)`) and owns registration; with sockets
+  handed in it is a worker of a supervisor or of gunicorn.
+- `Server.shutdown`: the owner deregisters before connections close.
+- `Multiprocess.run`, `BaseReload.run` (`--workers N`, `--reload`): the
+  supervisor bound the socket; it registers, and deregisters when it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from types import ModuleType
+from typing import Any, Iterable
+
+from tidegate.agent.instrumentation.asgi import wrap_asgi
+from tidegate.agent.instrumentation.inbound import InboundInstrumentor
+from tidegate.agent.lifecycle import Address, InstanceLifecycle
+
+
+def tcp_addresses(sockets: Iterable[Any]) -> list[Address]:
+    """(host, port) of every TCP listening socket among `sockets`."""
+    found = []
+    for sock in sockets:
+        if getattr(sock, "family", None) in (socket.AF_INET, socket.AF_INET6):
+            host, port = sock.getsockname()[:2]
+            found.append((str(host), int(port)))
+    return found
+
+
+class UvicornInstrumentor(InboundInstrumentor):
+    library = "uvicorn"
+    supported = "uvicorn >= 0.30"
+
+    def _lifecycle(self) -> InstanceLifecycle | None:
+        return self.runtime.lifecycle if self.runtime is not None else None
+
+    def _patch(self, module: ModuleType) -> None:
+        from uvicorn.config import Config
+        from uvicorn.server import Server
+        from uvicorn.supervisors.basereload import BaseReload
+        from uvicorn.supervisors.multiprocess import Multiprocess
+
+        self.wrap(Config, "load", self._load)
+        self.wrap(Server, "startup", self._startup)
+        self.wrap(Server, "shutdown", self._shutdown)
+        self.wrap(Multiprocess, "run", self._supervise)
+        self.wrap(BaseReload, "run", self._supervise)
+
+    def _load(self, wrapped: Any, config: Any, args: Any, kwargs: Any) -> Any:
+        result = wrapped(*args, **kwargs)
+        runtime = self.runtime
+        if runtime is not None and runtime.metrics is not None:
+            config.loaded_app = wrap_asgi(config.loaded_app, runtime.metrics)
+        return result
+
+    def _startup(self, wrapped: Any, server: Any, args: Any, kwargs: Any) -> Any:
+        handed = kwargs.get("sockets", args[0] if args else None)
+
+        async def startup() -> None:
+            await wrapped(*args, **kwargs)
+            lifecycle = self._lifecycle()
+            if lifecycle is None or not server.started or server.should_exit:
+                return
+            if handed is None:
+                lifecycle.listening(tcp_addresses(s for srv in server.servers for s in (srv.sockets or ())))
+            lifecycle.serving_requests()
+
+        return startup()
+
+    def _shutdown(self, wrapped: Any, server: Any, args: Any, kwargs: Any) -> Any:
+        async def shutdown() -> None:
+            lifecycle = self._lifecycle()
+            if lifecycle is not None and lifecycle.owner:
+                await asyncio.get_running_loop().run_in_executor(None, lifecycle.stopping)
+            await wrapped(*args, **kwargs)
+
+        return shutdown()
+
+    def _supervise(self, wrapped: Any, supervisor: Any, args: Any, kwargs: Any) -> Any:
+        lifecycle = self._lifecycle()
+        if lifecycle is not None:
+            lifecycle.listening(tcp_addresses(supervisor.sockets))
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            if lifecycle is not None:
+                lifecycle.stopping()
+
+
+INSTRUMENTOR = UvicornInstrumentor()

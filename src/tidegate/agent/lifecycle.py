@@ -1,0 +1,298 @@
+"""The instance's life in the registry, owned by the process that owns the listening socket.
+
+Server hooks tell the lifecycle two things: `listening(addresses)` once the server
+has bound (only the socket's owner: a single uvicorn, uvicorn's supervisor,
+gunicorn's arbiter) and `stopping()` when it shuts down; worker processes say
+`serving_requests()` instead, which starts their own directory watch and, when
+they are not the owner, their metrics writer. The owner registers one instance
+per listening address from a background thread (the control plane may be down:
+it retries with backoff and never blocks or crashes the server), renews leases
+every heartbeat interval, re-registers an instance the control plane forgot, and
+deregisters on shutdown. `_state_on_register` is the one place that decides in
+which state an instance enters the registry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from tidegate.agent import metrics_files
+from tidegate.agent.admin import AdminServer
+from tidegate.agent.metrics import render, total_in_flight
+from tidegate.core.instance import Instance, InstanceState
+from tidegate.errors import ControlPlaneError
+
+if TYPE_CHECKING:
+    from tidegate.agent.runtime import AgentRuntime
+    from tidegate.client.control import ControlClient
+
+log = logging.getLogger("tidegate")
+
+Address = tuple[str, int]
+MAX_BACKOFF_S = 5.0
+DEREGISTER_TIMEOUT_S = 3.0
+
+
+class InstanceLifecycle:
+    """Registration, heartbeat, admin endpoint and shutdown of this process's instances."""
+
+    def __init__(self, runtime: "AgentRuntime", client_factory: Callable[[], "ControlClient"] | None = None) -> None:
+        self.runtime = runtime
+        self.config = runtime.config
+        self._client_factory = client_factory or self._default_client
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.state = InstanceState.STARTING
+        self.owner = False
+        self.instances: list[Instance] = []
+        self.registered = False
+        self.started_at = time.time()
+        self.admin: AdminServer | None = None
+        self.metrics_dir: Path | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client: "ControlClient | None" = None
+        self._serving_requests = False
+        self._watcher: Any = None
+        self._writer: metrics_files.SnapshotWriter | None = None
+
+    # -- what server hooks call ------------------------------------------------------
+
+    def listening(self, addresses: Sequence[Address]) -> None:
+        """This process owns listening sockets at `addresses`: publish them as instances."""
+        with self._lock:
+            if self.owner:
+                return
+            self.owner = True
+            inet = [(host, port) for host, port in addresses if port]
+            if not inet:
+                log.warning("tidegate: the server listens on no TCP address; nothing to register")
+                return
+            self.instances = [self._instance(host, port) for host, port in inet]
+            self.metrics_dir = metrics_files.create_dir()
+            self._start_admin()
+            self._thread = threading.Thread(target=self._keep_registered, name="tidegate-registration", daemon=True)
+            self._thread.start()
+
+    def serving_requests(self) -> None:
+        """This process serves requests (a worker, or a single-process server): start its own watch."""
+        with self._lock:
+            if self._serving_requests:
+                return
+            self._serving_requests = True
+        self._start_watcher()
+        directory = os.environ.get(metrics_files.ENV)
+        if directory and not self.owner:
+            self._writer = metrics_files.SnapshotWriter(self.runtime.metrics, Path(directory))  # type: ignore[arg-type]
+            self._writer.start()
+
+    def stopping(self) -> None:
+        """The server shuts down: deregister every instance (bounded), stop heartbeats."""
+        with self._lock:
+            if not self.owner or self.state == InstanceState.STOPPED:
+                return
+            self.state = InstanceState.STOPPED
+            self._stop.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=DEREGISTER_TIMEOUT_S)
+        self._deregister_all()
+        if self.admin is not None:
+            self.admin.stop()
+        if self._watcher is not None:
+            _quietly(self._watcher.stop, "stopping the directory watch")
+
+    def after_fork_in_child(self) -> None:
+        """A forked child is no owner: its parent's threads are gone and its sockets are the parent's."""
+        if self.admin is not None:
+            _quietly(self.admin.close_inherited, "closing the inherited admin socket")
+        self._reset()
+
+    # -- what the admin endpoint shows --------------------------------------------------
+
+    def ready(self) -> bool:
+        return self.registered and self.state.routable
+
+    def state_view(self) -> dict[str, Any]:
+        first = self.instances[0] if self.instances else None
+        return {
+            "service": self.config.service,
+            "instance_id": first.id if first else None,
+            "state": str(self.state),
+            "tag": self.config.tag,
+            "address": first.address if first else None,
+            "admin_port": self.admin.port if self.admin else None,
+            "registered": self.registered,
+            "in_flight": total_in_flight(self._snapshots()),
+            "instances": [{"id": i.id, "address": i.address} for i in self.instances],
+        }
+
+    def metrics_text(self) -> bytes:
+        return render(self._snapshots())
+
+    def _snapshots(self) -> list[dict[str, Any]]:
+        own = [self.runtime.metrics.snapshot()] if self.runtime.metrics is not None else []
+        if self.metrics_dir is None:
+            return own
+        return own + metrics_files.read_all(self.metrics_dir, skip_pid=os.getpid())
+
+    # -- registration ---------------------------------------------------------------------
+
+    def _state_on_register(self) -> InstanceState:
+        """The state an instance enters the registry in (lossless online adds WARMING here)."""
+        return InstanceState.SERVING
+
+    def _instance(self, host: str, port: int) -> Instance:
+        return Instance(
+            id=f"{self.config.service}-{uuid.uuid4().hex[:12]}",
+            service=self.config.service,
+            host=self.config.advertise_host or _advertised(host),
+            port=port,
+            tag=self.config.tag,
+            state=InstanceState.STARTING,
+            started_at=self.started_at,
+        )
+
+    def _keep_registered(self) -> None:
+        backoff = 0.2
+        interval = self._heartbeat_interval()
+        pending = [i.id for i in self.instances]  # not registered (again) yet
+        while not self._stop.is_set():
+            try:
+                client = self._control()
+                for instance in [i for i in self.instances if i.id in pending]:
+                    self._register(client, instance)
+                    pending.remove(instance.id)
+                for instance in self.instances:
+                    if instance.id not in pending and not client.heartbeat(instance.id):
+                        log.warning("tidegate: control plane forgot instance %s; registering it again", instance.id)
+                        pending.append(instance.id)
+                backoff = 0.2
+                wait = 0.0 if pending else interval
+            except ControlPlaneError as error:
+                log.warning("tidegate: %s (retrying in %.1fs)", error, backoff)
+                wait, backoff = backoff, min(backoff * 2, MAX_BACKOFF_S)
+            except Exception:  # a bug here must not end heartbeats for good
+                log.exception("tidegate: registration loop failed; retrying")
+                wait, backoff = backoff, min(backoff * 2, MAX_BACKOFF_S)
+            self._stop.wait(wait)
+
+    def _register(self, client: "ControlClient", instance: Instance) -> None:
+        with self._lock:
+            if self._stop.is_set():
+                return
+            state = self._state_on_register() if self.state == InstanceState.STARTING else self.state
+        stored = client.register(_with_state(instance, state, self._admin_port()))
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self.instances = [stored if i.id == stored.id else i for i in self.instances]
+            self.state = state
+            self.registered = True
+        log.info("tidegate: registered %s as %s at %s (%s)", self.config.service, stored.id, stored.address, state)
+
+    def _deregister_all(self) -> None:
+        if not self.registered:
+            return
+        try:
+            client = self._control()
+            for instance in self.instances:
+                client.deregister(instance.id)
+                log.info("tidegate: deregistered %s", instance.id)
+        except ControlPlaneError as error:
+            log.warning("tidegate: could not deregister (the lease will expire): %s", error)
+        self.registered = False
+
+    def _heartbeat_interval(self) -> float:
+        return self.config.heartbeat_interval or 5.0
+
+    def _control(self) -> "ControlClient":
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    def _default_client(self) -> "ControlClient":
+        from tidegate.client.control import ControlClient
+
+        return ControlClient(self.config.control, self.config.token or None, timeout=DEREGISTER_TIMEOUT_S)
+
+    def _admin_port(self) -> int | None:
+        return self.admin.port if self.admin is not None else None
+
+    def _start_admin(self) -> None:
+        try:
+            self.admin = AdminServer(_AdminView(self), self.config.token, port=self.config.admin_port)
+            self.admin.start()
+            log.info("tidegate: admin endpoint on http://127.0.0.1:%d", self.admin.port)
+        except OSError as error:
+            log.error("tidegate: admin endpoint not started on port %d: %s", self.config.admin_port, error)
+            self.admin = None
+
+    def _start_watcher(self) -> None:
+        try:
+            from tidegate.client.watch import Watcher
+        except ImportError:
+            log.debug("tidegate: no directory watch available; outbound routing sees no instances")
+            return
+        try:
+            self._watcher = Watcher(self.config.control, self.config.token or None, self.runtime.directory, self.runtime.rulebook)
+            self._watcher.start()
+        except Exception:
+            log.exception("tidegate: directory watch not started")
+
+
+class _AdminView:
+    def __init__(self, lifecycle: InstanceLifecycle) -> None:
+        self._lifecycle = lifecycle
+
+    def ready(self) -> bool:
+        return self._lifecycle.ready()
+
+    def state(self) -> dict[str, Any]:
+        return self._lifecycle.state_view()
+
+    def metrics_text(self) -> bytes:
+        return self._lifecycle.metrics_text()
+
+
+def _with_state(instance: Instance, state: InstanceState, admin_port: int | None) -> Instance:
+    return Instance(
+        id=instance.id,
+        service=instance.service,
+        host=instance.host,
+        port=instance.port,
+        tag=instance.tag,
+        state=state,
+        weight=instance.weight,
+        admin_port=admin_port,
+        started_at=instance.started_at,
+        metadata=instance.metadata,
+    )
+
+
+def _advertised(bound_host: str) -> str:
+    """The host consumers should call: the bound one, or this machine's address for a wildcard bind."""
+    if bound_host not in ("0.0.0.0", "::", ""):
+        return bound_host
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("10.255.255.255", 1))  # no packet is sent; this picks the outbound interface
+            return str(probe.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
+
+
+def _quietly(action: Callable[[], object], what: str) -> None:
+    try:
+        action()
+    except Exception:
+        log.debug("tidegate: failed %s", what, exc_info=True)

@@ -1,0 +1,180 @@
+"""Request statistics of one process (inbound per route template, outbound per service).
+
+The hot path only takes an uncontended lock and bumps numbers in a dict; no
+prometheus_client object is touched per request. `snapshot()` gives a JSON-able
+copy: worker processes write theirs to files (see `metrics_files.py`) and the
+process that owns the listening socket merges them into the Prometheus text its
+admin endpoint serves, through a private `CollectorRegistry`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from bisect import bisect_left
+from typing import Any, Iterable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+#: Latency bucket upper bounds in seconds (Prometheus' defaults).
+BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+
+# One series: [count, sum of seconds, count per bucket (the last one is +Inf)].
+Series = list
+
+
+def _new_series() -> Series:
+    return [0, 0.0] + [0] * (len(BUCKETS) + 1)
+
+
+def _observe(series: Series, seconds: float) -> None:
+    series[0] += 1
+    series[1] += seconds
+    series[2 + bisect_left(BUCKETS, seconds)] += 1
+
+
+class AgentMetrics:
+    """Counters, latency histograms and the in-flight count of this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inbound: dict[tuple[str, str, int], Series] = {}
+        self._outbound: dict[tuple[str, bool], Series] = {}
+        self._in_flight = 0
+        self.generation = 0  # bumped on every change, so a writer can skip unchanged snapshots
+
+    @property
+    def in_flight(self) -> int:
+        """Inbound requests this process has started and not finished."""
+        return self._in_flight
+
+    def request_started(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self.generation += 1
+
+    def observe_inbound(self, route: str, method: str, status: int, seconds: float, *, finished: bool = False) -> None:
+        """Count one inbound request by route template; `finished=True` also ends its in-flight count."""
+        key = (route, method, status)
+        with self._lock:
+            series = self._inbound.get(key)
+            if series is None:
+                series = self._inbound[key] = _new_series()
+            _observe(series, seconds)
+            if finished:
+                self._in_flight -= 1
+            self.generation += 1
+
+    def observe_outbound(self, service: str, ok: bool, seconds: float) -> None:
+        """Count one outbound call to `service` (ok: answered without a transport error or 5xx)."""
+        key = (service, ok)
+        with self._lock:
+            series = self._outbound.get(key)
+            if series is None:
+                series = self._outbound[key] = _new_series()
+            _observe(series, seconds)
+            self.generation += 1
+
+    def reset(self) -> None:
+        """Forget everything (a forked child starts with its own statistics)."""
+        with self._lock:
+            self._inbound = {}
+            self._outbound = {}
+            self._in_flight = 0
+            self.generation += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "pid": os.getpid(),
+                "in_flight": self._in_flight,
+                "inbound": [[*key, *series] for key, series in self._inbound.items()],
+                "outbound": [[*key, *series] for key, series in self._outbound.items()],
+            }
+
+
+def render(snapshots: Iterable[Mapping[str, Any]]) -> bytes:
+    """Prometheus text for the sum of `snapshots` (one per process)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_SnapshotCollector(list(snapshots)))
+    return generate_latest(registry)
+
+
+def total_in_flight(snapshots: Iterable[Mapping[str, Any]]) -> int:
+    return sum(int(s.get("in_flight", 0)) for s in snapshots)
+
+
+class _SnapshotCollector(Collector):
+    def __init__(self, snapshots: list[Mapping[str, Any]]) -> None:
+        self._snapshots = snapshots
+
+    def collect(self) -> Iterator[Any]:
+        inbound: dict[tuple[str, str, int], Series] = {}
+        outbound: dict[tuple[str, bool], Series] = {}
+        for snap in self._snapshots:
+            for row in snap.get("inbound", ()):
+                _add(inbound, (str(row[0]), str(row[1]), int(row[2])), row[3:])
+            for row in snap.get("outbound", ()):
+                _add(outbound, (str(row[0]), bool(row[1])), row[2:])
+
+        requests = CounterMetricFamily(
+            "tidegate_inbound_requests", "Inbound requests by route template", labels=["route", "method", "status"]
+        )
+        errors = CounterMetricFamily("tidegate_inbound_errors", "Inbound requests answered 5xx", labels=["route", "method"])
+        latency = HistogramMetricFamily(
+            "tidegate_inbound_latency_seconds", "Inbound request latency", labels=["route", "method"]
+        )
+        by_route: dict[tuple[str, str], Series] = {}
+        error_counts: dict[tuple[str, str], int] = {}
+        for (route, method, status), series in sorted(inbound.items()):
+            requests.add_metric([route, method, str(status)], series[0])
+            _add(by_route, (route, method), series)
+            if status >= 500:
+                error_counts[(route, method)] = error_counts.get((route, method), 0) + series[0]
+        for labels, count in error_counts.items():
+            errors.add_metric(list(labels), count)
+        for labels, series in by_route.items():
+            latency.add_metric(list(labels), _buckets(series), series[1])
+        yield requests
+        yield errors
+        yield latency
+
+        out_requests = CounterMetricFamily(
+            "tidegate_outbound_requests", "Outbound calls by service", labels=["service", "outcome"]
+        )
+        out_errors = CounterMetricFamily("tidegate_outbound_errors", "Outbound calls that failed", labels=["service"])
+        out_latency = HistogramMetricFamily("tidegate_outbound_latency_seconds", "Outbound call latency", labels=["service"])
+        by_service: dict[tuple[str], Series] = {}
+        for (service, ok), series in sorted(outbound.items()):
+            out_requests.add_metric([service, "ok" if ok else "error"], series[0])
+            if not ok:
+                out_errors.add_metric([service], series[0])
+            _add(by_service, (service,), series)
+        for labels, series in by_service.items():
+            out_latency.add_metric(list(labels), _buckets(series), series[1])
+        yield out_requests
+        yield out_errors
+        yield out_latency
+
+        in_flight = GaugeMetricFamily("tidegate_inbound_in_flight", "Inbound requests being served now")
+        in_flight.add_metric([], total_in_flight(self._snapshots))
+        yield in_flight
+
+
+def _add(into: dict[Any, Series], key: Any, series: Iterable[Any]) -> None:
+    target = into.get(key)
+    if target is None:
+        target = into[key] = _new_series()
+    for index, value in enumerate(series):
+        target[index] += value
+
+
+def _buckets(series: Series) -> list[tuple[str, float]]:
+    cumulative = 0
+    out = []
+    for bound, count in zip((*BUCKETS, float("inf")), series[2:]):
+        cumulative += count
+        out.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+    return out

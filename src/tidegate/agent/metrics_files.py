@@ -1,0 +1,107 @@
+"""How worker processes' statistics reach the one admin endpoint of their server.
+
+The process that owns the listening socket creates a directory and exports it
+as TIDEGATE_METRICS_DIR before its workers start (forked or spawned, they inherit
+it). Each worker rewrites `<pid>.json` there about once a second, atomically;
+the owner's `/metrics` sums every file with its own numbers. Files of workers
+that have exited stay, so counters never go backwards when a worker is
+replaced; only live workers count towards in-flight.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from tidegate.agent.metrics import AgentMetrics
+
+ENV = "TIDEGATE_METRICS_DIR"
+FLUSH_INTERVAL_S = 1.0
+
+log = logging.getLogger("tidegate")
+
+
+def create_dir() -> Path:
+    """Make the directory for this server's workers, export it, remove it at exit."""
+    path = Path(tempfile.mkdtemp(prefix="tidegate-metrics-"))
+    os.environ[ENV] = str(path)
+    owner = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == owner:  # a forked worker exiting must not remove its server's directory
+            shutil.rmtree(path, ignore_errors=True)
+
+    atexit.register(remove)
+    return path
+
+
+def read_all(directory: Path, skip_pid: int) -> list[dict[str, Any]]:
+    """Every worker's last snapshot; in-flight zeroed for workers no longer alive."""
+    snapshots = []
+    for file in directory.glob("*.json"):
+        try:
+            snap = json.loads(file.read_text())
+        except (OSError, ValueError):
+            continue  # being replaced right now, or removed: the next scrape sees it
+        pid = int(snap.get("pid", 0))
+        if pid == skip_pid:
+            continue
+        if not _alive(pid):
+            snap["in_flight"] = 0
+        snapshots.append(snap)
+    return snapshots
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SnapshotWriter:
+    """A daemon thread of a worker that keeps `<dir>/<pid>.json` current."""
+
+    def __init__(self, metrics: AgentMetrics, directory: Path, interval: float = FLUSH_INTERVAL_S) -> None:
+        self._metrics = metrics
+        self._directory = directory
+        self._interval = interval
+        self._stop = threading.Event()
+        self._written = -1
+        self._thread = threading.Thread(target=self._run, name="tidegate-metrics-writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.flush()
+
+    def flush(self) -> None:
+        generation = self._metrics.generation
+        if generation == self._written:
+            return
+        snap = self._metrics.snapshot()
+        target = self._directory / f"{snap['pid']}.json"
+        try:
+            temp = target.with_suffix(".tmp")
+            temp.write_text(json.dumps(snap))
+            os.replace(temp, target)
+            self._written = generation
+        except OSError:
+            log.debug("tidegate: cannot write worker metrics to %s", self._directory, exc_info=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.flush()
