@@ -6,5 +6,6 @@ stream, with an on-disk snapshot for when the control plane is down.
 """
 
 from tidegate.client.control import ControlClient
+from tidegate.client.watch import Watcher
 
-__all__ = ["ControlClient"]
+__all__ = ["ControlClient", "Watcher"]
