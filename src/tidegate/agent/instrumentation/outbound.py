@@ -1,0 +1,148 @@
+"""What the HTTP client instrumentors (httpx, requests, aiohttp) share.
+
+Each of them patches its library's send method to ask the runtime's
+`OutboundRouter` where a call to a service name goes, send it there, and end
+the route when the response arrives. This module holds the version check,
+the patch bookkeeping and the bracket around one attempt (route, metrics,
+release), so each library's module only translates its own URL and errors.
+
+Choices made here, the same for every library:
+  - the URL is rewritten to the instance's address and the Host header names
+    that address too (an HTTP/1.1 server behind the name sees the address it
+    listens on, as with client-side load balancing in Spring Cloud);
+  - a call whose connection failed before the request was written (refused,
+    connect timeout) is retried on another instance, up to `CONNECT_ATTEMPTS`
+    instances in all, since nothing reached the server;
+  - an attempt is ok when a response came back with a status below 500.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import logging
+import re
+from typing import TYPE_CHECKING
+
+from tidegate.errors import NoInstanceError
+
+if TYPE_CHECKING:
+    from tidegate.agent.routing import OutboundRouter, Route
+    from tidegate.agent.runtime import AgentRuntime
+    from tidegate.core.instance import Instance
+
+log = logging.getLogger("tidegate.agent")
+
+#: Instances one call may try when connecting fails before anything was sent.
+CONNECT_ATTEMPTS = 3
+
+_SIMPLE_REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*>=\s*([0-9][0-9.]*)\s*$")
+
+
+def _release_tuple(version: str) -> tuple[int, ...]:
+    numbers = re.match(r"[0-9]+(?:\.[0-9]+)*", version)
+    return tuple(int(n) for n in numbers.group(0).split(".")) if numbers else ()
+
+
+def installed_version_meets(requirement: str) -> bool:
+    """Whether the installed distribution satisfies `requirement` ("httpx >= 0.23").
+
+    Uses `packaging` when it is installed; otherwise understands the one
+    form the instrumentors declare, `name >= version`.
+    """
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:
+        simple = _SIMPLE_REQUIREMENT.match(requirement)
+        if simple is None:
+            raise ValueError(f"requirement {requirement!r}: expected 'name >= version'") from None
+        name, minimum = simple.groups()
+        try:
+            return _release_tuple(importlib.metadata.version(name)) >= _release_tuple(minimum)
+        except importlib.metadata.PackageNotFoundError:
+            return False
+    parsed = Requirement(requirement)
+    try:
+        installed = importlib.metadata.version(parsed.name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return parsed.specifier.contains(installed, prereleases=True)
+
+
+def netloc(instance: "Instance") -> str:
+    """`host:port` of an instance, with an IPv6 host in brackets."""
+    host = f"[{instance.host}]" if ":" in instance.host else instance.host
+    return f"{host}:{instance.port}"
+
+
+class OutboundInstrumentor:
+    """Base of the HTTP client instrumentors: version gate, patch bookkeeping, one attempt's bracket.
+
+    A subclass sets `library` and `supported` and implements `_patch` and
+    `_unpatch`; its wrappers call `self.router().route(...)`, then
+    `finish(route, ok, started)` in a `finally`, and `retry_route` when the
+    connection failed before the request was sent.
+    """
+
+    library: str = ""
+    supported: str = ""
+
+    def __init__(self) -> None:
+        self.runtime: "AgentRuntime | None" = None
+
+    @property
+    def installed(self) -> bool:
+        return self.runtime is not None
+
+    def available(self) -> bool:
+        """True when the library is importable and its version is supported; logs why not."""
+        if importlib.util.find_spec(self.library) is None:
+            return False
+        if not installed_version_meets(self.supported):
+            log.info("tidegate: %s is installed in an unsupported version (needs %s); not patched", self.library, self.supported)
+            return False
+        return True
+
+    def instrument(self, runtime: "AgentRuntime") -> None:
+        """Patch the library so that calls to service names are routed; a second call only swaps the runtime."""
+        first = self.runtime is None
+        self.runtime = runtime
+        if first:
+            self._patch()
+
+    def uninstrument(self) -> None:
+        """Put the library's original methods back."""
+        if self.runtime is not None:
+            self._unpatch()
+            self.runtime = None
+
+    def router(self) -> "OutboundRouter | None":
+        """The router calls go through, or None when the agent has none (calls go out untouched)."""
+        runtime = self.runtime
+        return runtime.router if runtime is not None else None
+
+    def clock(self) -> float:
+        runtime = self.runtime
+        return runtime.clock() if runtime is not None else 0.0
+
+    def retry_route(self, router: "OutboundRouter", service: str, tried: list[str]) -> "Route | None":
+        """Another instance for a call whose connection failed before sending, or None to give up."""
+        if len(tried) >= CONNECT_ATTEMPTS:
+            return None
+        try:
+            return router.route(service, None, exclude=tried)
+        except NoInstanceError:
+            return None
+
+    def finish(self, route: "Route", ok: bool, started: float) -> None:
+        """End one attempt: release the instance and record the outcome."""
+        route.done(ok)
+        runtime = self.runtime
+        if runtime is not None and runtime.metrics is not None:
+            runtime.metrics.observe_outbound(route.service, ok, runtime.clock() - started)
+
+    def _patch(self) -> None:
+        raise NotImplementedError
+
+    def _unpatch(self) -> None:
+        raise NotImplementedError

@@ -1,0 +1,1 @@
+"""Apps the outbound routing tests start as real servers."""
