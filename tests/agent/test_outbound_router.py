@@ -121,12 +121,27 @@ def test_balancer_factory_and_weight_of_are_pluggable() -> None:
     directory.replace(1, [orders(1), orders(2)])
     factor = {"o1": 1.0, "o2": 1.0}
     router = OutboundRouter(
-        directory, balancer_factory=RoundRobinBalancer, rng=lambda: 0.0, weight_of=lambda i: 100 * factor[i.id]
+        directory,
+        balancer_factory=RoundRobinBalancer,
+        rng=lambda: 0.0,
+        weighting=lambda instances: lambda i: 100 * factor[i.id],
     )
     assert [router.route("orders", None).instance.id for _ in range(4)] == ["o1", "o2", "o1", "o2"]  # type: ignore[union-attr]
     factor["o2"] = 1 / 3
     router.reweigh()
     assert Counter(router.route("orders", None).instance.id for _ in range(40)) == {"o1": 30, "o2": 10}  # type: ignore[union-attr]
+
+
+def test_after_fork_the_child_starts_with_nothing_in_flight() -> None:
+    directory = ServiceDirectory()
+    directory.replace(1, [orders(1)])
+    router = OutboundRouter(directory, rng=random.Random(1))
+    assert router.route("orders", None) is not None
+    assert router.in_flight("orders") == {"o1": 1}
+    router.after_fork_in_child()
+    assert router.in_flight("orders") == {}
+    route = router.route("orders", None)
+    assert route is not None and route.instance.id == "o1"
 
 
 def test_version_gate() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random as random_module
 import threading
-from typing import Callable, Collection
+from typing import Callable, Collection, Sequence
 
 from tidegate.core.balancer import DEFAULT_BALANCER, Balancer, BalancerFactory, InFlight, WeightOf, registered_weight
 from tidegate.core.directory import ServiceDirectory
@@ -51,6 +51,16 @@ class Route:
         return f"Route({self.service!r} -> {self.instance.id} at {self.instance.address})"
 
 
+#: Gives the `weight_of` for one snapshot of a service's routable instances;
+#: asked at every rebuild, so warm-up can build its per-service weights there.
+Weighting = Callable[[Sequence[Instance]], WeightOf]
+
+
+def registered_weights(instances: Sequence[Instance]) -> WeightOf:
+    """Every instance weighs what it registered with."""
+    return registered_weight
+
+
 class OutboundRouter:
     """Chooses the instance for every outbound call to a service name."""
 
@@ -59,14 +69,14 @@ class OutboundRouter:
         directory: ServiceDirectory,
         balancer_factory: BalancerFactory = DEFAULT_BALANCER,
         rng: random_module.Random | Callable[[], float] | None = None,
-        weight_of: WeightOf = registered_weight,
+        weighting: Weighting = registered_weights,
     ) -> None:
         self._directory = directory
         self._factory = balancer_factory
         if rng is None:
             rng = random_module.Random()
         self._random: Callable[[], float] = rng.random if isinstance(rng, random_module.Random) else rng
-        self._weight_of = weight_of
+        self._weighting = weighting
         self._write_lock = threading.Lock()
         self._in_flight: dict[str, InFlight] = {}
         self._balancers: dict[str, Balancer] = {}
@@ -99,6 +109,15 @@ class OutboundRouter:
         for balancer in list(self._balancers.values()):
             balancer.reweigh()
 
+    def after_fork_in_child(self) -> None:
+        """A forked child has none of its parent's calls in flight, and must not
+        inherit a lock some parent thread held at the fork."""
+        self._write_lock = threading.Lock()
+        self._in_flight = {}
+        self._balancers = {}
+        for service in self._directory.services():
+            self._rebuild(service)
+
     def in_flight(self, service: str) -> dict[str, int]:
         """Calls in flight per instance id of `service`."""
         tracker = self._in_flight.get(service)
@@ -107,7 +126,8 @@ class OutboundRouter:
     def _rebuild(self, service: str) -> Balancer:
         with self._write_lock:
             tracker = self._in_flight.setdefault(service, InFlight())
-            balancer = self._factory(self._directory.routable(service), tracker, self._random, self._weight_of)
+            instances = self._directory.routable(service)
+            balancer = self._factory(instances, tracker, self._random, self._weighting(instances))
             balancers = dict(self._balancers)
             if self._directory.knows(service):
                 balancers[service] = balancer
