@@ -6,6 +6,7 @@ typo never silently leaves a default in force.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -21,9 +22,22 @@ class ServiceSettings:
     warmup_window_s: float = 120.0
     warmup_curve: float = 2.0
     drain_timeout_s: float = 25.0
+    warmup_aggression: float | None = None  # set: Envoy-style slow start instead of the curve
+    warmup_min_weight_percent: float | None = None  # default 1 (curve) or 10 (slow start)
+    warmup_starvation_threshold: float = 0.5
 
 
-_FIELDS: dict[str, type] = {"service": str, "warmupWindowSeconds": float, "warmupCurve": float, "drainTimeoutSeconds": float}
+_FIELDS: dict[str, type] = {
+    "service": str,
+    "warmupWindowSeconds": float,
+    "warmupCurve": float,
+    "drainTimeoutSeconds": float,
+    "warmupAggression": float,
+    "warmupMinWeightPercent": float,
+    "warmupStarvationThreshold": float,
+}
+#: Upper bounds (inclusive) of the fields that have one; `warmupAggression` must also be above 0.
+_MAXIMA: dict[str, float] = {"warmupMinWeightPercent": 100.0, "warmupStarvationThreshold": 1.0}
 
 
 def parse(document: Mapping[str, Any]) -> ServiceSettings:
@@ -37,6 +51,13 @@ def parse(document: Mapping[str, Any]) -> ServiceSettings:
             raise RuleError("must be a non-negative number", document=label, field=f"spec.{key}")
         if expected is str and not isinstance(value, str):
             raise RuleError("must be a string", document=label, field=f"spec.{key}")
+        if expected is float and not math.isfinite(value):
+            raise RuleError("must be a finite number", document=label, field=f"spec.{key}")
+    for key, maximum in _MAXIMA.items():
+        if key in spec and spec[key] > maximum:
+            raise RuleError(f"must be at most {maximum:g}", document=label, field=f"spec.{key}")
+    if "warmupAggression" in spec and spec["warmupAggression"] <= 0:
+        raise RuleError("must be above 0 (1 is linear)", document=label, field="spec.warmupAggression")
     if not spec.get("service"):
         raise RuleError("is required", document=label, field="spec.service")
     return ServiceSettings(
@@ -44,6 +65,9 @@ def parse(document: Mapping[str, Any]) -> ServiceSettings:
         warmup_window_s=float(spec.get("warmupWindowSeconds", 120.0)),
         warmup_curve=float(spec.get("warmupCurve", 2.0)),
         drain_timeout_s=float(spec.get("drainTimeoutSeconds", 25.0)),
+        warmup_aggression=float(spec["warmupAggression"]) if "warmupAggression" in spec else None,
+        warmup_min_weight_percent=float(spec["warmupMinWeightPercent"]) if "warmupMinWeightPercent" in spec else None,
+        warmup_starvation_threshold=float(spec.get("warmupStarvationThreshold", 0.5)),
     )
 
 
