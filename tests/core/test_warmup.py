@@ -7,7 +7,7 @@ import math
 import pytest
 
 from tidegate.core.instance import Instance, InstanceState
-from tidegate.core.warmup import WarmupSettings, WarmupWeights, is_full_rollout, warmup_factor
+from tidegate.core.warmup import WarmupSettings, WarmupWeights, is_full_rollout, warmup_factor, warmup_weighting
 
 INSTANTS = (0, 1, 30, 60, 119, 120, 300)
 
@@ -124,3 +124,40 @@ def test_settings_in_slow_start_mode() -> None:
     weights = WarmupWeights([_instance("a", 100.0), _instance("b", 1.0), _instance("c", 1.0)],
                             WarmupSettings(window_s=60, aggression=2.0, min_weight_percent=10))
     assert weights.weight(_instance("a", 100.0), 115.0) == pytest.approx(100 * math.sqrt(15 / 60), rel=1e-12)
+
+
+def test_router_weighting_reads_the_injected_clock() -> None:
+    now = [1060.0]
+    weighting = warmup_weighting(lambda service: WarmupSettings(starvation_threshold=1.0), lambda: now[0])
+    instances = [_instance("a", 1000.0), _instance("b", 1.0)]
+    weight_of = weighting(instances)
+    assert weight_of(instances[0]) == pytest.approx(25.0, rel=1e-12)
+    now[0] = 1120.0
+    assert weight_of(instances[0]) == 100.0
+    assert WarmupWeights(instances).all_warm_at == 1120.0
+
+
+def test_router_weighting_uses_each_services_settings() -> None:
+    asked: list[str] = []
+
+    def settings_of(service: str) -> WarmupSettings:
+        asked.append(service)
+        return WarmupSettings(window_s=0)
+
+    weight_of = warmup_weighting(settings_of, lambda: 1001.0)([_instance("a", 1000.0)])
+    assert asked == ["orders"]
+    assert weight_of(_instance("a", 1000.0)) == 100.0
+    assert warmup_weighting(settings_of, lambda: 0.0)([])(_instance("a", 1000.0)) == 100.0
+
+
+def test_a_warming_instance_gets_its_share_from_the_real_balancer() -> None:
+    import random
+
+    from tidegate.core.balancer import P2CBalancer
+
+    instances = [_instance(f"old{i}", 1000.0) for i in range(3)] + [_instance("new", 10_000.0)]
+    weights = WarmupWeights(instances)
+    balancer = P2CBalancer(instances, random=random.Random(5).random, weight_of=weights.weight_of(10_060.0))
+    picks = [balancer.pick() for _ in range(20_000)]
+    share = sum(1 for p in picks if p is not None and p.id == "new") / len(picks)
+    assert share == pytest.approx(25 / 325, abs=0.01)  # weight 25 (a quarter in) against 3 x 100

@@ -28,9 +28,12 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from tidegate.core.instance import Instance
+
+Clock = Callable[[], float]  # epoch seconds, e.g. time.time
+WeightOf = Callable[[Instance], float]
 
 DEFAULT_WINDOW_S = 120.0
 DEFAULT_CURVE = 2.0
@@ -127,6 +130,28 @@ class WarmupWeights:
             return float(instance.weight)
         return instance.weight * self.settings.factor(age)
 
-    def weight_of(self, now: float) -> Callable[[Instance], float]:
-        """The balancer's `weight_of`, bound to `now`."""
+    @property
+    def all_warm_at(self) -> float:
+        """When the last window ends (-inf when none): after it, no reweighing is needed."""
+        return self._all_warm_at
+
+    def weight_of(self, now: float) -> WeightOf:
+        """The balancer's `weight_of`, fixed at `now`."""
         return lambda instance: self.weight(instance, now)
+
+    def clocked(self, clock: Clock) -> WeightOf:
+        """The balancer's `weight_of`, reading `clock()` at every call (each reweigh sees the time of then)."""
+        return lambda instance: self.weight(instance, clock())
+
+
+def warmup_weighting(settings_of: Callable[[str], WarmupSettings], clock: Clock) -> Callable[[Sequence[Instance]], WeightOf]:
+    """The outbound router's `weighting`: for each snapshot of a service's
+    routable instances, their `WarmupWeights` under that service's settings,
+    read at `clock()`. The router's `reweigh()` then moves weights along the ramp."""
+
+    def weighting(instances: Sequence[Instance]) -> WeightOf:
+        if not instances:
+            return lambda instance: float(instance.weight)
+        return WarmupWeights(instances, settings_of(instances[0].service)).clocked(clock)
+
+    return weighting
