@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from pathlib import Path
 from typing import Iterator
@@ -10,6 +11,7 @@ import aiohttp
 import httpx
 import pytest
 import requests
+import yarl
 
 from tests.agent.outbound_apps.clients import INSTRUMENTORS, LIBRARIES, Server, call, make_runtime, start_servers
 from tests.support.procs import free_port
@@ -145,13 +147,22 @@ def test_when_every_instance_refuses_the_librarys_error_is_raised(library: str, 
     assert runtime.router.in_flight("orders") == {}  # type: ignore[union-attr]
 
 
-def test_base_url_and_url_objects_route(runtime: AgentRuntime, library: str, orders: list[Server]) -> None:
-    if library == "requests":
-        pytest.skip("requests has no base URL")
-    options = {"base_url": "http://orders"}
-    replies = call(library, ["/rel"] * 9, **options)
+@pytest.mark.parametrize("library", ["httpx", "httpx-async", "aiohttp"])  # requests has no base URL
+def test_a_base_url_naming_a_service_routes(runtime: AgentRuntime, library: str, orders: list[Server]) -> None:
+    replies = call(library, ["/rel"] * 9, base_url="http://orders")
     assert {r.body["path"] for r in replies} == {"/rel"}
     assert {r.body["id"] for r in replies} <= {s.id for s in orders}
+
+
+@pytest.mark.parametrize("library", ["aiohttp"])
+def test_aiohttp_accepts_a_url_object(runtime: AgentRuntime, library: str, orders: list[Server]) -> None:
+    async def fetch() -> dict[str, str]:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(yarl.URL("http://orders/obj?q=1")) as response:
+                return dict(await response.json())
+
+    body = asyncio.run(fetch())
+    assert body["id"] in {s.id for s in orders} and (body["path"], body["query"]) == ("/obj", "q=1")
 
 
 def test_uninstrument_restores_the_original_behaviour(library: str, orders: list[Server], tmp_path: Path) -> None:

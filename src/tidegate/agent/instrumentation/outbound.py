@@ -90,10 +90,6 @@ class OutboundInstrumentor:
     def __init__(self) -> None:
         self.runtime: "AgentRuntime | None" = None
 
-    @property
-    def installed(self) -> bool:
-        return self.runtime is not None
-
     def available(self) -> bool:
         """True when the library is importable and its version is supported; logs why not."""
         if importlib.util.find_spec(self.library) is None:

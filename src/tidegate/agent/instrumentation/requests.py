@@ -90,7 +90,7 @@ class RequestsInstrumentor(OutboundInstrumentor):
                         response = original_send(session, request, **kwargs)
                         ok = response.status_code < 500
                         return response
-                    except (requests.ConnectionError, requests.ConnectTimeout) as error:
+                    except requests.ConnectionError as error:  # ConnectTimeout is one too
                         if not _sent_nothing(error):
                             raise
                         tried.append(route.instance.id)
