@@ -8,6 +8,9 @@ run (the cheapest balancer there is, and blind to weights and load). Figures:
   of each to the anchor;
 - the router's cost for a host that is not a service (what every call to a
   plain host pays), against a bare `dict.get`;
+- what the httpx instrumentor adds to a call to a plain host (not a
+  service), against the same call unpatched (an in-memory transport, so only
+  the client's own work is timed);
 - spread: max/min share over 100,000 sequential picks among 10 equal-weight
   instances (1.0 is perfect);
 - one slow instance: a simulated run with an injected clock (Poisson arrivals
@@ -27,7 +30,12 @@ import time
 from collections import Counter
 from typing import Callable
 
+import httpx
+
+from tidegate.agent.config import AgentConfig
+from tidegate.agent.instrumentation.httpx import INSTRUMENTOR as HTTPX
 from tidegate.agent.routing import OutboundRouter
+from tidegate.agent.runtime import AgentRuntime
 from tidegate.core.balancer import InFlight, P2CBalancer, RoundRobinBalancer
 from tidegate.core.directory import ServiceDirectory
 from tidegate.core.instance import Instance
@@ -75,6 +83,27 @@ def miss_costs() -> tuple[float, float]:
     get = table.get
     loops = 100_000
     return per_call_us(lambda: route("127.0.0.1", 8080), loops) * 1000, per_call_us(lambda: get("127.0.0.1"), loops) * 1000
+
+
+def httpx_plain_host_costs() -> tuple[float, float]:
+    """(unpatched, patched) microseconds per `Client.get` of a plain host."""
+    runtime = AgentRuntime(config=AgentConfig(service="bench"))
+    runtime.directory.replace(1, list(instances(3)))
+    runtime.router = OutboundRouter(runtime.directory, rng=random.Random(1))
+    client = httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(200, content=b"ok")))
+    get = client.get
+    loops = 3_000
+    unpatched = patched = float("inf")
+    try:
+        for _ in range(3):  # alternate, so drift on a shared machine hits both alike
+            unpatched = min(unpatched, per_call_us(lambda: get("http://127.0.0.1:8080/x"), loops))
+            HTTPX.instrument(runtime)
+            patched = min(patched, per_call_us(lambda: get("http://127.0.0.1:8080/x"), loops))
+            HTTPX.uninstrument()
+    finally:
+        HTTPX.uninstrument()
+        client.close()
+    return unpatched, patched
 
 
 def spread(pick: Callable[[], Instance], picks: int = 100_000) -> float:
@@ -141,6 +170,8 @@ def main() -> None:
         print(f"{size:>10} {p2c:>8.3f} {wrr:>8.3f} {anchor:>8.3f} {p2c / anchor:>7.1f} {wrr / anchor:>7.1f}")
     miss_ns, dict_ns = miss_costs()
     print(f"router.route for a plain host: {miss_ns:.0f} ns; dict.get: {dict_ns:.0f} ns (x{miss_ns / dict_ns:.1f})")
+    httpx_plain, httpx_patched = httpx_plain_host_costs()
+    print(f"httpx Client.get of a plain host: {httpx_plain:.1f} us unpatched, {httpx_patched:.1f} us patched (x{httpx_patched / httpx_plain:.3f})")
     spread_of = spreads()
     print("spread, 10 equal instances, 100k picks, max/min share: " + ", ".join(f"{k} {v:.3f}" for k, v in spread_of.items()))
     runs = {kind: slow_instance_run(kind) for kind in ("p2c", "wrr", "random_choice")}
@@ -158,6 +189,9 @@ def main() -> None:
         "wrr_vs_anchor_10": round(costs["wrr"][10] / costs["random_choice"][10], 2),
         "route_miss_ns": round(miss_ns),
         "dict_get_ns": round(dict_ns),
+        "httpx_plain_host_us": round(httpx_plain, 2),
+        "httpx_plain_host_patched_us": round(httpx_patched, 2),
+        "httpx_plain_host_patched_vs_unpatched": round(httpx_patched / httpx_plain, 3),
         "spread_max_min": {k: round(v, 3) for k, v in spread_of.items()},
         "slow_instance": {k: {f: round(x, 3) for f, x in run.items()} for k, run in runs.items()},
         "default": "p2c",
