@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -189,3 +190,24 @@ def test_uninstrument_restores_the_original_behaviour(library: str, orders: list
         call(library, ["http://orders/x"])
     assert not isinstance(raised.value, NoInstanceError)
     assert len(runtime.metrics.calls) == 1  # type: ignore[union-attr]  # only the routed call
+
+
+@pytest.mark.parametrize("library", ["httpx", "requests"])
+def test_calls_from_many_threads_keep_in_flight_true(runtime: AgentRuntime, library: str, orders: list[Server]) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        batches = list(pool.map(lambda _: call(library, ["http://orders/t"] * 15), range(8)))
+    replies = [reply for batch in batches for reply in batch]
+    assert len(replies) == 120 and {r.status for r in replies} == {200}
+    assert {r.body["id"] for r in replies} == {s.id for s in orders}
+    assert runtime.router.in_flight("orders") == {}  # type: ignore[union-attr]  # every acquire was released
+
+
+@pytest.mark.parametrize("library", ["httpx"])
+def test_a_streamed_httpx_response_routes_and_releases(runtime: AgentRuntime, library: str, orders: list[Server]) -> None:
+    with httpx.Client(trust_env=False, timeout=10) as client:
+        with client.stream("GET", "http://orders/streamed") as response:
+            assert response.status_code == 200
+            assert str(response.url) == "http://orders/streamed"  # the caller's URL, given back after the call
+            body = response.read()
+    assert b'"/streamed"' in body
+    assert runtime.router.in_flight("orders") == {}  # type: ignore[union-attr]
