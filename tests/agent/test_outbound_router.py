@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 
+from tests.agent.outbound_apps.clients import make_runtime
 from tidegate.agent.instrumentation import install_all
 from tidegate.agent.instrumentation.outbound import installed_version_meets
 from tidegate.agent.routing import OutboundRouter
@@ -15,8 +16,6 @@ from tidegate.core.balancer import RoundRobinBalancer
 from tidegate.core.directory import ServiceDirectory
 from tidegate.core.instance import Instance, InstanceState
 from tidegate.errors import NoInstanceError
-
-from tests.agent.outbound_apps.clients import make_runtime
 
 
 def orders(k: int, **fields: object) -> Instance:
