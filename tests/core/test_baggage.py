@@ -135,3 +135,9 @@ def test_lane_key_constant() -> None:
 @pytest.mark.parametrize("header", ["tidegate.lane", "tidegate.lane=", "tidegate.lane=%ff", "tidegate.lane=a;=b", ",,,"])
 def test_odd_inputs_read_as_no_lane(header: str) -> None:
     assert get_lane(header) == ""
+
+
+def test_a_header_already_carrying_the_lane_is_passed_on_unchanged() -> None:
+    header = "a=1 , tidegate.lane=gray ,b=2"
+    assert with_lane(header, "gray") is header
+    assert with_lane("tidegate.lane=gray,tidegate.lane=gray", "gray") == "tidegate.lane=gray"

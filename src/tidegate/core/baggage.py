@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, NamedTuple
 from urllib.parse import unquote
 
 #: The member tidegate owns.
@@ -44,16 +44,14 @@ class Member:
     problem: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class LaneReading:
+class LaneReading(NamedTuple):
     """The lane a header carries ("" when none) and why a present value was refused."""
 
     lane: str
     problem: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class LaneEdit:
+class LaneEdit(NamedTuple):
     """A rewritten header, and why our member could not be written ("" when it was)."""
 
     header: str
@@ -107,21 +105,19 @@ def parse(header: str) -> tuple[Member, ...]:
 def read_lane(header: str, key: str = LANE_KEY) -> LaneReading:
     """The lane in `header` under `key`: the first member with the key decides
     (as `set_lane` replaces the first); a malformed or invalid one reads as ""."""
-    if key not in header:  # the common case on the request path: no lane at all
+    text = _first_member(header, key)
+    if text is None:
         return LaneReading("")
-    for segment in header.split(","):
-        text = segment.strip(_OWS)
-        if not text.startswith(key):
-            continue
-        member = parse_member(text)
-        if member.key != key:
-            continue
-        if member.problem:
-            return LaneReading("", f"baggage member {key!r} is malformed: {member.problem}")
-        if not is_valid_lane(member.value):
-            return LaneReading("", f"lane {member.value[:80]!r} is not 1-63 of A-Z a-z 0-9 . _ -")
-        return LaneReading(member.value)
-    return LaneReading("")
+    if ";" not in text:  # what we write ourselves: `key=lane`, no properties, no percent-escapes
+        value = text[len(key) :].lstrip(_OWS)[1:].strip(_OWS)
+        if _LANE.fullmatch(value):
+            return LaneReading(value)
+    member = parse_member(text)
+    if member.problem:
+        return LaneReading("", f"baggage member {key!r} is malformed: {member.problem}")
+    if not is_valid_lane(member.value):
+        return LaneReading("", f"lane {member.value[:80]!r} is not 1-63 of A-Z a-z 0-9 . _ -")
+    return LaneReading(member.value)
 
 
 def get_lane(header: str, key: str = LANE_KEY) -> str:
@@ -143,6 +139,8 @@ def set_lane(header: str, lane: str, key: str = LANE_KEY) -> LaneEdit:
             member = f"{key}={lane}"
         else:
             problem = f"lane {lane[:80]!r} is not 1-63 of A-Z a-z 0-9 . _ -; not propagated"
+    if member and _first_member(header, key) == member and header.count(key) == 1:
+        return LaneEdit(header)  # already carries exactly this lane (the usual hop): nothing to do
     edited, others = _splice(header, key, member)
     if member and (others + 1 > MAX_MEMBERS or _size(edited) > MAX_BYTES):
         edited, _ = _splice(header, key, "")
@@ -155,6 +153,30 @@ def with_lane(header: str, lane: str, key: str = LANE_KEY) -> str:
     return set_lane(header, lane, key).header
 
 
+def _is_ours(text: str, key: str) -> bool:
+    """Whether a stripped member has exactly `key` as its key (what `parse_member` would read)."""
+    if not text.startswith(key):
+        return False
+    rest = text[len(key) :].lstrip(_OWS)
+    return not rest or rest[0] in "=;"
+
+
+def _first_member(header: str, key: str) -> str | None:
+    """The stripped text of the first member with `key`, found without splitting the header."""
+    at = header.find(key)
+    while at >= 0:
+        before = at - 1
+        while before >= 0 and header[before] in _OWS:
+            before -= 1
+        if before < 0 or header[before] == ",":
+            end = header.find(",", at)
+            text = header[at : end if end >= 0 else len(header)].rstrip(_OWS)
+            if _is_ours(text, key):
+                return text
+        at = header.find(key, at + 1)
+    return None
+
+
 def _splice(header: str, key: str, member: str) -> tuple[str, int]:
     """Replace/remove our members in the original text; also count the other members."""
     if key not in header:
@@ -165,7 +187,7 @@ def _splice(header: str, key: str, member: str) -> tuple[str, int]:
     others = 0
     for segment in segments:
         text = segment.strip(_OWS)
-        if text.startswith(key) and parse_member(text).key == key:
+        if _is_ours(text, key):
             if member and not placed:
                 start = segment.index(text)
                 kept.append(segment[:start] + member + segment[start + len(text) :])
@@ -189,11 +211,15 @@ def _append(header: str, member: str) -> str:
 
 
 def _count(header: str) -> int:
+    """Members in `header`: exact near the limit; below it, the cheap upper bound does."""
+    bound = header.count(",") + 1
+    if bound < MAX_MEMBERS:
+        return bound
     return sum(1 for segment in header.split(",") if segment.strip(_OWS))
 
 
 def _size(header: str) -> int:
-    return len(header.encode("utf-8", "surrogatepass"))
+    return len(header) if header.isascii() else len(header.encode("utf-8", "surrogatepass"))
 
 
 def _property_problem(prop: str) -> str:
