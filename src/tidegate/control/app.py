@@ -28,6 +28,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 #: Largest request body accepted (rule files are small).
 MAX_BODY = 4 * 1024 * 1024
 PING_INTERVAL = 5.0
+PING = b": ping\n\n"
 
 
 def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_interval: float = PING_INTERVAL) -> Starlette:
@@ -117,14 +118,14 @@ def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_i
                 for change in replay:
                     yield change.frame
                 while True:
-                    try:
-                        frame = await asyncio.wait_for(queue.get(), ping_interval)
-                    except asyncio.TimeoutError:
-                        yield b": ping\n\n"
-                        continue
-                    if frame is None:  # cut off (too slow) or shutting down
+                    batch = [await queue.get()]
+                    while not queue.empty():  # a burst goes out in one write
+                        batch.append(queue.get_nowait())
+                    if None in batch:  # cut off (too slow) or shutting down
+                        if batch.index(None):
+                            yield b"".join(batch[: batch.index(None)])  # type: ignore[arg-type]
                         return
-                    yield frame
+                    yield b"".join(batch)  # type: ignore[arg-type]
             finally:
                 plane.fanout.unsubscribe(queue)
 
@@ -157,11 +158,12 @@ def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_i
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        reaper = asyncio.create_task(_reap_forever(plane))
+        tasks = [asyncio.create_task(_reap_forever(plane)), asyncio.create_task(_ping_forever(plane, ping_interval))]
         try:
             yield
         finally:
-            reaper.cancel()
+            for task in tasks:
+                task.cancel()
             plane.fanout.close_all()
 
     return Starlette(
@@ -178,6 +180,14 @@ async def _reap_forever(plane: ControlPlane) -> None:
     while True:
         await asyncio.sleep(interval)
         plane.reap()
+
+
+async def _ping_forever(plane: ControlPlane, interval: float) -> None:
+    # One ping for all watchers through the queues they already wait on, rather
+    # than a timeout per watcher per wait (a task each, on every push).
+    while True:
+        await asyncio.sleep(interval)
+        plane.fanout.publish(PING)
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
