@@ -174,3 +174,10 @@ def test_events_posted_by_agents_are_listed(client: ControlClient, control: Cont
 def test_openapi_is_served(control: ControlProcess) -> None:
     spec = httpx.get(f"{control.url}/v1/openapi.json").json()
     assert "/v1/watch" in spec["paths"] and spec["openapi"].startswith("3.")
+
+
+def test_registering_the_returned_instance_again_keeps_its_registration_time(client: ControlClient) -> None:
+    first = client.register(Instance(id="", service="orders", host="h", port=1))
+    client.deregister(first.id)  # as if the control plane had lost it
+    again = client.register(first)
+    assert again.registered_at == first.registered_at

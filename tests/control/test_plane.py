@@ -189,3 +189,13 @@ def test_agent_events_are_kept_newest_first(plane: ControlPlane) -> None:
     with pytest.raises(RequestError) as refused:
         plane.post_event({"resource": "x"})
     assert refused.value.field == "type"
+
+
+def test_a_re_registration_may_keep_its_first_registration_time_but_not_claim_the_future(plane: ControlPlane) -> None:
+    kept = plane.register({"service": "a", "host": "h", "port": 1, "registered_at": 1_600_000_000.0})
+    assert kept.registered_at == 1_600_000_000.0
+    future = plane.register({"service": "a", "host": "h", "port": 1, "registered_at": 1_800_000_000.0})
+    assert future.registered_at == 1_700_000_000.0
+    with pytest.raises(RequestError) as refused:
+        plane.register({"service": "a", "host": "h", "port": 1, "registered_at": "then"})
+    assert refused.value.field == "registered_at"

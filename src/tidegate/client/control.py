@@ -31,9 +31,15 @@ class ControlClient:
         return self._call("GET", "/v1/health")
 
     def register(self, instance: Instance) -> Instance:
-        """Register (or replace) `instance`; returns what the server stored."""
+        """Register (or replace) `instance`; returns what the server stored.
+
+        Registering again the instance the server returned keeps its original
+        `registered_at` (so a re-registration after a control-plane restart does
+        not restart consumers' warm-up ramp); an instance with `registered_at`
+        0 is stamped now."""
         body = instance.to_dict()
-        body.pop("registered_at", None)
+        if not instance.registered_at:
+            body.pop("registered_at")
         if not instance.id:  # the server names it service@host:port
             body.pop("id")
         return Instance.from_dict(self._call("POST", "/v1/instances", json=body))

@@ -55,7 +55,7 @@ def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_i
         return guarded(handler, write=True)
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "revision": plane.revision})
+        return JSONResponse({"status": "ok", "revision": plane.revision, "watchers": len(plane.fanout)})
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(SPEC)

@@ -259,7 +259,9 @@ def _normalized(document: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parse_instance(body: Any, registered_at: float) -> Instance:
-    """An Instance from a registration body; RequestError(422) names a bad field."""
+    """An Instance from a registration body; RequestError(422) names a bad field.
+
+    `registered_at` is now, unless the body claims an earlier registration."""
     if not isinstance(body, Mapping):
         raise RequestError(422, "an instance must be a JSON object")
     for name in ("service", "host"):
@@ -285,6 +287,14 @@ def parse_instance(body: Any, registered_at: float) -> Instance:
     metadata = body.get("metadata") or {}
     if not isinstance(metadata, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise RequestError(422, "must be an object of string values", field="metadata")
+    # An instance registering again after the control plane lost it (a restart)
+    # may say when it first registered, so consumers do not restart its warm-up.
+    claimed = body.get("registered_at")
+    if claimed is not None:
+        if isinstance(claimed, bool) or not isinstance(claimed, (int, float)) or not math.isfinite(claimed):
+            raise RequestError(422, "must be a number (seconds since the epoch)", field="registered_at")
+        if 0 < claimed <= registered_at:
+            registered_at = float(claimed)
     instance_id = (body.get("id") or "").strip() or f"{body['service']}@{body['host']}:{body['port']}"
     return Instance.from_dict({**body, "id": instance_id, "registered_at": registered_at})
 
