@@ -1,1 +1,7 @@
-"""tidegate.control"""
+"""The control plane (`tidegate control`): registry of instances leased by
+heartbeat, versioned rule store, and the watch stream that pushes changes.
+
+`plane.ControlPlane` holds the state and operations, `app.create_app` serves
+them over HTTP, `storage.SqliteStorage` persists rules, service names, the
+global revision and the token; `server.serve` runs it all under uvicorn.
+"""
