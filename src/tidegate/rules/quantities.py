@@ -1,0 +1,121 @@
+"""Reading a document's spec field by field: durations, ratios and counts, each error naming its field.
+
+Durations accept "1s", "500ms", "2m", "1h" or a bare number of seconds;
+ratios accept "60%" or a number in [0, 1]. Unknown keys are refused so a typo
+never silently leaves a default in force.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Mapping
+
+from tidegate.errors import RuleError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+
+class SpecFields:
+    """Typed access to a mapping inside a document; `prefix` is its path, e.g. "spec"."""
+
+    def __init__(self, document: str, spec: Any, prefix: str, known: tuple[str, ...]) -> None:
+        self.document = document
+        self.prefix = prefix
+        if not isinstance(spec, Mapping):
+            raise RuleError("must be a mapping", document=document, field=prefix)
+        for key in spec:
+            if key not in known:
+                raise RuleError(f"unknown field (known: {', '.join(known)})", document=document, field=self.path(str(key)))
+        self.spec = spec
+
+    def path(self, key: str) -> str:
+        return f"{self.prefix}.{key}" if self.prefix else key
+
+    def error(self, key: str, reason: str) -> RuleError:
+        return RuleError(reason, document=self.document, field=self.path(key))
+
+    def has(self, key: str) -> bool:
+        return self.spec.get(key) is not None
+
+    def required(self, key: str) -> Any:
+        if self.spec.get(key) is None:
+            raise self.error(key, "is required")
+        return self.spec[key]
+
+    def text(self, key: str, default: str = "") -> str:
+        value = self.spec.get(key, default)
+        if not isinstance(value, str):
+            raise self.error(key, f"must be a string, got {type(value).__name__}")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str | None = None) -> str:
+        value = self.spec.get(key, default)
+        if value is None:
+            raise self.error(key, f"is required: one of {', '.join(choices)}")
+        if value not in choices:
+            raise self.error(key, f"must be one of {', '.join(choices)}, got {value!r}")
+        return str(value)
+
+    def number(self, key: str, default: float | None = None, *, minimum: float = 0.0) -> float:
+        value = self.spec.get(key, default)
+        if value is None:
+            raise self.error(key, "is required")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value):
+            raise self.error(key, f"must be a number, got {value!r}")
+        if value < minimum:
+            raise self.error(key, f"must be >= {minimum:g}, got {value!r}")
+        return float(value)
+
+    def whole(self, key: str, default: int | None = None, *, minimum: int = 0) -> int:
+        value = self.spec.get(key, default)
+        if value is None:
+            raise self.error(key, "is required")
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise self.error(key, f"must be a whole number, got {value!r}")
+        if value < minimum:
+            raise self.error(key, f"must be >= {minimum}, got {value!r}")
+        return value
+
+    def seconds(self, key: str, default: float | None = None) -> float:
+        """A duration in seconds: "1s", "500ms", "2m", "1h" or a number of seconds."""
+        value = self.spec.get(key, default)
+        if value is None:
+            raise self.error(key, "is required (a duration such as \"1s\" or \"500ms\")")
+        if isinstance(value, str):
+            match = _DURATION.match(value)
+            if match is None:
+                raise self.error(key, f"must be a duration such as \"1s\", \"500ms\", \"2m\" or a number of seconds, got {value!r}")
+            return float(match.group(1)) * _UNIT_S[match.group(2)]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
+            raise self.error(key, f"must be a duration >= 0, got {value!r}")
+        return float(value)
+
+    def ratio(self, key: str, default: float | None = None) -> float:
+        """A ratio in [0, 1]: "60%" or 0.6."""
+        value = self.spec.get(key, default)
+        if value is None:
+            raise self.error(key, "is required (a ratio such as \"60%\" or 0.6)")
+        if isinstance(value, str):
+            match = _PERCENT.match(value)
+            if match is None:
+                raise self.error(key, f"must be a percentage such as \"60%\" or a number in [0, 1], got {value!r}")
+            result = float(match.group(1)) / 100.0
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise self.error(key, f"must be a ratio, got {value!r}")
+        else:
+            result = float(value)
+        if not 0.0 <= result <= 1.0:
+            raise self.error(key, f"must be between 0 and 1 (0% and 100%), got {value!r}")
+        return result
+
+    def mapping(self, key: str, known: tuple[str, ...]) -> "SpecFields | None":
+        value = self.spec.get(key)
+        if value is None:
+            return None
+        return SpecFields(self.document, value, self.path(key), known)
