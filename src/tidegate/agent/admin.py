@@ -17,6 +17,8 @@ from typing import Any, Callable, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from tidegate.agent.forking import FORK_GATE
+
 log = logging.getLogger("tidegate")
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -71,6 +73,14 @@ def _handler_for(view: AdminView, token: str) -> type[BaseHTTPRequestHandler]:
         server_version = "tidegate-admin"
 
         def do_GET(self) -> None:  # noqa: N802 (the stdlib's naming)
+            with FORK_GATE:
+                self._get()
+
+        def do_POST(self) -> None:  # noqa: N802
+            with FORK_GATE:
+                self._post()
+
+        def _get(self) -> None:
             route = self.path.split("?", 1)[0]
             if route == "/live":
                 self._json(200, {"live": True})
@@ -84,7 +94,7 @@ def _handler_for(view: AdminView, token: str) -> type[BaseHTTPRequestHandler]:
             else:
                 self._json(404, {"error": f"no such admin path {route!r}; try /ready, /live, /state, /metrics"})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def _post(self) -> None:
             route = self.path.split("?", 1)[0]
             writes: dict[str, Callable[[Any], tuple[int, dict[str, Any]]]] = {"/log-level": _set_log_level}
             action = writes.get(route)

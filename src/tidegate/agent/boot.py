@@ -72,7 +72,7 @@ def _after_fork_in_child() -> None:
     if runtime is None:
         return
     if runtime.metrics is not None:
-        runtime.metrics.reset()
+        runtime.metrics.reset_after_fork()
     if runtime.lifecycle is not None:
         runtime.lifecycle.after_fork_in_child()
 

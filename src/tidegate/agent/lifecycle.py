@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from tidegate.agent import metrics_files
 from tidegate.agent.admin import AdminServer
+from tidegate.agent.forking import FORK_GATE
 from tidegate.agent.metrics import render, total_in_flight
 from tidegate.core.instance import Instance, InstanceState
 from tidegate.errors import ControlPlaneError
@@ -37,6 +38,7 @@ log = logging.getLogger("tidegate")
 
 Address = tuple[str, int]
 MAX_BACKOFF_S = 5.0
+_WILDCARD_PROBE = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 DEREGISTER_TIMEOUT_S = 3.0
 
 
@@ -47,13 +49,15 @@ class InstanceLifecycle:
         self.runtime = runtime
         self.config = runtime.config
         self._client_factory = client_factory or self._default_client
-        self._lock = threading.Lock()
         self._reset()
 
     def _reset(self) -> None:
+        # A fresh lock too: a fork may copy this one held by a thread that does not exist in the child.
+        self._lock = threading.Lock()
         self.state = InstanceState.STARTING
         self.owner = False
         self.instances: list[Instance] = []
+        self._bound: list[Address] = []
         self.registered = False
         self.started_at = time.time()
         self.admin: AdminServer | None = None
@@ -77,6 +81,7 @@ class InstanceLifecycle:
             if not inet:
                 log.warning("tidegate: the server listens on no TCP address; nothing to register")
                 return
+            self._bound = inet
             self.instances = [self._instance(host, port) for host, port in inet]
             self.metrics_dir = metrics_files.create_dir()
             self._start_admin()
@@ -162,20 +167,34 @@ class InstanceLifecycle:
             started_at=self.started_at,
         )
 
+    def _accepting(self) -> bool:
+        """Whether every address takes connections yet: a supervisor binds before its
+        workers listen, and an address that refuses connections is not published."""
+        for host, port in self._bound:
+            try:
+                socket.create_connection((_WILDCARD_PROBE.get(host, host), port), timeout=1.0).close()
+            except OSError:
+                return False
+        return True
+
     def _keep_registered(self) -> None:
+        while not self._accepting():
+            if self._stop.wait(0.1):
+                return
         backoff = 0.2
         interval = self._heartbeat_interval()
         pending = [i.id for i in self.instances]  # not registered (again) yet
         while not self._stop.is_set():
             try:
-                client = self._control()
-                for instance in [i for i in self.instances if i.id in pending]:
-                    self._register(client, instance)
-                    pending.remove(instance.id)
-                for instance in self.instances:
-                    if instance.id not in pending and not client.heartbeat(instance.id):
-                        log.warning("tidegate: control plane forgot instance %s; registering it again", instance.id)
-                        pending.append(instance.id)
+                with FORK_GATE:
+                    client = self._control()
+                    for instance in [i for i in self.instances if i.id in pending]:
+                        self._register(client, instance)
+                        pending.remove(instance.id)
+                    for instance in self.instances:
+                        if instance.id not in pending and not client.heartbeat(instance.id):
+                            log.warning("tidegate: control plane forgot instance %s; registering it again", instance.id)
+                            pending.append(instance.id)
                 backoff = 0.2
                 wait = 0.0 if pending else interval
             except ControlPlaneError as error:

@@ -77,13 +77,13 @@ class AgentMetrics:
             _observe(series, seconds)
             self.generation += 1
 
-    def reset(self) -> None:
-        """Forget everything (a forked child starts with its own statistics)."""
-        with self._lock:
-            self._inbound = {}
-            self._outbound = {}
-            self._in_flight = 0
-            self.generation += 1
+    def reset_after_fork(self) -> None:
+        """In a forked child: its own statistics from zero, and a lock no vanished thread holds."""
+        self._lock = threading.Lock()
+        self._inbound = {}
+        self._outbound = {}
+        self._in_flight = 0
+        self.generation += 1
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
