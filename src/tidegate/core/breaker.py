@@ -85,7 +85,7 @@ StateListener = Callable[[BreakerRule, str, str, float, "float | None"], None]
 class CircuitBreaker:
     """The state machine of one breaker rule, with its own statistics window."""
 
-    __slots__ = ("rule", "state", "next_retry_ms", "window", "listeners", "_slow", "_lock")
+    __slots__ = ("rule", "state", "next_retry_ms", "window", "listeners", "_slow", "_max_rt_ms", "_count", "_threshold", "_min_amount", "_lock")
 
     def __init__(self, rule: BreakerRule, listeners: list[StateListener] | None = None) -> None:
         self.rule = rule
@@ -94,6 +94,10 @@ class CircuitBreaker:
         self.window = Window(rule.buckets, rule.stat_interval_ms)
         self.listeners = listeners if listeners is not None else []
         self._slow = rule.strategy == "slow_ratio"
+        self._max_rt_ms = rule.max_allowed_rt_ms
+        self._count = rule.strategy == "error_count"
+        self._threshold = rule.threshold
+        self._min_amount = rule.min_request_amount
         self._lock = threading.Lock()
 
     def try_pass(self, now_ms: int, now: float) -> bool:
@@ -117,7 +121,7 @@ class CircuitBreaker:
 
     def on_complete(self, rt_ms: float, error: bool, now_ms: int, now: float) -> None:
         """Record a finished call (only calls that passed finish) and move the state if it says so."""
-        bad = rt_ms > self.rule.max_allowed_rt_ms if self._slow else error
+        bad = rt_ms > self._max_rt_ms if self._slow else error
         window = self.window
         if now_ms >= window.live_end:
             window.roll(now_ms)
@@ -126,21 +130,19 @@ class CircuitBreaker:
         if bad:
             window.error += 1
         state = self.state
-        if state is OPEN:
-            return
-        if state is HALF_OPEN:
+        if state is CLOSED:
+            total = window.prior_success + window.success
+            if total < self._min_amount:
+                return
+            bads = window.prior_error + window.error
+            snapshot = float(bads) if self._count else bads / total
+            if snapshot >= self._threshold:
+                self._move(CLOSED, OPEN, now_ms, now, snapshot)
+        elif state is HALF_OPEN:
             if bad:
                 self._move(HALF_OPEN, OPEN, now_ms, now, 1.0)
             elif self._move(HALF_OPEN, CLOSED, now_ms, now, None):
                 self.window = Window(self.rule.buckets, self.rule.stat_interval_ms)
-            return
-        total = window.prior_success + window.success
-        if total < self.rule.min_request_amount:
-            return
-        bads = window.prior_error + window.error
-        snapshot = float(bads) if self.rule.strategy == "error_count" else bads / total
-        if snapshot >= self.rule.threshold:
-            self._move(CLOSED, OPEN, now_ms, now, snapshot)
 
     def revert_probe(self, now_ms: int, now: float) -> None:
         """The probe this breaker let through was refused further on: back to OPEN."""

@@ -225,7 +225,7 @@ Checker = RejectChecker | ThrottlingChecker
 class FlowController:
     """One rule in force: its calculator, its checker, and which statistics it reads."""
 
-    __slots__ = ("rule", "calculator", "checker", "node_kind", "window", "ref_node")
+    __slots__ = ("rule", "calculator", "checker", "node_kind", "window", "ref_node", "plain_limit")
 
     def __init__(self, rule: FlowRule, ref_node: StatNode | None = None) -> None:
         self.rule = rule
@@ -250,6 +250,10 @@ class FlowController:
             self.node_kind = NODE_ORIGIN
         else:
             self.node_kind = NODE_RESOURCE
+        # The common pairing (direct calculator, reject checker, qps on the resource's own second) needs no
+        # calls: the Governor compares the count with this number inline.
+        plain = self.node_kind == NODE_RESOURCE and rule.grade == "qps" and not rule.warmup_s and rule.behavior == "reject" and self.window is None
+        self.plain_limit: float | None = float(rule.threshold) if plain else None
 
     def check(self, node: StatNode, now_ms: int, now: float) -> float:
         """Seconds to wait before the call may go (0.0: at once), or BLOCKED."""

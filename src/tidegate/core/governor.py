@@ -26,7 +26,7 @@ from typing import Iterable, Mapping
 
 from tidegate.core.adaptive import AdaptiveGuard, AdaptiveRule, SystemReadings
 from tidegate.core.breaker import CLOSED, BreakerRule, CircuitBreaker, StateListener
-from tidegate.core.flow import NODE_CONTEXT, NODE_ORIGIN, NODE_RELATE, ORIGIN_DEFAULT, ORIGIN_OTHER, FlowController, FlowRule
+from tidegate.core.flow import BLOCKED, NODE_CONTEXT, NODE_ORIGIN, NODE_RELATE, ORIGIN_DEFAULT, ORIGIN_OTHER, FlowController, FlowRule
 from tidegate.core.hotspot import HotspotLimiter, HotspotRule
 from tidegate.core.stat import StatNode, Window
 from tidegate.errors import BreakerOpenError, FlowBlockedError, HotspotBlockedError, SystemBlockedError
@@ -80,24 +80,16 @@ class ResourceSlot:
 class Entry:
     """A call that was let through; `exit` it exactly once when it finishes."""
 
-    __slots__ = ("_slot", "start", "wait_s", "_origin_node", "_context_node", "_inbound_node")
+    __slots__ = ("_slot", "start", "wait_s", "_extra")
 
-    def __init__(
-        self,
-        slot: ResourceSlot,
-        start: float,
-        wait_s: float,
-        origin_node: StatNode | None,
-        context_node: StatNode | None,
-        inbound_node: StatNode | None,
-    ) -> None:
+    def __init__(self, slot: ResourceSlot, start: float, wait_s: float, extra: tuple[StatNode, ...] | None) -> None:
         self._slot: ResourceSlot | None = slot
+        #: When the call starts (after its wait): its RT is measured from here.
         self.start = start
         #: Seconds the caller must sleep before making the call (0.0: go now).
         self.wait_s = wait_s
-        self._origin_node = origin_node
-        self._context_node = context_node
-        self._inbound_node = inbound_node
+        # Origin, context and inbound statistics this call also counts in, if any.
+        self._extra = extra
 
     def exit(self, now: float, error: bool = False) -> None:
         """Record the call's RT and outcome; a second exit of the same entry is ignored."""
@@ -120,8 +112,8 @@ class Entry:
         if error:
             window.error += 1
         stat.concurrency -= 1
-        for node in (self._origin_node, self._context_node, self._inbound_node):
-            if node is not None:
+        if self._extra is not None:
+            for node in self._extra:
                 node.second.add_complete(now_ms, rt_ms, error)
                 node.concurrency -= 1
         for breaker in slot.breakers:
@@ -179,10 +171,18 @@ class Governor:
 
         wait = 0.0
         for ctrl in slot.flow:
-            node = stat if ctrl.node_kind == 0 else self._flow_node(ctrl, slot, origin, context, origin_node, context_node)
-            if node is None:
-                continue
-            queued = ctrl.check(node, now_ms, now)
+            limit = ctrl.plain_limit
+            if limit is not None:
+                # Direct, default-origin QPS reject on the resource's own second: checked inline (the common rule).
+                if window.prior_passed + window.passed + 1 <= limit:
+                    continue
+                node = stat
+                queued = BLOCKED
+            else:
+                node = stat if ctrl.node_kind == 0 else self._flow_node(ctrl, slot, origin, context, origin_node, context_node)
+                if node is None:
+                    continue
+                queued = ctrl.check(node, now_ms, now)
             if queued:
                 if queued < 0.0:
                     why, retry = ctrl.refusal(node, now_ms, now)
@@ -218,13 +218,16 @@ class Governor:
 
         window.passed += 1
         stat.concurrency += 1
-        for rule_window in slot.rule_windows:
-            rule_window.add_pass(now_ms)
-        for node in (origin_node, context_node, inbound_node):
-            if node is not None:
+        if slot.rule_windows:
+            for rule_window in slot.rule_windows:
+                rule_window.add_pass(now_ms)
+        extra = None
+        if origin_node is not None or context_node is not None or inbound_node is not None:
+            extra = tuple(node for node in (origin_node, context_node, inbound_node) if node is not None)
+            for node in extra:
                 node.second.add_pass(now_ms)
                 node.concurrency += 1
-        return Entry(slot, now + wait, wait, origin_node, context_node, inbound_node)
+        return Entry(slot, now + wait, wait, extra)
 
     def _flow_node(
         self,
