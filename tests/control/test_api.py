@@ -21,6 +21,10 @@ spec:
   warmupWindowSeconds: {window}
 """
 
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join('*' + chr(97 + i) for _ in range(10))}]\n" for i in range(8)
+)
+
 WRITES = [
     ("POST", "/v1/instances", {"json": {"service": "a", "host": "h", "port": 1}}),
     ("PUT", "/v1/instances/a@h:1/heartbeat", {}),
@@ -113,6 +117,11 @@ def test_an_instance_whose_heartbeats_stop_disappears_after_the_ttl(client: Cont
         ("POST", "/v1/rules/default/ServiceSettings/orders/rollback", {"json": {"revision": "one"}}, 422, "revision"),
         ("POST", "/v1/events", {"json": {"no": "type"}}, 422, "type"),
         ("GET", "/v1/watch?since=abc", {}, 400, "since"),
+        ("POST", "/v1/instances", {"content": b'{"service":"a","host":"h","port":1,"started_at":NaN}'}, 400, "NaN"),
+        ("POST", "/v1/events", {"content": b'{"type":"x","value":Infinity}'}, 400, "Infinity"),
+        ("POST", "/v1/events", {"json": {"type": "x", "blob": "x" * 20000}}, 422, "bytes"),
+        ("POST", "/v1/rules", {"content": SETTINGS.format(window=".inf")}, 422, "finite"),
+        ("POST", "/v1/rules", {"content": ALIAS_BOMB}, 400, "aliases"),
         ("GET", "/v1/nowhere", {}, 404, "/v1/nowhere"),
     ],
 )
@@ -122,7 +131,8 @@ def test_malformed_requests_are_refused_with_a_clear_message(control: ControlPro
         assert response.status_code == status, response.text
         body = response.json()
         assert needle in body["error"] or needle == body.get("field"), body
-        assert http.get("/v1/health").status_code == 200
+        for still_fine in ("/v1/health", "/v1/events", "/v1/rules", "/v1/services"):
+            assert http.get(still_fine).status_code == 200, still_fine
     assert control.proc.alive()
 
 

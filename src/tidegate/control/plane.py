@@ -26,6 +26,7 @@ from tidegate.rules import document_key, validate
 
 #: Agent-reported events kept for the console.
 RECENT_EVENTS = 200
+MAX_EVENT_BYTES = 16 * 1024
 
 
 class RequestError(Exception):
@@ -145,7 +146,7 @@ class ControlPlane:
             if key in seen:
                 raise RuleError("appears twice in one request", document=f"{key[1]}/{key[2]}", field="metadata.name")
             seen.add(key)
-            keyed.append((key, _normalized(document)))
+            keyed.append((key, _normalized(document, key)))
         results: dict[RuleKey, dict[str, Any]] = {}
         to_write: list[tuple[RuleKey, Mapping[str, Any]]] = []
         for key, document in keyed:
@@ -208,6 +209,8 @@ class ControlPlane:
             raise RequestError(422, "an event must be a JSON object")
         if not isinstance(body.get("type"), str) or not body["type"]:
             raise RequestError(422, "must be a non-empty string", field="type")
+        if len(json.dumps(body)) > MAX_EVENT_BYTES:
+            raise RequestError(422, f"an event must encode to at most {MAX_EVENT_BYTES} bytes of JSON")
         event = {**body, "revision": self.revision, "at": self._wall_clock()}
         self._recent.append(event)
         return event
@@ -253,9 +256,15 @@ class ControlPlane:
         self.fanout.publish(change.frame)
 
 
-def _normalized(document: Mapping[str, Any]) -> dict[str, Any]:
-    """The document as it will be stored (JSON types), so equality means 'unchanged'."""
-    return json.loads(json.dumps(document, sort_keys=True, default=str))
+def _normalized(document: Mapping[str, Any], key: RuleKey) -> dict[str, Any]:
+    """The document as it will be stored (JSON types), so equality means 'unchanged'.
+
+    YAML dates become strings; infinities and NaN (YAML `.inf`, `.nan`) are
+    refused, as JSON cannot carry them to the watchers."""
+    try:
+        return json.loads(json.dumps(document, sort_keys=True, default=str, allow_nan=False))
+    except ValueError:
+        raise RuleError("numbers must be finite (no .inf or .nan)", document=f"{key[1]}/{key[2]}") from None
 
 
 def parse_instance(body: Any, registered_at: float) -> Instance:
