@@ -119,12 +119,12 @@ class CircuitBreaker:
             return max(0, self.next_retry_ms - now_ms) / 1000.0
         return None
 
-    def on_complete(self, rt_ms: float, error: bool, now_ms: int, now: float) -> None:
+    def on_complete(self, rt_ms: float, error: bool, now: float) -> None:
         """Record a finished call (only calls that passed finish) and move the state if it says so."""
         bad = rt_ms > self._max_rt_ms if self._slow else error
         window = self.window
-        if now_ms >= window.live_end:
-            window.roll(now_ms)
+        if now >= window.live_end_s:
+            window.roll(int(now * 1000.0))
         # The breaker's window counts completions as `success` and bad ones as `error`.
         window.success += 1
         if bad:
@@ -137,11 +137,11 @@ class CircuitBreaker:
             bads = window.prior_error + window.error
             snapshot = float(bads) if self._count else bads / total
             if snapshot >= self._threshold:
-                self._move(CLOSED, OPEN, now_ms, now, snapshot)
+                self._move(CLOSED, OPEN, int(now * 1000.0), now, snapshot)
         elif state is HALF_OPEN:
             if bad:
-                self._move(HALF_OPEN, OPEN, now_ms, now, 1.0)
-            elif self._move(HALF_OPEN, CLOSED, now_ms, now, None):
+                self._move(HALF_OPEN, OPEN, int(now * 1000.0), now, 1.0)
+            elif self._move(HALF_OPEN, CLOSED, int(now * 1000.0), now, None):
                 self.window = Window(self.rule.buckets, self.rule.stat_interval_ms)
 
     def revert_probe(self, now_ms: int, now: float) -> None:

@@ -100,11 +100,10 @@ class Entry:
         rt_ms = (now - self.start) * 1000.0
         if rt_ms < 0.0:
             rt_ms = 0.0
-        now_ms = int(now * 1000.0)
         stat = slot.stat
         window = stat.second
-        if now_ms >= window.live_end:
-            window.roll(now_ms)
+        if now >= window.live_end_s:
+            window.roll(int(now * 1000.0))
         window.success += 1
         window.rt_sum_ms += rt_ms
         if rt_ms < window.min_rt_ms:
@@ -113,11 +112,12 @@ class Entry:
             window.error += 1
         stat.concurrency -= 1
         if self._extra is not None:
+            now_ms = int(now * 1000.0)
             for node in self._extra:
                 node.second.add_complete(now_ms, rt_ms, error)
                 node.concurrency -= 1
         for breaker in slot.breakers:
-            breaker.on_complete(rt_ms, error, now_ms, now)
+            breaker.on_complete(rt_ms, error, now)
 
 
 class Governor:

@@ -84,6 +84,7 @@ class Window:
         "minute",
         "live_start",
         "live_end",
+        "live_end_s",
         "passed",
         "blocked",
         "success",
@@ -112,6 +113,7 @@ class Window:
         self._finished: list[Bucket] = []
         self.live_start = -1
         self.live_end = -1  # the first call rolls
+        self.live_end_s = -1.0
         self._reset_live()
         self._sum_prior()
 
@@ -145,6 +147,8 @@ class Window:
         self._finished = [b for b in self._finished if b.start_ms >= oldest]
         self.live_start = start
         self.live_end = start + self.bucket_ms
+        # For callers holding float seconds: `now >= live_end_s` spares them the conversion on the hot path.
+        self.live_end_s = self.live_end / 1000.0
         self._reset_live()
         self._sum_prior()
 
