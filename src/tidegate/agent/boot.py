@@ -73,6 +73,9 @@ def _after_fork_in_child() -> None:
         return
     if runtime.metrics is not None:
         runtime.metrics.reset_after_fork()
+    after_fork = getattr(runtime.router, "after_fork_in_child", None)
+    if after_fork is not None:
+        after_fork()
     if runtime.lifecycle is not None:
         runtime.lifecycle.after_fork_in_child()
 
