@@ -1,0 +1,42 @@
+"""AgentConfig.from_env: the settings a container sets, and clear errors for bad ones."""
+
+from __future__ import annotations
+
+import pytest
+
+from tidegate.agent.config import DEFAULT_CONTROL, AgentConfig, AgentConfigError
+
+
+def test_defaults_need_only_the_service() -> None:
+    config = AgentConfig.from_env({"TIDEGATE_SERVICE": "orders"})
+    assert config == AgentConfig(service="orders", control=DEFAULT_CONTROL)
+
+
+def test_every_variable_is_read() -> None:
+    config = AgentConfig.from_env({
+        "TIDEGATE_SERVICE": "orders", "TIDEGATE_TAG": "gray", "TIDEGATE_CONTROL": "http://cp:9000/",
+        "TIDEGATE_TOKEN": "s3cret", "TIDEGATE_ADMIN_PORT": "9901", "TIDEGATE_HOST": "10.0.0.7",
+        "TIDEGATE_HEARTBEAT_INTERVAL": "0.5",
+    })
+    assert (config.tag, config.control, config.token, config.admin_port, config.advertise_host, config.heartbeat_interval) == (
+        "gray", "http://cp:9000", "s3cret", 9901, "10.0.0.7", 0.5)
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({}, "TIDEGATE_SERVICE"),
+        ({"TIDEGATE_SERVICE": "no spaces"}, "TIDEGATE_SERVICE"),
+        ({"TIDEGATE_SERVICE": "a", "TIDEGATE_TAG": "gr ay"}, "TIDEGATE_TAG"),
+        ({"TIDEGATE_SERVICE": "a", "TIDEGATE_CONTROL": "cp:7070"}, "TIDEGATE_CONTROL"),
+        ({"TIDEGATE_SERVICE": "a", "TIDEGATE_ADMIN_PORT": "http"}, "TIDEGATE_ADMIN_PORT"),
+        ({"TIDEGATE_SERVICE": "a", "TIDEGATE_ADMIN_PORT": "70000"}, "TIDEGATE_ADMIN_PORT"),
+        ({"TIDEGATE_SERVICE": "a", "TIDEGATE_HEARTBEAT_INTERVAL": "soon"}, "TIDEGATE_HEARTBEAT_INTERVAL"),
+        ({"TIDEGATE_SERVICE": "a", "TIDEGATE_HEARTBEAT_INTERVAL": "0"}, "TIDEGATE_HEARTBEAT_INTERVAL"),
+    ],
+)
+def test_bad_value_names_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(AgentConfigError) as caught:
+        AgentConfig.from_env(env)
+    assert caught.value.variable == variable
+    assert str(caught.value).startswith(f"{variable}: ")

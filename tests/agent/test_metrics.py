@@ -1,0 +1,72 @@
+"""AgentMetrics counts by route template; several processes' snapshots add up in one exposition."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tidegate.agent.instrumentation.inbound import fallback_route
+from tidegate.agent.metrics import AgentMetrics, render
+
+
+def _samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text.decode())
+        for s in family.samples
+    }
+
+
+def test_inbound_requests_errors_latency_and_in_flight() -> None:
+    metrics = AgentMetrics()
+    metrics.request_started()
+    metrics.request_started()
+    metrics.observe_inbound("/orders/{id}", "GET", 200, 0.003, finished=True)
+    assert metrics.in_flight == 1
+    metrics.observe_inbound("/orders/{id}", "GET", 503, 0.2, finished=True)
+    assert metrics.in_flight == 0
+    samples = _samples(render([metrics.snapshot()]))
+    route = (("method", "GET"), ("route", "/orders/{id}"))
+    assert samples[("tidegate_inbound_requests_total", (*route, ("status", "200")))] == 1
+    assert samples[("tidegate_inbound_requests_total", (*route, ("status", "503")))] == 1
+    assert samples[("tidegate_inbound_errors_total", route)] == 1
+    assert samples[("tidegate_inbound_latency_seconds_bucket", (("le", "0.005"), *route))] == 1
+    assert samples[("tidegate_inbound_latency_seconds_bucket", (("le", "0.25"), *route))] == 2
+    assert samples[("tidegate_inbound_latency_seconds_count", route)] == 2
+    assert samples[("tidegate_inbound_in_flight", ())] == 0
+
+
+def test_outbound_by_service_and_outcome() -> None:
+    metrics = AgentMetrics()
+    metrics.observe_outbound("orders", True, 0.01)
+    metrics.observe_outbound("orders", False, 2.0)
+    samples = _samples(render([metrics.snapshot()]))
+    assert samples[("tidegate_outbound_requests_total", (("outcome", "ok"), ("service", "orders")))] == 1
+    assert samples[("tidegate_outbound_errors_total", (("service", "orders"),))] == 1
+    assert samples[("tidegate_outbound_latency_seconds_count", (("service", "orders"),))] == 2
+
+
+def test_snapshots_of_several_workers_add_up() -> None:
+    one, two = AgentMetrics(), AgentMetrics()
+    one.observe_inbound("/a", "GET", 200, 0.01)
+    two.observe_inbound("/a", "GET", 200, 0.02)
+    two.request_started()
+    samples = _samples(render([one.snapshot(), two.snapshot()]))
+    assert samples[("tidegate_inbound_requests_total", (("method", "GET"), ("route", "/a"), ("status", "200")))] == 2
+    assert samples[("tidegate_inbound_in_flight", ())] == 1
+
+
+def test_fork_reset_starts_from_zero() -> None:
+    metrics = AgentMetrics()
+    metrics.request_started()
+    metrics.observe_outbound("x", True, 0.1)
+    metrics.reset_after_fork()
+    assert metrics.in_flight == 0
+    assert metrics.snapshot()["outbound"] == []
+
+
+def test_fallback_route_never_keeps_ids() -> None:
+    assert fallback_route("/") == "/"
+    assert fallback_route("/health") == "/health"
+    assert fallback_route("/orders/123/lines") == "/orders/*"
+    assert fallback_route("/123") == "/*"
+    assert fallback_route("/6f1c2a9e-77aa/x") == "/*/*"
