@@ -92,3 +92,23 @@ def test_checks_run_in_slot_order_and_a_refusal_counts_once() -> None:
     assert refused.value.rule == "sys"
     assert gov.stat_node("r").second.block_count(1_200) == 2
     assert len(held) == 2
+
+
+def test_counts_stay_exact_under_real_threads() -> None:
+    import threading
+
+    gov = Governor()
+    gov.load_flow_rules([FlowRule("r", 1e9, grade="concurrency")])
+
+    def calls() -> None:
+        for _ in range(5000):
+            gov.entry("r", 7.0).exit(7.0)
+
+    threads = [threading.Thread(target=calls) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    node = gov.stat_node("r")
+    assert node.concurrency == 0
+    assert (node.second.pass_count(7_000), node.second.success_count(7_000)) == (20_000, 20_000)

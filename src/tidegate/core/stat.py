@@ -191,13 +191,6 @@ class Window:
             self.roll(now_ms)
         return max(self.prior_max_success, self.success) * 1000.0 / self.bucket_ms
 
-    def buckets(self, now_ms: int) -> list[Bucket]:
-        """Every bucket inside the window at `now_ms`, oldest first, the live one last."""
-        if now_ms >= self.live_end:
-            self.roll(now_ms)
-        live = Bucket(self.live_start, self.passed, self.blocked, self.success, self.error, self.rt_sum_ms, self.min_rt_ms)
-        return [*self._finished, live]
-
     # Writes, for callers that are not on the hot path (the Governor increments the attributes itself).
 
     def add_pass(self, now_ms: int, count: int = 1) -> None:
