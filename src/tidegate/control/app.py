@@ -117,9 +117,10 @@ def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_i
 
     async def watch(request: Request) -> Response:
         since = _since(request)
-        snapshot, replay, queue = plane.watch(since)
 
         async def frames() -> AsyncIterator[bytes]:
+            # Subscribed when streaming starts, so a stream that never starts leaks no queue.
+            snapshot, replay, queue = plane.watch(since)
             try:
                 yield b"retry: 1000\n\n"
                 if snapshot is not None:
