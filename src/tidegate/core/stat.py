@@ -18,10 +18,15 @@ lost (never made negative), which costs a request or two of accuracy, not safety
 
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 #: Sentinel's `statisticMaxRt`: the minimum RT reported by a window that saw no completion.
 STATISTIC_MAX_RT_MS = 5000.0
+
+# Rolls are rare (once per bucket per window) and short; one lock keeps two threads crossing the
+# same boundary from filing the live bucket twice, at no cost to the per-call increments.
+_ROLL_LOCK = threading.Lock()
 
 
 class Bucket(NamedTuple):
@@ -135,22 +140,23 @@ class Window:
     def roll(self, now_ms: int) -> None:
         """Make the bucket holding `now_ms` the live one (callers check `now_ms >= live_end` first)."""
         start = now_ms - now_ms % self.bucket_ms
-        if start <= self.live_start:
-            # The clock stepped back (or two threads raced over a boundary): keep counting in the live bucket.
-            return
-        if self.live_start >= 0:
-            done = Bucket(self.live_start, self.passed, self.blocked, self.success, self.error, self.rt_sum_ms, self.min_rt_ms)
-            self._finished.append(done)
-            if self.minute is not None:
-                self.minute.add(done)
-        oldest = start - self.interval_ms + self.bucket_ms
-        self._finished = [b for b in self._finished if b.start_ms >= oldest]
-        self.live_start = start
-        self.live_end = start + self.bucket_ms
-        # For callers holding float seconds: `now >= live_end_s` spares them the conversion on the hot path.
-        self.live_end_s = self.live_end / 1000.0
-        self._reset_live()
-        self._sum_prior()
+        with _ROLL_LOCK:
+            if start <= self.live_start:
+                # Another thread rolled first, or the clock stepped back: keep counting in the live bucket.
+                return
+            if self.live_start >= 0:
+                done = Bucket(self.live_start, self.passed, self.blocked, self.success, self.error, self.rt_sum_ms, self.min_rt_ms)
+                self._finished.append(done)
+                if self.minute is not None:
+                    self.minute.add(done)
+            oldest = start - self.interval_ms + self.bucket_ms
+            self._finished = [b for b in self._finished if b.start_ms >= oldest]
+            self._reset_live()
+            self._sum_prior()
+            self.live_start = start
+            self.live_end = start + self.bucket_ms
+            # For callers holding float seconds: `now >= live_end_s` spares them the conversion on the hot path.
+            self.live_end_s = self.live_end / 1000.0
 
     # Reads: each first brings the window to `now_ms`.
 
