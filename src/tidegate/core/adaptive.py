@@ -75,10 +75,12 @@ def _tightest(values: Iterable[float | int | None]) -> float | None:
 class AdaptiveGuard:
     """The combined adaptive rules in force, deciding admission of inbound calls."""
 
-    __slots__ = ("rules", "max_loop_lag_s", "max_cpu_usage", "max_concurrency")
+    __slots__ = ("rules", "label", "max_loop_lag_s", "max_cpu_usage", "max_concurrency")
 
     def __init__(self, rules: tuple[AdaptiveRule, ...]) -> None:
         self.rules = rules
+        #: Names the rules in force together, for the BlockedError of a refusal.
+        self.label = ", ".join(r.label for r in rules)
         self.max_loop_lag_s = _tightest(r.max_loop_lag_s for r in rules)
         self.max_cpu_usage = _tightest(r.max_cpu_usage for r in rules)
         self.max_concurrency = _tightest(r.max_concurrency for r in rules)

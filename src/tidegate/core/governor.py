@@ -167,7 +167,7 @@ class Governor:
                 why = guard.refusal(inbound_node, self.readings, now_ms)
                 if why:
                     self._count_block(stat, now_ms, origin_node, context_node, inbound_node)
-                    raise SystemBlockedError(resource, guard.rules[0].label, why)
+                    raise SystemBlockedError(resource, guard.label, why)
 
         wait = 0.0
         for ctrl in slot.flow:
