@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 
 from tests.control.running import TOKEN, ControlProcess
-from tests.support.procs import TIDEGATE, free_port
+from tests.support.procs import TIDEGATE, Proc, free_port, wait_until
 from tidegate.client.control import ControlClient
 from tidegate.core.instance import Instance
 
@@ -74,3 +74,22 @@ def test_rules_errors_name_the_field_and_exit_1(control: ControlProcess, tmp_pat
     assert missing_file.returncode == 1 and "nope.yaml" in missing_file.stderr
     missing_rule = _tidegate(control.url, "rules", "rollback", "ServiceSettings", "ghost", "1")
     assert missing_rule.returncode == 1 and "ghost" in missing_rule.stderr
+
+
+def test_status_finds_the_local_control_planes_token_in_the_default_data_dir(tmp_path) -> None:
+    """A control plane started without --data or --token keeps a generated token
+    where `tidegate status` looks for it when given none."""
+    env = {"XDG_DATA_HOME": str(tmp_path / "xdg"), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "COLUMNS": "200"}
+    port = free_port()
+    plane = Proc([*TIDEGATE, "control", "--port", str(port)], tmp_path / "control.log", env={**env, "TIDEGATE_TOKEN": ""})
+    try:
+        wait_until(lambda: "listening on" in plane.output(), timeout=30, what="control plane start")
+        assert (tmp_path / "xdg" / "tidegate" / "token").exists()
+        result = subprocess.run(
+            [*TIDEGATE, "status", "--control", f"http://127.0.0.1:{port}"],
+            capture_output=True, text=True, env=env, timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "no service registered yet" in result.stdout
+    finally:
+        plane.stop()
