@@ -215,7 +215,7 @@ class ThrottlingChecker:
         return wait
 
     def retry_after_s(self, node: StatNode, now_ms: int, now: float) -> float | None:
-        return self._refused_wait - self.max_queue_s
+        return max(0.0, self._refused_wait - self.max_queue_s)
 
 
 Calculator = DirectCalculator | WarmUpCalculator
