@@ -180,6 +180,12 @@ class Watcher:
             data: Any = json.loads(frame.data)
             revision = int(data["revision"])
             if frame.event == "snapshot":
+                if revision < self.directory.revision:
+                    log.warning(
+                        "control plane at %s is at revision %d, behind this directory's %d (was its data replaced?); "
+                        "instance changes up to %d will be ignored as stale",
+                        self.base_url, revision, self.directory.revision, self.directory.revision,
+                    )
                 self.directory.replace(
                     revision, [Instance.from_dict(item) for item in data["instances"]], data.get("services", ())
                 )
