@@ -61,7 +61,8 @@ class ServiceDirectory:
     # -- writes (watch stream, notifications) -----------------------------------
 
     def replace(self, revision: int, instances: Iterable[Instance], services: Iterable[str] = ()) -> None:
-        """Apply a full snapshot: everything not in it is gone."""
+        """Apply a full snapshot: everything not in it is gone, and its revision is the one
+        in force (even a lower one: a control plane whose data was wiped starts over)."""
         fresh: dict[str, dict[str, Instance]] = {}
         for instance in instances:
             fresh.setdefault(instance.service, {})[instance.id] = instance
@@ -70,7 +71,7 @@ class ServiceDirectory:
             self._instances = fresh
             self._services = frozenset(services) | frozenset(fresh)
             self._local_states = {k: v for k, v in self._local_states.items() if self._has(k)}
-            self._revision = max(self._revision, revision) if revision else self._revision
+            self._revision = revision or self._revision
             for service in changed:
                 self._refresh(service)
         self._notify(changed)
