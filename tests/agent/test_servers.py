@@ -107,3 +107,17 @@ def test_killed_instance_is_removed_after_its_lease(control_plane, start) -> Non
     server.proc.wait(timeout=10)
     wait_until(lambda: control_plane.instances("fragile") == [], timeout=30, what="the lease to expire")
     assert "deregistered" not in server.proc.output()
+
+
+def test_gunicorn_django_counts_by_resolved_route(control_plane, start) -> None:
+    port = free_port()
+    server = start("django", "accounts", gunicorn("-w", "2", "-b", f"127.0.0.1:{port}", "django_site"), control_plane.url)
+    wait_until(lambda: _one_instance(control_plane, "accounts", port, ""), what="registration")
+    admin = server.admin_url()
+    for account in (1, 2, 3, 4):
+        assert httpx.get(f"http://127.0.0.1:{port}/accounts/{account}", timeout=5).json() == {"id": account}
+    wait_until(lambda: _metrics_show(admin, 'route="/accounts/<int:account_id>"'), what="the Django route in the metrics")
+    assert "/accounts/1" not in httpx.get(f"{admin}/metrics", timeout=5).text
+    server.proc.signal(signal.SIGTERM)
+    assert _exited_cleanly(server), server.fail_report()
+    wait_until(lambda: control_plane.instances("accounts") == [], what="deregistration")

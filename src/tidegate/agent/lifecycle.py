@@ -170,11 +170,12 @@ class InstanceLifecycle:
     def _accepting(self) -> bool:
         """Whether every address takes connections yet: a supervisor binds before its
         workers listen, and an address that refuses connections is not published."""
-        for host, port in self._bound:
-            try:
-                socket.create_connection((_WILDCARD_PROBE.get(host, host), port), timeout=1.0).close()
-            except OSError:
-                return False
+        with FORK_GATE:  # name resolution may import a codec: never let a fork catch that half done
+            for host, port in self._bound:
+                try:
+                    socket.create_connection((_WILDCARD_PROBE.get(host, host), port), timeout=1.0).close()
+                except OSError:
+                    return False
         return True
 
     def _keep_registered(self) -> None:
@@ -185,25 +186,29 @@ class InstanceLifecycle:
         interval = self._heartbeat_interval()
         pending = [i.id for i in self.instances]  # not registered (again) yet
         while not self._stop.is_set():
-            try:
-                with FORK_GATE:
-                    client = self._control()
-                    for instance in [i for i in self.instances if i.id in pending]:
-                        self._register(client, instance)
-                        pending.remove(instance.id)
-                    for instance in self.instances:
-                        if instance.id not in pending and not client.heartbeat(instance.id):
-                            log.warning("tidegate: control plane forgot instance %s; registering it again", instance.id)
-                            pending.append(instance.id)
-                backoff = 0.2
-                wait = 0.0 if pending else interval
-            except ControlPlaneError as error:
-                log.warning("tidegate: %s (retrying in %.1fs)", error, backoff)
-                wait, backoff = backoff, min(backoff * 2, MAX_BACKOFF_S)
-            except Exception:  # a bug here must not end heartbeats for good
-                log.exception("tidegate: registration loop failed; retrying")
-                wait, backoff = backoff, min(backoff * 2, MAX_BACKOFF_S)
+            with FORK_GATE:
+                try:
+                    self._renew(pending)
+                    backoff = 0.2
+                    wait = 0.0 if pending else interval
+                except ControlPlaneError as error:
+                    log.warning("tidegate: %s (retrying in %.1fs)", error, backoff)
+                    wait, backoff = backoff, min(backoff * 2, MAX_BACKOFF_S)
+                except Exception:  # a bug here must not end heartbeats for good
+                    log.exception("tidegate: registration loop failed; retrying")
+                    wait, backoff = backoff, min(backoff * 2, MAX_BACKOFF_S)
             self._stop.wait(wait)
+
+    def _renew(self, pending: list[str]) -> None:
+        """Register what is pending, heartbeat the rest; an instance the control plane forgot becomes pending."""
+        client = self._control()
+        for instance in [i for i in self.instances if i.id in pending]:
+            self._register(client, instance)
+            pending.remove(instance.id)
+        for instance in self.instances:
+            if instance.id not in pending and not client.heartbeat(instance.id):
+                log.warning("tidegate: control plane forgot instance %s; registering it again", instance.id)
+                pending.append(instance.id)
 
     def _register(self, client: "ControlClient", instance: Instance) -> None:
         with self._lock:
