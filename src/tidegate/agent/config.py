@@ -16,7 +16,6 @@ from urllib.parse import urlsplit
 from tidegate.errors import TidegateError
 
 DEFAULT_CONTROL = "http://127.0.0.1:7070"
-DEFAULT_HEARTBEAT_INTERVAL = 5.0
 
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _TAG = re.compile(r"^[A-Za-z0-9._-]{0,63}$")

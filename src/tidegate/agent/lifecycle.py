@@ -38,6 +38,7 @@ log = logging.getLogger("tidegate")
 
 Address = tuple[str, int]
 MAX_BACKOFF_S = 5.0
+DEFAULT_HEARTBEAT_S = 5.0  # when the control plane does not say its lease (a third of its default 15 s)
 _WILDCARD_PROBE = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 DEREGISTER_TIMEOUT_S = 3.0
 
@@ -65,6 +66,7 @@ class InstanceLifecycle:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: "ControlClient | None" = None
+        self._lease_s: float | None = None  # learned from the control plane's /v1/health
         self._serving_requests = False
         self._watcher: Any = None
         self._writer: metrics_files.SnapshotWriter | None = None
@@ -183,14 +185,13 @@ class InstanceLifecycle:
             if self._stop.wait(0.1):
                 return
         backoff = 0.2
-        interval = self._heartbeat_interval()
         pending = [i.id for i in self.instances]  # not registered (again) yet
         while not self._stop.is_set():
             with FORK_GATE:
                 try:
                     self._renew(pending)
                     backoff = 0.2
-                    wait = 0.0 if pending else interval
+                    wait = 0.0 if pending else self._heartbeat_interval()
                 except ControlPlaneError as error:
                     log.warning("tidegate: %s (retrying in %.1fs)", error, backoff)
                     wait, backoff = backoff, min(backoff * 2, MAX_BACKOFF_S)
@@ -202,6 +203,9 @@ class InstanceLifecycle:
     def _renew(self, pending: list[str]) -> None:
         """Register what is pending, heartbeat the rest; an instance the control plane forgot becomes pending."""
         client = self._control()
+        if self._lease_s is None:
+            lease = client.health().get("instance_ttl")
+            self._lease_s = float(lease) if isinstance(lease, (int, float)) and lease > 0 else 0.0
         for instance in [i for i in self.instances if i.id in pending]:
             self._register(client, instance)
             pending.remove(instance.id)
@@ -237,7 +241,10 @@ class InstanceLifecycle:
         self.registered = False
 
     def _heartbeat_interval(self) -> float:
-        return self.config.heartbeat_interval or 5.0
+        """TIDEGATE_HEARTBEAT_INTERVAL, else a third of the lease the control plane grants."""
+        if self.config.heartbeat_interval:
+            return self.config.heartbeat_interval
+        return self._lease_s / 3 if self._lease_s else DEFAULT_HEARTBEAT_S
 
     def _control(self) -> "ControlClient":
         if self._client is None:

@@ -64,7 +64,8 @@ def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_i
         return guarded(handler, write=True)
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "revision": plane.revision, "watchers": len(plane.fanout)})
+        # instance_ttl: agents heartbeat every third of it
+        return JSONResponse({"status": "ok", "revision": plane.revision, "watchers": len(plane.fanout), "instance_ttl": plane.leases.ttl})
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(SPEC)
