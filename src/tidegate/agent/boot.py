@@ -39,6 +39,7 @@ def start(config: AgentConfig | None = None) -> AgentRuntime | None:
             return None
         _ensure_log_handler()
         runtime = AgentRuntime(config=config, metrics=AgentMetrics())
+        runtime.consumer = config.service
         runtime.router = _build_router(runtime)
         runtime.lifecycle = InstanceLifecycle(runtime)
         set_runtime(runtime)

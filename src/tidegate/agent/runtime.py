@@ -30,6 +30,12 @@ class AgentRuntime:
     metrics: "AgentMetrics | None" = None
     lifecycle: "InstanceLifecycle | None" = None  # registration and admin endpoint; acts only in a server process
     clock: Callable[[], float] = time.monotonic
+    #: Headers every inbound response carries while they are here (a draining
+    #: instance's notice); changed in place, shared by every wrapped app.
+    response_headers: list[tuple[str, str]] = field(default_factory=list)
+    #: What this process's calls to other services say in `x-tidegate-consumer`:
+    #: its service and, once known, its admin address (for direct drain notices).
+    consumer: str = ""
     extras: dict[str, Any] = field(default_factory=dict)  # per-capability state, keyed by capability name
 
 

@@ -1,6 +1,6 @@
 """One instance of a service for the outbound tests: answers who it is and what it was asked.
 
-`GET /...` answers JSON {"id", "path", "query", "host"}; `/fail` answers 500;
+`GET /...` answers JSON {"id", "path", "query", "host", "baggage", "consumer"}; `/fail` answers 500;
 `/redirect` answers 302 to `/after-redirect` (relative, so it stays on this
 instance). The id comes from INSTANCE_ID.
 """
@@ -33,6 +33,8 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
             "path": path,
             "query": scope["query_string"].decode(),
             "host": headers.get(b"host", b"").decode(),
+            "baggage": headers.get(b"baggage", b"").decode(),
+            "consumer": headers.get(b"x-tidegate-consumer", b"").decode(),
         }
     ).encode()
     await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), *extra]})

@@ -13,6 +13,7 @@ import functools
 from typing import TYPE_CHECKING, Any, Callable
 
 from tidegate.agent.instrumentation.outbound import OutboundInstrumentor
+from tidegate.core.context import CONSUMER_HEADER
 from tidegate.errors import NoInstanceError
 
 if TYPE_CHECKING:
@@ -29,6 +30,28 @@ def no_instance_error_type() -> type[NoInstanceError]:
         pass
 
     return AiohttpNoInstanceError
+
+
+def _with_header(kwargs: dict[str, Any], name: str, value: str) -> dict[str, Any]:
+    """kwargs whose `headers` (None, a mapping or pairs, as aiohttp accepts) also set `name`."""
+    from multidict import CIMultiDict
+
+    headers = CIMultiDict(kwargs.get("headers") or ())
+    headers[name] = value
+    return {**kwargs, "headers": headers}
+
+
+def _with_baggage(instrumentor: OutboundInstrumentor, session: "aiohttp.ClientSession", kwargs: dict[str, Any]) -> dict[str, Any]:
+    given = kwargs.get("headers")
+    existing = None
+    if given:
+        from multidict import CIMultiDict
+
+        existing = CIMultiDict(given).get("baggage")
+    if existing is None:
+        existing = session.headers.get("baggage")
+    baggage = instrumentor.baggage(existing)
+    return kwargs if baggage is None else _with_header(kwargs, "baggage", baggage)
 
 
 class AiohttpInstrumentor(OutboundInstrumentor):
@@ -50,6 +73,7 @@ class AiohttpInstrumentor(OutboundInstrumentor):
 
         @functools.wraps(original_request)
         async def request(session: aiohttp.ClientSession, method: str, str_or_url: Any, **kwargs: Any) -> aiohttp.ClientResponse:
+            kwargs = _with_baggage(instrumentor, session, kwargs)
             router = instrumentor.router()
             if router is None:
                 return await original_request(session, method, str_or_url, **kwargs)
@@ -63,6 +87,9 @@ class AiohttpInstrumentor(OutboundInstrumentor):
                 raise no_instance_error_type()(error.service, error.lane) from None
             if route is None:
                 return await original_request(session, method, str_or_url, **kwargs)
+            consumer = instrumentor.consumer()
+            if consumer:
+                kwargs = _with_header(kwargs, CONSUMER_HEADER, consumer)
             tried: list[str] = []
             while True:
                 started, ok = instrumentor.clock(), False

@@ -13,6 +13,7 @@ from typing import Any, Awaitable, Callable, MutableMapping
 
 from tidegate.agent.instrumentation.inbound import fallback_route
 from tidegate.agent.metrics import AgentMetrics
+from tidegate.core import context
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -32,38 +33,63 @@ def route_template(scope: Scope) -> str:
     return fallback_route(scope.get("path", "/"))
 
 
+def request_context(headers: list[tuple[bytes, bytes]]) -> context.RequestContext:
+    """The request's tidegate context from its raw ASGI headers (names are lower-case)."""
+    baggage: list[str] = []
+    consumer = ""
+    for name, value in headers:
+        if name == b"baggage":
+            baggage.append(value.decode("latin-1"))
+        elif name == b"x-tidegate-consumer":
+            consumer = value.decode("latin-1")
+    if not baggage and not consumer:
+        return context.EMPTY
+    return context.from_headers(",".join(baggage), consumer)
+
+
 class InboundASGI:
-    """Wraps an ASGI app; non-HTTP scopes (lifespan, websocket) pass straight through."""
+    """Wraps an ASGI app; non-HTTP scopes (lifespan, websocket) pass straight through.
 
-    __slots__ = ("app", "metrics")
+    `response_headers` is a list the agent shares with every wrapped app and
+    changes in place (a draining instance adds its notice there); each response
+    carries whatever it holds when the response starts.
+    """
 
-    def __init__(self, app: ASGIApp, metrics: AgentMetrics) -> None:
+    __slots__ = ("app", "metrics", "response_headers")
+
+    def __init__(self, app: ASGIApp, metrics: AgentMetrics, response_headers: list[tuple[str, str]] | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.response_headers = response_headers if response_headers is not None else []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         status = 500  # what the client sees when the app fails before answering
+        extra_headers = self.response_headers
 
         async def send_and_note_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if extra_headers:
+                    message["headers"] = [*message.get("headers", ()), *((k.encode("latin-1"), v.encode("latin-1")) for k, v in extra_headers)]
             await send(message)
 
         metrics = self.metrics
         metrics.request_started()
         started = time.perf_counter()
+        token = context.enter(request_context(scope.get("headers", ())))
         try:
             await self.app(scope, receive, send_and_note_status)
         finally:
+            context.leave(token)
             metrics.observe_inbound(
                 route_template(scope), scope.get("method", ""), status, time.perf_counter() - started, finished=True
             )
 
 
-def wrap_asgi(app: Any, metrics: AgentMetrics) -> Any:
+def wrap_asgi(app: Any, metrics: AgentMetrics, response_headers: list[tuple[str, str]] | None = None) -> Any:
     """`app` wrapped once (wrapping an already wrapped app is a no-op)."""
-    return app if isinstance(app, InboundASGI) else InboundASGI(app, metrics)
+    return app if isinstance(app, InboundASGI) else InboundASGI(app, metrics, response_headers)

@@ -52,7 +52,7 @@ class GunicornInstrumentor(InboundInstrumentor):
         if runtime is None:
             return result
         if not type(worker).__module__.startswith("uvicorn") and runtime.metrics is not None:
-            worker.wsgi = wrap_wsgi(worker.wsgi, runtime.metrics)
+            worker.wsgi = wrap_wsgi(worker.wsgi, runtime.metrics, runtime.response_headers)
         if runtime.lifecycle is not None:
             runtime.lifecycle.serving_requests()
         return result

@@ -13,6 +13,7 @@ import functools
 from typing import TYPE_CHECKING, Any, Callable
 
 from tidegate.agent.instrumentation.outbound import OutboundInstrumentor, netloc
+from tidegate.core.context import CONSUMER_HEADER
 from tidegate.errors import NoInstanceError
 
 if TYPE_CHECKING:
@@ -43,9 +44,18 @@ def _first_route(router: "OutboundRouter", request: "httpx.Request") -> "Route |
         raise no_instance_error_type()(error.service, error.lane, request) from None
 
 
+def _propagate(instrumentor: OutboundInstrumentor, request: "httpx.Request") -> None:
+    baggage = instrumentor.baggage(request.headers.get("baggage"))
+    if baggage is not None:
+        request.headers["baggage"] = baggage
+
+
 def _aim(request: "httpx.Request", url: "httpx.URL", route: "Route") -> None:
     request.url = url.copy_with(host=route.host, port=route.port)
     request.headers["Host"] = netloc(route.instance)
+    consumer = INSTRUMENTOR.consumer()
+    if consumer:
+        request.headers[CONSUMER_HEADER] = consumer
 
 
 def _restore(request: "httpx.Request", url: "httpx.URL", host_header: str | None) -> None:
@@ -75,6 +85,7 @@ class HttpxInstrumentor(OutboundInstrumentor):
 
         @functools.wraps(original_send)
         def send(client: httpx.Client, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+            _propagate(instrumentor, request)
             router = instrumentor.router()
             route = _first_route(router, request) if router is not None else None
             if route is None:
@@ -101,6 +112,7 @@ class HttpxInstrumentor(OutboundInstrumentor):
 
         @functools.wraps(original_async_send)
         async def async_send(client: httpx.AsyncClient, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+            _propagate(instrumentor, request)
             router = instrumentor.router()
             route = _first_route(router, request) if router is not None else None
             if route is None:

@@ -13,7 +13,10 @@ Choices made here, the same for every library:
   - a call whose connection failed before the request was written (refused,
     connect timeout) is retried on another instance, up to `CONNECT_ATTEMPTS`
     instances in all, since nothing reached the server;
-  - an attempt is ok when a response came back with a status below 500.
+  - an attempt is ok when a response came back with a status below 500;
+  - every call (to a service name or not) carries the request's lane in W3C
+    `baggage`, merged into a baggage header the caller set; calls to a service
+    name also say who calls (`x-tidegate-consumer`), see `tidegate.core.context`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
+from tidegate.core import context
+from tidegate.core.baggage import with_lane
 from tidegate.errors import NoInstanceError
 
 if TYPE_CHECKING:
@@ -116,6 +121,20 @@ class OutboundInstrumentor:
         """The router calls go through, or None when the agent has none (calls go out untouched)."""
         runtime = self.runtime
         return runtime.router if runtime is not None else None
+
+    def baggage(self, existing: str | None) -> str | None:
+        """The `baggage` value a call carries, or None to leave the call's own as it is."""
+        current = context.current()
+        if current.lane:
+            return with_lane(existing if existing is not None else current.baggage, current.lane)
+        if current.baggage and existing is None:
+            return current.baggage
+        return None
+
+    def consumer(self) -> str:
+        """The `x-tidegate-consumer` value calls to services carry ("" when the agent has no service name)."""
+        runtime = self.runtime
+        return runtime.consumer if runtime is not None else ""
 
     def clock(self) -> float:
         runtime = self.runtime

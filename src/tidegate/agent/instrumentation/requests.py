@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import SplitResult, urlsplit
 
 from tidegate.agent.instrumentation.outbound import OutboundInstrumentor, netloc
+from tidegate.core.context import CONSUMER_HEADER
 from tidegate.errors import NoInstanceError
 
 if TYPE_CHECKING:
@@ -73,6 +74,9 @@ class RequestsInstrumentor(OutboundInstrumentor):
 
         @functools.wraps(original_send)
         def send(session: requests.Session, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+            baggage = instrumentor.baggage(request.headers.get("baggage"))
+            if baggage is not None:
+                request.headers["baggage"] = baggage
             router = instrumentor.router()
             if router is None or not request.url:
                 return original_send(session, request, **kwargs)
@@ -82,9 +86,12 @@ class RequestsInstrumentor(OutboundInstrumentor):
             if route is None:
                 return original_send(session, request, **kwargs)
             tried: list[str] = []
+            consumer = instrumentor.consumer()
             try:
                 while True:
                     request.url = parts._replace(netloc=netloc(route.instance)).geturl()
+                    if consumer:
+                        request.headers[CONSUMER_HEADER] = consumer
                     started, ok = instrumentor.clock(), False
                     try:
                         response = original_send(session, request, **kwargs)

@@ -55,7 +55,7 @@ class UvicornInstrumentor(InboundInstrumentor):
         result = wrapped(*args, **kwargs)
         runtime = self.runtime
         if runtime is not None and runtime.metrics is not None:
-            config.loaded_app = wrap_asgi(config.loaded_app, runtime.metrics)
+            config.loaded_app = wrap_asgi(config.loaded_app, runtime.metrics, runtime.response_headers)
         return result
 
     def _startup(self, wrapped: Any, server: Any, args: Any, kwargs: Any) -> Any:
@@ -68,7 +68,7 @@ class UvicornInstrumentor(InboundInstrumentor):
                 return
             if handed is None:
                 lifecycle.listening(tcp_addresses(s for srv in server.servers for s in (srv.sockets or ())))
-            lifecycle.serving_requests()
+            await asyncio.get_running_loop().run_in_executor(None, lifecycle.serving_requests)
 
         return startup()
 

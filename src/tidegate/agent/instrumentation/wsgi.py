@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable
 
 from tidegate.agent.instrumentation.inbound import fallback_route
 from tidegate.agent.metrics import AgentMetrics
+from tidegate.core import context
 
 ENVIRON_KEY = "tidegate.route"
 
@@ -20,14 +21,19 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class InboundWSGI:
-    __slots__ = ("app", "metrics")
+    """Wraps a WSGI app. `response_headers` is shared with the agent and changed in
+    place (a draining instance adds its notice); each response carries what it holds."""
 
-    def __init__(self, app: WSGIApp, metrics: AgentMetrics) -> None:
+    __slots__ = ("app", "metrics", "response_headers")
+
+    def __init__(self, app: WSGIApp, metrics: AgentMetrics, response_headers: list[tuple[str, str]] | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.response_headers = response_headers if response_headers is not None else []
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         status = 500  # what the client sees when the app fails before answering
+        extra_headers = self.response_headers
 
         def start_and_note_status(status_line: str, headers: Any, exc_info: Any = None) -> Any:
             nonlocal status
@@ -35,17 +41,25 @@ class InboundWSGI:
                 status = int(status_line[:3])
             except ValueError:
                 pass
+            if extra_headers:
+                headers = [*headers, *extra_headers]
             return start_response(status_line, headers, exc_info)
 
         metrics = self.metrics
         metrics.request_started()
         started = time.perf_counter()
+        baggage = environ.get("HTTP_BAGGAGE", "")
+        consumer = environ.get("HTTP_X_TIDEGATE_CONSUMER", "")
+        # A sync worker serves one request per thread at a time; the context is
+        # reset before the thread takes the next one.
+        token = context.enter(context.from_headers(baggage, consumer) if baggage or consumer else context.EMPTY)
         try:
             return self.app(environ, start_and_note_status)
         finally:
+            context.leave(token)
             route = environ.get(ENVIRON_KEY) or fallback_route(environ.get("PATH_INFO", "/"))
             metrics.observe_inbound(route, environ.get("REQUEST_METHOD", ""), status, time.perf_counter() - started, finished=True)
 
 
-def wrap_wsgi(app: Any, metrics: AgentMetrics) -> Any:
-    return app if isinstance(app, InboundWSGI) else InboundWSGI(app, metrics)
+def wrap_wsgi(app: Any, metrics: AgentMetrics, response_headers: list[tuple[str, str]] | None = None) -> Any:
+    return app if isinstance(app, InboundWSGI) else InboundWSGI(app, metrics, response_headers)

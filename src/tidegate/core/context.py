@@ -1,0 +1,94 @@
+"""What a governed request carries from hop to hop: its lane, the baggage to pass on, who called.
+
+Inbound adapters read it from the request's headers (`from_headers`) and
+`enter` it for the request's duration; outbound adapters read `current()` and
+write `outbound_headers`. A contextvar, so it follows asyncio tasks on its own
+(threads need their context copied; the lanes instrumentation does that).
+
+Header contract between tidegate agents:
+  `baggage: tidegate.lane=<lane>` (W3C; other members pass through untouched);
+  `x-tidegate-consumer: <service>[; admin=<host:port>]` on calls between
+  services, so a provider knows its origin (per-origin limits) and where to
+  send a direct drain notice.
+"""
+
+from __future__ import annotations
+
+import re
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+
+from tidegate.core.baggage import LANE_KEY, read_lane, with_lane
+
+CONSUMER_HEADER = "x-tidegate-consumer"
+#: Set on every response of a draining instance (with `Connection: close`).
+DRAINING_HEADER = "x-tidegate-draining"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_ADDRESS = re.compile(r"^[A-Za-z0-9.\-:\[\]]{1,80}:[0-9]{1,5}$")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    lane: str = ""  # "" is the base lane
+    baggage: str = ""  # the inbound baggage header, passed on with our member kept current
+    origin: str = ""  # the calling service, "" when unknown
+    origin_admin: str = ""  # the calling instance's admin address, for a direct drain notice
+    problem: str = ""  # why a header was ignored, for the adapter to log; "" when all was well
+
+    def with_lane(self, lane: str) -> "RequestContext":
+        return RequestContext(lane, self.baggage, self.origin, self.origin_admin, self.problem)
+
+
+EMPTY = RequestContext()
+_current: ContextVar[RequestContext] = ContextVar("tidegate_request", default=EMPTY)
+
+
+def current() -> RequestContext:
+    return _current.get()
+
+
+def enter(context: RequestContext) -> Token[RequestContext]:
+    return _current.set(context)
+
+
+def leave(token: Token[RequestContext]) -> None:
+    _current.reset(token)
+
+
+def parse_consumer(value: str) -> tuple[str, str, str]:
+    """(service, admin address, problem) from an `x-tidegate-consumer` value; never raises."""
+    service, _, rest = value.partition(";")
+    service = service.strip()
+    admin = ""
+    problem = ""
+    if not _NAME.match(service):
+        return "", "", f"{CONSUMER_HEADER}: {value[:80]!r} does not start with a service name"
+    for part in rest.split(";"):
+        key, _, val = part.strip().partition("=")
+        if key == "admin":
+            if _ADDRESS.match(val.strip()):
+                admin = val.strip()
+            else:
+                problem = f"{CONSUMER_HEADER}: admin address {val[:80]!r} is not host:port"
+    return service, admin, problem
+
+
+def from_headers(baggage: str, consumer: str, lane_key: str = LANE_KEY) -> RequestContext:
+    """The context of an inbound request from its `baggage` and consumer headers; never raises."""
+    if not baggage and not consumer:
+        return EMPTY
+    lane, problem = read_lane(baggage, lane_key) if baggage else ("", "")
+    origin, admin, consumer_problem = parse_consumer(consumer) if consumer else ("", "", "")
+    return RequestContext(lane, baggage, origin, admin, problem or consumer_problem)
+
+
+def outbound_baggage(context: RequestContext, lane_key: str = LANE_KEY) -> str:
+    """The `baggage` value an outbound call carries ("" for none): the inbound members, our lane current."""
+    if not context.lane:
+        return context.baggage
+    return with_lane(context.baggage, context.lane, lane_key)
+
+
+def consumer_value(service: str, admin_address: str = "") -> str:
+    return f"{service}; admin={admin_address}" if admin_address else service

@@ -1,0 +1,74 @@
+"""Inbound middleware: the request's context is entered from its headers; shared response headers are added."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tidegate.agent.instrumentation.asgi import InboundASGI
+from tidegate.agent.instrumentation.wsgi import InboundWSGI
+from tidegate.agent.metrics import AgentMetrics
+from tidegate.core import context
+
+
+def run_asgi(app: InboundASGI, headers: list[tuple[bytes, bytes]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    sent: list[dict[str, Any]] = []
+    seen: dict[str, Any] = {}
+
+    async def inner(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen["context"] = context.current()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    app.app = inner
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/x", "headers": headers, "query_string": b""}
+    asyncio.run(app(scope, receive, send))
+    return seen, sent
+
+
+def test_asgi_enters_the_context_and_leaves_it() -> None:
+    app = InboundASGI(None, AgentMetrics())  # type: ignore[arg-type]
+    seen, _ = run_asgi(app, [(b"baggage", b"a=1"), (b"baggage", b"tidegate.lane=gray"), (b"x-tidegate-consumer", b"cart")])
+    assert (seen["context"].lane, seen["context"].origin, seen["context"].baggage) == ("gray", "cart", "a=1,tidegate.lane=gray")
+    assert context.current() is context.EMPTY
+
+
+def test_asgi_malformed_baggage_is_passed_on_and_the_request_served() -> None:
+    app = InboundASGI(None, AgentMetrics())  # type: ignore[arg-type]
+    seen, sent = run_asgi(app, [(b"baggage", b"\xff=;;,tidegate.lane=no spaces allowed")])
+    assert seen["context"].lane == "" and seen["context"].baggage.startswith("\xff")
+    assert sent[0]["status"] == 200
+
+
+def test_asgi_adds_the_shared_response_headers_while_they_are_set() -> None:
+    shared: list[tuple[str, str]] = []
+    app = InboundASGI(None, AgentMetrics(), shared)  # type: ignore[arg-type]
+    _, sent = run_asgi(app, [])
+    assert sent[0]["headers"] == [(b"content-type", b"text/plain")]
+    shared.append((context.DRAINING_HEADER, "1"))
+    _, sent = run_asgi(app, [])
+    assert (b"x-tidegate-draining", b"1") in sent[0]["headers"]
+
+
+def test_wsgi_enters_the_context_and_adds_shared_headers() -> None:
+    seen: dict[str, Any] = {}
+    started: list[Any] = []
+
+    def inner(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen["context"] = context.current()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    app = InboundWSGI(inner, AgentMetrics(), [(context.DRAINING_HEADER, "1")])
+    app({"REQUEST_METHOD": "GET", "PATH_INFO": "/x", "HTTP_BAGGAGE": "tidegate.lane=blue", "HTTP_X_TIDEGATE_CONSUMER": "web"},
+        lambda status, headers, exc_info=None: started.append(headers))
+    assert (seen["context"].lane, seen["context"].origin) == ("blue", "web")
+    assert (context.DRAINING_HEADER, "1") in started[0]
+    assert context.current() is context.EMPTY
