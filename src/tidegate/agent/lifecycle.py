@@ -41,6 +41,8 @@ MAX_BACKOFF_S = 5.0
 DEFAULT_HEARTBEAT_S = 5.0  # when the control plane does not say its lease (a third of its default 15 s)
 _WILDCARD_PROBE = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 DEREGISTER_TIMEOUT_S = 3.0
+#: How long a worker waits, before taking requests, for its first view of the registry.
+DIRECTORY_SYNC_WAIT_S = 2.0
 
 
 class InstanceLifecycle:
@@ -91,7 +93,8 @@ class InstanceLifecycle:
             self._thread.start()
 
     def serving_requests(self) -> None:
-        """This process serves requests (a worker, or a single-process server): start its own watch."""
+        """This process serves requests (a worker, or a single-process server): start its own
+        watch and wait (bounded) for its first sync, so its first calls to services route."""
         with self._lock:
             if self._serving_requests:
                 return
@@ -277,6 +280,8 @@ class InstanceLifecycle:
         try:
             self._watcher = Watcher(self.config.control, self.config.token or None, self.runtime.directory, self.runtime.rulebook)
             self._watcher.start()
+            if not self._watcher.wait_synced(DIRECTORY_SYNC_WAIT_S):
+                log.warning("tidegate: no instance directory yet (control plane unreachable?); calls to services fail until it syncs")
         except Exception:
             log.exception("tidegate: directory watch not started")
 
