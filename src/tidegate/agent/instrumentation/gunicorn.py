@@ -37,13 +37,13 @@ class GunicornInstrumentor(InboundInstrumentor):
         result = wrapped(*args, **kwargs)
         lifecycle = self._lifecycle()
         if lifecycle is not None:
-            lifecycle.listening(tcp_addresses(listener.sock for listener in arbiter.LISTENERS))
+            self.safely(lambda: lifecycle.listening(tcp_addresses(listener.sock for listener in arbiter.LISTENERS)))
         return result
 
     def _stop(self, wrapped: Any, arbiter: Any, args: Any, kwargs: Any) -> Any:
         lifecycle = self._lifecycle()
         if lifecycle is not None:
-            lifecycle.stopping()
+            self.safely(lifecycle.stopping)
         return wrapped(*args, **kwargs)
 
     def _load_wsgi(self, wrapped: Any, worker: Any, args: Any, kwargs: Any) -> Any:
@@ -54,7 +54,7 @@ class GunicornInstrumentor(InboundInstrumentor):
         if not type(worker).__module__.startswith("uvicorn") and runtime.metrics is not None:
             worker.wsgi = wrap_wsgi(worker.wsgi, runtime.metrics, runtime.response_headers)
         if runtime.lifecycle is not None:
-            runtime.lifecycle.serving_requests()
+            self.safely(runtime.lifecycle.serving_requests)
         return result
 
 

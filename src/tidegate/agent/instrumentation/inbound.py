@@ -80,6 +80,13 @@ class InboundInstrumentor:
         self._patches.append((owner, name, original))
         wrapt.wrap_function_wrapper(owner, name, wrapper)
 
+    def safely(self, action: Callable[..., Any], *args: Any) -> None:
+        """Run an agent step inside the server's own code path; a failure is logged, never raised."""
+        try:
+            action(*args)
+        except Exception:  # the server must run on whatever the agent's step did
+            log.exception("tidegate: %s failed in %s; the server runs on", getattr(action, "__name__", action), self.library)
+
     def _on_import(self, module: ModuleType) -> None:
         if self.runtime is None or self._patched:
             return

@@ -67,8 +67,8 @@ class UvicornInstrumentor(InboundInstrumentor):
             if lifecycle is None or not server.started or server.should_exit:
                 return
             if handed is None:
-                lifecycle.listening(tcp_addresses(s for srv in server.servers for s in (srv.sockets or ())))
-            await asyncio.get_running_loop().run_in_executor(None, lifecycle.serving_requests)
+                self.safely(lambda: lifecycle.listening(tcp_addresses(s for srv in server.servers for s in (srv.sockets or ()))))
+            await asyncio.get_running_loop().run_in_executor(None, self.safely, lifecycle.serving_requests)
 
         return startup()
 
@@ -76,7 +76,7 @@ class UvicornInstrumentor(InboundInstrumentor):
         async def shutdown() -> None:
             lifecycle = self._lifecycle()
             if lifecycle is not None and lifecycle.owner:
-                await asyncio.get_running_loop().run_in_executor(None, lifecycle.stopping)
+                await asyncio.get_running_loop().run_in_executor(None, self.safely, lifecycle.stopping)
             await wrapped(*args, **kwargs)
 
         return shutdown()
@@ -84,12 +84,12 @@ class UvicornInstrumentor(InboundInstrumentor):
     def _supervise(self, wrapped: Any, supervisor: Any, args: Any, kwargs: Any) -> Any:
         lifecycle = self._lifecycle()
         if lifecycle is not None:
-            lifecycle.listening(tcp_addresses(supervisor.sockets))
+            self.safely(lambda: lifecycle.listening(tcp_addresses(supervisor.sockets)))
         try:
             return wrapped(*args, **kwargs)
         finally:
             if lifecycle is not None:
-                lifecycle.stopping()
+                self.safely(lifecycle.stopping)
 
 
 INSTRUMENTOR = UvicornInstrumentor()
