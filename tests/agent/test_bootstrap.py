@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+import subprocess
 from pathlib import Path
 
 import httpx
 
 from tests.agent.conftest import ControlPlane, uvicorn
+from tidegate.agent.command import BOOTSTRAP_DIR
 from tests.support.procs import BIN, free_port, wait_until
 
 
@@ -64,3 +68,35 @@ def test_opentelemetry_instrument_wrapping_tidegate_run(control_plane, start) ->
     server = start("otel-outer", "traced2", uvicorn("otel_app:app", "--port", str(port)), control_plane.url,
                    env=OTEL_ENV, wrap=[str(BIN / "opentelemetry-instrument")])
     _check_both_active(control_plane, server, port, "traced2")
+
+
+def test_invalid_settings_leave_the_program_running_without_agent(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
+    env.update({"TIDEGATE_AGENT": "1", "PYTHONPATH": BOOTSTRAP_DIR, "TIDEGATE_SERVICE": "ok", "TIDEGATE_ADMIN_PORT": "99999"})
+    probe = "from tidegate.agent import boot; print('state', boot.current_state())"
+    result = subprocess.run([str(BIN / "python"), "-c", probe], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0
+    assert "state None" in result.stdout
+    assert "TIDEGATE_ADMIN_PORT" in result.stderr
+
+
+def test_explicit_start_and_current_state(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
+    env["TIDEGATE_SERVICE"] = "explicit"
+    probe = "from tidegate.agent import boot; print(boot.current_state()); boot.start(); print(boot.current_state()); print(boot.start() is boot.start())"
+    result = subprocess.run([str(BIN / "python"), "-c", probe], capture_output=True, text=True, timeout=60, env=env)
+    assert result.stdout.split() == ["None", "STARTING", "True"], result.stderr
+
+
+def test_taken_admin_port_leaves_the_app_serving_and_registered(control_plane, start) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        admin_port = taken.getsockname()[1]
+        port = free_port()
+        server = start("taken", "stubborn", uvicorn("starlette_app:app", "--port", str(port)), control_plane.url,
+                       env={"TIDEGATE_ADMIN_PORT": str(admin_port)})
+        wait_until(lambda: _registered(control_plane, "stubborn", port), what="registration without an admin endpoint")
+        assert httpx.get(f"http://127.0.0.1:{port}/items/1", timeout=5).status_code == 200
+        assert control_plane.instances("stubborn")[0]["admin_port"] is None
+        assert "admin endpoint not started" in server.proc.output()
