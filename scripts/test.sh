@@ -56,7 +56,7 @@ start_redis() {
 
 # Which servers the suite uses: a test that needs one skips only when its
 # variable is unset, and CI always sets them, so none is silently skipped there.
-for server in ${TIDEGATE_TEST_SERVERS-}; do
+for server in ${TIDEGATE_TEST_SERVERS-postgres redis}; do
   "start_$server"
 done
 
