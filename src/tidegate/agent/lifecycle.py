@@ -224,11 +224,10 @@ class InstanceLifecycle:
             state = self._state_on_register() if self.state == InstanceState.STARTING else self.state
         stored = client.register(_with_state(instance, state, self._admin_port()))
         with self._lock:
-            if self._stop.is_set():
-                return
             self.instances = [stored if i.id == stored.id else i for i in self.instances]
-            self.state = state
-            self.registered = True
+            self.registered = True  # even when shutdown began meanwhile: then `stopping` deregisters it
+            if not self._stop.is_set():
+                self.state = state
         log.info("tidegate: registered %s as %s at %s (%s)", self.config.service, stored.id, stored.address, state)
 
     def _deregister_all(self) -> None:
