@@ -12,6 +12,8 @@ from tidegate.errors import (
     TidegateError,
 )
 
+from tidegate.connect import connect
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -24,4 +26,5 @@ __all__ = [
     "RuleError",
     "SystemBlockedError",
     "TidegateError",
+    "connect",
 ]

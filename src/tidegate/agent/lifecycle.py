@@ -14,6 +14,7 @@ which state an instance enters the registry.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
@@ -91,6 +92,7 @@ class InstanceLifecycle:
             self._start_admin()
             self._thread = threading.Thread(target=self._keep_registered, name="tidegate-registration", daemon=True)
             self._thread.start()
+            atexit.register(self.stopping)  # a server that exits past its shutdown hook still deregisters
 
     def serving_requests(self) -> None:
         """This process serves requests (a worker, or a single-process server): start its own
@@ -104,6 +106,11 @@ class InstanceLifecycle:
         if directory and not self.owner:
             self._writer = metrics_files.SnapshotWriter(self.runtime.metrics, Path(directory))  # type: ignore[arg-type]
             self._writer.start()
+
+    @property
+    def watcher(self) -> Any:
+        """This process's directory watch (a `tidegate.client.watch.Watcher`), once serving requests."""
+        return self._watcher
 
     def stopping(self) -> None:
         """The server shuts down: deregister every instance (bounded), stop heartbeats."""

@@ -32,15 +32,18 @@ def main(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="tidegate-demo-"))
     cluster = Cluster(workdir)
     failed = 0
+    runtime = None
     try:
         console.print(f"control plane: {cluster.start_control()}  (logs in {workdir})")
-        tidegate.connect(cluster.control_url, cluster.token, service="demo-client")
+        runtime = tidegate.connect(cluster.control_url, cluster.token, service="demo-client")
         failed += spread.run(cluster, console, args.rate, args.seconds).failed
     except DemoError as error:
         console.print(f"[red]demo failed:[/] {error}")
         return 1
     finally:
         console.print("stopping every process (services deregister, then the control plane stops)...")
+        if runtime is not None and runtime.lifecycle is not None and runtime.lifecycle.watcher is not None:
+            runtime.lifecycle.watcher.stop()
         cluster.stop_all()
         if args.keep:
             console.print(f"logs kept in {workdir}")

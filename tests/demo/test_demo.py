@@ -1,0 +1,35 @@
+"""`tidegate demo` runs end to end as the README's first command does, and leaves nothing running."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def processes_with_env(marker: str) -> list[str]:
+    """Pids whose environment holds `marker` (every process the demo started inherits it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes():
+                    found.append(entry.name)
+            except OSError:
+                continue
+    return found
+
+
+def test_demo_runs_and_stops_everything(tmp_path: Path) -> None:
+    marker = f"demo-test-{os.getpid()}"
+    done = subprocess.run(
+        [sys.executable, "-m", "tidegate", "demo", "--seconds", "1", "--rate", "50"],
+        capture_output=True, text=True, timeout=240, cwd=tmp_path, env={**os.environ, "COLUMNS": "120", "TIDEGATE_DEMO_TEST_MARK": marker},
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "failed 0" in out
+    for instance in ("orders-1", "orders-2", "frontend-1", "frontend-2"):
+        assert instance in out  # every instance took calls
+    assert processes_with_env(f"TIDEGATE_DEMO_TEST_MARK={marker}") == []
