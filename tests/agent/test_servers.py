@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
@@ -121,3 +122,17 @@ def test_gunicorn_django_counts_by_resolved_route(control_plane, start) -> None:
     server.proc.signal(signal.SIGTERM)
     assert _exited_cleanly(server), server.fail_report()
     wait_until(lambda: control_plane.instances("accounts") == [], what="deregistration")
+
+
+def test_state_counts_requests_in_flight(control_plane, start, tmp_path) -> None:
+    port = free_port()
+    server = start("inflight", "holder", uvicorn("starlette_app:app", "--port", str(port)), control_plane.url)
+    wait_until(lambda: _one_instance(control_plane, "holder", port, ""), what="registration")
+    admin = server.admin_url()
+    release = tmp_path / "release"
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        held = [pool.submit(httpx.get, f"http://127.0.0.1:{port}/hold", params={"until": str(release)}, timeout=30) for _ in range(2)]
+        wait_until(lambda: httpx.get(f"{admin}/state", timeout=5).json()["in_flight"] == 2, what="two requests in flight")
+        release.touch()
+        assert all(f.result().json() == {"held": True} for f in held)
+    wait_until(lambda: httpx.get(f"{admin}/state", timeout=5).json()["in_flight"] == 0, what="no request in flight")
