@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 
+from tidegate.agent import lanes
 from tidegate.agent.config import AgentConfig, AgentConfigError
 from tidegate.agent.instrumentation import install_all
 from tidegate.agent.lifecycle import InstanceLifecycle
@@ -40,8 +41,10 @@ def start(config: AgentConfig | None = None) -> AgentRuntime | None:
         _ensure_log_handler()
         runtime = AgentRuntime(config=config, metrics=AgentMetrics())
         runtime.consumer = config.service
+        runtime.extras["lanes"] = lanes.install(runtime.rulebook, config.service, config.tag)
         runtime.router = _build_router(runtime)
         runtime.lifecycle = InstanceLifecycle(runtime)
+        _install_stability(runtime)
         set_runtime(runtime)
         install_all(runtime)
         os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -62,10 +65,19 @@ def _build_router(runtime: AgentRuntime) -> object | None:
     except ImportError:
         return None
     try:
-        return OutboundRouter(runtime.directory)
+        return OutboundRouter(runtime.directory, lanes=runtime.extras.get("lanes"))
     except Exception:
         log.exception("tidegate: outbound routing not started; calls go out untouched")
         return None
+
+
+def _install_stability(runtime: AgentRuntime) -> None:
+    try:
+        from tidegate.agent import stability
+
+        stability.install(runtime)
+    except Exception:  # protection failing to start must not stop the program
+        log.exception("tidegate: stability protection not started; calls are not governed")
 
 
 def _after_fork_in_child() -> None:

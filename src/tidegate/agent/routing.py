@@ -6,19 +6,27 @@ untouched; a known service gets a `Route` to one instance chosen by its
 balancer, or `NoInstanceError` when none is live. The caller ends the route
 with `done(ok)` so in-flight counts stay true.
 
-Balancers are per service and rebuilt when the directory says the service
-changed; the request path reads one dict and never locks.
+Lanes (shared/DESIGN.md, "Lanes"): a service's routable instances are grouped
+by tag, with one balancer per group, when the directory says the service
+changed. A call without a lane to a service without a canary picks among the
+base (untagged) instances; otherwise `LaneRouting.select` names the group:
+the lane's tagged instances, else base ones (never when the lane is strict),
+or a canary's tag for a share of base traffic. A call whose lane group was
+used up by connect failures falls back to base as well. The request path
+reads one dict and never locks.
 """
 
 from __future__ import annotations
 
 import random as random_module
 import threading
-from typing import Callable, Collection, Sequence
+from typing import Callable, Collection, Protocol, Sequence
 
 from tidegate.core.balancer import DEFAULT_BALANCER, Balancer, BalancerFactory, InFlight, WeightOf, registered_weight
+from tidegate.core.coloring import RequestView
 from tidegate.core.directory import ServiceDirectory
 from tidegate.core.instance import Instance
+from tidegate.core.lanes import BASE, LaneRouting, group_by_tag
 from tidegate.errors import NoInstanceError
 
 
@@ -61,6 +69,27 @@ def registered_weights(instances: Sequence[Instance]) -> WeightOf:
     return registered_weight
 
 
+class LaneRules(Protocol):
+    """Where the router reads the lane and canary rules in force (`tidegate.agent.lanes.LaneState`)."""
+
+    routing: LaneRouting
+
+
+class _NoLaneRules:
+    routing = LaneRouting()
+
+
+class _ServiceRoutes:
+    """One service's routable instances by tag, each group with its balancer."""
+
+    __slots__ = ("groups", "balancers", "base")
+
+    def __init__(self, groups: dict[str, tuple[Instance, ...]], balancers: dict[str, Balancer], base: Balancer) -> None:
+        self.groups = groups
+        self.balancers = balancers
+        self.base = base
+
+
 class OutboundRouter:
     """Chooses the instance for every outbound call to a service name."""
 
@@ -70,8 +99,10 @@ class OutboundRouter:
         balancer_factory: BalancerFactory = DEFAULT_BALANCER,
         rng: random_module.Random | Callable[[], float] | None = None,
         weighting: Weighting = registered_weights,
+        lanes: LaneRules | None = None,
     ) -> None:
         self._directory = directory
+        self._lanes: LaneRules = lanes if lanes is not None else _NoLaneRules()
         self._factory = balancer_factory
         if rng is None:
             rng = random_module.Random()
@@ -79,26 +110,49 @@ class OutboundRouter:
         self._weighting = weighting
         self._write_lock = threading.Lock()
         self._in_flight: dict[str, InFlight] = {}
-        self._balancers: dict[str, Balancer] = {}
+        self._routes: dict[str, _ServiceRoutes] = {}
         directory.add_listener(self._rebuild)  # first, so no change slips between the build and the listen
         for service in directory.services():
             self._rebuild(service)
 
-    def route(self, host: str, port: int | None = None, lane: str = "", exclude: Collection[str] = ()) -> Route | None:
+    def route(
+        self,
+        host: str,
+        port: int | None = None,
+        lane: str = "",
+        exclude: Collection[str] = (),
+        request: RequestView | None = None,
+    ) -> Route | None:
         """The route for a call to `host`, or None when `host` is not a service name.
 
         `port` is accepted for the caller's convenience and ignored for
-        service names: the chosen instance's port is used. `lane` is the hook
-        for lane routing and is not used yet. `exclude` holds instance ids
-        already tried by this call (a retry goes elsewhere). Raises
-        `NoInstanceError` when the service is known but has no live instance.
+        service names: the chosen instance's port is used. `lane` is the
+        request's lane ("" = base). `exclude` holds instance ids already
+        tried by this call (a retry goes elsewhere). `request` is the inbound
+        request a canary's sticky key is read from (None: a random draw).
+        Raises `NoInstanceError(service, lane)` when no instance may take it.
         """
-        balancer = self._balancers.get(host)
-        if balancer is None:
+        routes = self._routes.get(host)
+        if routes is None:
             if not self._directory.knows(host):
                 return None
-            balancer = self._rebuild(host)
-        instance = balancer.pick(exclude)
+            routes = self._rebuild(host)
+        routing = self._lanes.routing
+        if not lane and not routing.has_canary(host):
+            balancer = routes.base
+            instance = balancer.pick(exclude)
+        else:
+            sticky = None
+            if not lane and request is not None:
+                key = routing.sticky_key(host)
+                sticky = key.read(request) if key is not None else None
+            selection = routing.select(host, routes.groups, lane, self._random, sticky)
+            balancer = routes.balancers.get(selection.tag, routes.base)
+            instance = balancer.pick(exclude) if selection.instances else None
+            if instance is None and selection.tag != BASE and not routing.is_strict(lane):
+                # The lane's instances all failed to connect for this call: base ones take it.
+                balancer = routes.base
+                instance = balancer.pick(exclude)
         if instance is None:
             raise NoInstanceError(host, lane)
         balancer.acquire(instance)
@@ -106,15 +160,16 @@ class OutboundRouter:
 
     def reweigh(self) -> None:
         """Ask `weight_of` again for every service (warm-up calls this as weights ramp)."""
-        for balancer in list(self._balancers.values()):
-            balancer.reweigh()
+        for routes in list(self._routes.values()):
+            for balancer in routes.balancers.values():
+                balancer.reweigh()
 
     def after_fork_in_child(self) -> None:
         """A forked child has none of its parent's calls in flight, and must not
         inherit a lock some parent thread held at the fork."""
         self._write_lock = threading.Lock()
         self._in_flight = {}
-        self._balancers = {}
+        self._routes = {}
         for service in self._directory.services():
             self._rebuild(service)
 
@@ -123,15 +178,20 @@ class OutboundRouter:
         tracker = self._in_flight.get(service)
         return tracker.snapshot() if tracker else {}
 
-    def _rebuild(self, service: str) -> Balancer:
+    def _rebuild(self, service: str) -> _ServiceRoutes:
         with self._write_lock:
             tracker = self._in_flight.setdefault(service, InFlight())
-            instances = self._directory.routable(service)
-            balancer = self._factory(instances, tracker, self._random, self._weighting(instances))
-            balancers = dict(self._balancers)
+            groups = group_by_tag(self._directory.routable(service))
+            balancers = {
+                tag: self._factory(members, tracker, self._random, self._weighting(members))
+                for tag, members in groups.items()
+            }
+            base = balancers.get(BASE) or self._factory((), tracker, self._random, self._weighting(()))
+            routes = _ServiceRoutes(groups, balancers, base)
+            all_routes = dict(self._routes)
             if self._directory.knows(service):
-                balancers[service] = balancer
+                all_routes[service] = routes
             else:
-                balancers.pop(service, None)
-            self._balancers = balancers  # one swap: readers see the old dict or the new one
-        return balancer
+                all_routes.pop(service, None)
+            self._routes = all_routes  # one swap: readers see the old dict or the new one
+        return routes

@@ -19,6 +19,7 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
 from tidegate.core.baggage import LANE_KEY, read_lane, with_lane
+from tidegate.core.coloring import RequestView
 
 CONSUMER_HEADER = "x-tidegate-consumer"
 #: Set on every response of a draining instance (with `Connection: close`).
@@ -35,9 +36,17 @@ class RequestContext:
     origin: str = ""  # the calling service, "" when unknown
     origin_admin: str = ""  # the calling instance's admin address, for a direct drain notice
     problem: str = ""  # why a header was ignored, for the adapter to log; "" when all was well
+    #: The inbound request as coloring saw it, kept so a canary's sticky key
+    #: (e.g. header x-user-id) is read from it on each outbound call; None
+    #: when no lane rule was in force at entry.
+    request: RequestView | None = None
 
     def with_lane(self, lane: str) -> "RequestContext":
-        return RequestContext(lane, self.baggage, self.origin, self.origin_admin, self.problem)
+        return RequestContext(lane, self.baggage, self.origin, self.origin_admin, self.problem, self.request)
+
+    def with_request(self, lane: str, request: RequestView) -> "RequestContext":
+        """This context with the lane coloring gave and the request its canaries read."""
+        return RequestContext(lane, self.baggage, self.origin, self.origin_admin, self.problem, request)
 
 
 EMPTY = RequestContext()

@@ -25,6 +25,7 @@ MODULES: tuple[str, ...] = (
     "httpx",
     "requests",
     "aiohttp",
+    "threads",
     # server side: patched when their library is imported (see inbound.py)
     "uvicorn",
     "gunicorn",

@@ -13,6 +13,7 @@ import functools
 from typing import TYPE_CHECKING, Any, Callable
 
 from tidegate.agent.instrumentation.outbound import OutboundInstrumentor
+from tidegate.core import context
 from tidegate.core.context import CONSUMER_HEADER
 from tidegate.errors import NoInstanceError
 
@@ -82,7 +83,8 @@ class AiohttpInstrumentor(OutboundInstrumentor):
             except (ValueError, TypeError):  # a malformed URL: leave it to aiohttp to report
                 return await original_request(session, method, str_or_url, **kwargs)
             try:
-                route = router.route(url.host or "", url.explicit_port)
+                current = context.current()
+                route = router.route(url.host or "", url.explicit_port, current.lane, request=current.request)
             except NoInstanceError as error:
                 raise no_instance_error_type()(error.service, error.lane) from None
             if route is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any, Awaitable, Callable, MutableMapping
 
+from tidegate.agent import lanes
 from tidegate.agent.instrumentation.inbound import fallback_route
 from tidegate.agent.metrics import AgentMetrics
 from tidegate.core import context
@@ -80,7 +81,7 @@ class InboundASGI:
         metrics = self.metrics
         metrics.request_started()
         started = time.perf_counter()
-        token = context.enter(request_context(scope.get("headers", ())))
+        token = context.enter(lanes.color_asgi(scope, request_context(scope.get("headers", ()))))
         try:
             await self.app(scope, receive, send_and_note_status)
         finally:

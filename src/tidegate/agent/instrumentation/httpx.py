@@ -13,6 +13,7 @@ import functools
 from typing import TYPE_CHECKING, Any, Callable
 
 from tidegate.agent.instrumentation.outbound import OutboundInstrumentor, netloc
+from tidegate.core import context
 from tidegate.core.context import CONSUMER_HEADER
 from tidegate.errors import NoInstanceError
 
@@ -39,7 +40,8 @@ def no_instance_error_type() -> type[NoInstanceError]:
 def _first_route(router: "OutboundRouter", request: "httpx.Request") -> "Route | None":
     url = request.url
     try:
-        return router.route(url.host, url.port)
+        current = context.current()
+        return router.route(url.host, url.port, current.lane, request=current.request)
     except NoInstanceError as error:
         raise no_instance_error_type()(error.service, error.lane, request) from None
 

@@ -145,7 +145,8 @@ class OutboundInstrumentor:
         if len(tried) >= CONNECT_ATTEMPTS:
             return None
         try:
-            return router.route(service, None, exclude=tried)
+            current = context.current()
+            return router.route(service, None, current.lane, tried, current.request)
         except NoInstanceError:
             return None
 

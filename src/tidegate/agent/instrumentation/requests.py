@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import SplitResult, urlsplit
 
 from tidegate.agent.instrumentation.outbound import OutboundInstrumentor, netloc
+from tidegate.core import context
 from tidegate.core.context import CONSUMER_HEADER
 from tidegate.errors import NoInstanceError
 
@@ -40,7 +41,8 @@ def no_instance_error_type() -> type[NoInstanceError]:
 
 def _first_route(router: "OutboundRouter", request: "requests.PreparedRequest", parts: SplitResult) -> "Route | None":
     try:
-        return router.route(parts.hostname or "", parts.port)
+        current = context.current()
+        return router.route(parts.hostname or "", parts.port, current.lane, request=current.request)
     except NoInstanceError as error:
         raise no_instance_error_type()(error.service, error.lane, request) from None
     except ValueError:  # a malformed port: leave it to requests to report
