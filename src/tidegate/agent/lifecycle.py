@@ -325,12 +325,13 @@ def _advertised(bound_host: str) -> str:
     """The host consumers should call: the bound one, or this machine's address for a wildcard bind."""
     if bound_host not in ("0.0.0.0", "::", ""):
         return bound_host
+    # The host name's address: what Kubernetes gives a pod (its IP) and what
+    # most hosts resolve; found without sending anything anywhere.
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.connect(("10.255.255.255", 1))  # no packet is sent; this picks the outbound interface
-            return str(probe.getsockname()[0])
+        address = socket.gethostbyname(socket.gethostname())
     except OSError:
         return "127.0.0.1"
+    return address
 
 
 def _quietly(action: Callable[[], object], what: str) -> None:
