@@ -1,4 +1,4 @@
-"""Request statistics of one process (inbound per route template, outbound per service).
+"""Request statistics of one process (inbound per route template, outbound per service, governed resources).
 
 The hot path only takes an uncontended lock and bumps numbers in a dict; no
 prometheus_client object is touched per request. `snapshot()` gives a JSON-able
@@ -15,7 +15,7 @@ from bisect import bisect_left
 from typing import Any, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
 #: Latency bucket upper bounds in seconds (Prometheus' defaults).
@@ -42,6 +42,8 @@ class AgentMetrics:
         self._lock = threading.Lock()
         self._inbound: dict[tuple[str, str, int], Series] = {}
         self._outbound: dict[tuple[str, bool], Series] = {}
+        # Governed resources (stability): [passed, blocked, errors, RT seconds summed].
+        self._resources: dict[str, list[float]] = {}
         self._in_flight = 0
         self.generation = 0  # bumped on every change, so a writer can skip unchanged snapshots
 
@@ -77,11 +79,32 @@ class AgentMetrics:
             _observe(series, seconds)
             self.generation += 1
 
+    def observe_resource(self, resource: str, error: bool, seconds: float) -> None:
+        """Count one admitted call to a governed resource when it ends."""
+        with self._lock:
+            row = self._resources.get(resource)
+            if row is None:
+                row = self._resources[resource] = [0, 0, 0, 0.0]
+            row[0] += 1
+            row[2] += error
+            row[3] += seconds
+            self.generation += 1
+
+    def count_block(self, resource: str) -> None:
+        """Count one call to a governed resource that a rule refused."""
+        with self._lock:
+            row = self._resources.get(resource)
+            if row is None:
+                row = self._resources[resource] = [0, 0, 0, 0.0]
+            row[1] += 1
+            self.generation += 1
+
     def reset_after_fork(self) -> None:
         """In a forked child: its own statistics from zero, and a lock no vanished thread holds."""
         self._lock = threading.Lock()
         self._inbound = {}
         self._outbound = {}
+        self._resources = {}
         self._in_flight = 0
         self.generation += 1
 
@@ -92,6 +115,7 @@ class AgentMetrics:
                 "in_flight": self._in_flight,
                 "inbound": [[*key, *series] for key, series in self._inbound.items()],
                 "outbound": [[*key, *series] for key, series in self._outbound.items()],
+                "resources": [[resource, *row] for resource, row in self._resources.items()],
             }
 
 
@@ -158,9 +182,34 @@ class _SnapshotCollector(Collector):
         yield out_errors
         yield out_latency
 
+        yield from _resource_families(self._snapshots)
+
         in_flight = GaugeMetricFamily("tidegate_inbound_in_flight", "Inbound requests being served now")
         in_flight.add_metric([], total_in_flight(self._snapshots))
         yield in_flight
+
+
+def _resource_families(snapshots: Iterable[Mapping[str, Any]]) -> Iterator[Any]:
+    """Per governed resource: passed, blocked and failed calls, and RT of admitted calls."""
+    totals: dict[str, list[float]] = {}
+    for snap in snapshots:
+        for row in snap.get("resources", ()):
+            target = totals.setdefault(str(row[0]), [0, 0, 0, 0.0])
+            for index, value in enumerate(row[1:5]):
+                target[index] += value
+    passed = CounterMetricFamily("tidegate_resource_passed", "Calls a stability rule let through, by resource", labels=["resource"])
+    blocked = CounterMetricFamily("tidegate_resource_blocked", "Calls a stability rule refused, by resource", labels=["resource"])
+    failed = CounterMetricFamily("tidegate_resource_errors", "Admitted calls that failed, by resource", labels=["resource"])
+    rt = SummaryMetricFamily("tidegate_resource_rt_seconds", "RT of admitted calls, by resource", labels=["resource"])
+    for resource, (n_pass, n_block, n_error, rt_sum) in sorted(totals.items()):
+        passed.add_metric([resource], n_pass)
+        blocked.add_metric([resource], n_block)
+        failed.add_metric([resource], n_error)
+        rt.add_metric([resource], count_value=n_pass, sum_value=rt_sum)
+    yield passed
+    yield blocked
+    yield failed
+    yield rt
 
 
 def _add(into: dict[Any, Series], key: Any, series: Iterable[Any]) -> None:

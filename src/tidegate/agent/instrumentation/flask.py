@@ -2,6 +2,8 @@
 
 Flask matches the URL before `request_started` fires, so a receiver of that
 signal reads `request.url_rule.rule` and stores it in the WSGI environ.
+`Flask.dispatch_request` runs the view under the rule's stability resource
+(see route_guard.py).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from types import ModuleType
 from typing import Any
 
 from tidegate.agent.instrumentation.inbound import InboundInstrumentor
+from tidegate.agent.instrumentation.route_guard import govern_flask, stability_of
 from tidegate.agent.instrumentation.wsgi import ENVIRON_KEY
 
 
@@ -27,6 +30,13 @@ class FlaskInstrumentor(InboundInstrumentor):
 
     def _patch(self, module: ModuleType) -> None:
         module.request_started.connect(_note_rule, weak=False)
+        self.wrap(module.Flask, "dispatch_request", self._dispatch_request)
+
+    def _dispatch_request(self, wrapped: Any, app: Any, args: Any, kwargs: Any) -> Any:
+        stability = stability_of(self.runtime)
+        if stability is None:
+            return wrapped(*args, **kwargs)
+        return govern_flask(stability, app, lambda: wrapped(*args, **kwargs))
 
     def uninstrument(self) -> None:
         if self._patched:

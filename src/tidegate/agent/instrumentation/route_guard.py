@@ -1,0 +1,175 @@
+"""Inbound blocking at the framework's route hooks, where the route template is known before the handler runs.
+
+The server-side hooks (starlette.py for Starlette and FastAPI, flask.py,
+django.py) call in here. A request to `METHOD /template` is an inbound
+resource (`GET /orders/{id}`, Flask's and Django's `/orders/<int:id>`); its
+origin is the calling service (`x-tidegate-consumer`); hot-spot rules get the
+values they name from path parameters (`path:id`), query parameters
+(`query:user`) and headers (`header:x-user-id`). A refused request is answered
+429 (flow, hot-spot) or 503 (breaker, adaptive) with the configured JSON body
+and a `Retry-After` when the refusal says when to come back, and the handler
+never runs. An admitted request that raises, or answers 5xx, counts as an
+error for the breakers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+from urllib.parse import parse_qs
+
+from tidegate.agent.stability import Stability, of
+from tidegate.core import context
+from tidegate.core.governor import Entry
+from tidegate.errors import BlockedError
+
+if TYPE_CHECKING:
+    from tidegate.agent.runtime import AgentRuntime
+
+SCOPE_KEY = "tidegate.entry"  # where an admitted request's entry waits for its end (scope, environ, META)
+
+Lookup = Callable[[str], "str | None"]
+
+
+def stability_of(runtime: "AgentRuntime | None") -> Stability | None:
+    return of(runtime)
+
+
+def admit(stability: Stability, resource: str, path_params: Mapping[str, Any], query: Lookup, header: Lookup) -> Entry:
+    """Enter `resource` as an inbound call (raising BlockedError when refused)."""
+    stability.measure_saturation()
+    wanted = stability.hotspot_params.get(resource)
+    args = None
+    if wanted:
+        args = {}
+        for key in wanted:
+            source, _, name = key.partition(":")
+            value = path_params.get(name) if source == "path" else query(name) if source == "query" else header(name)
+            if value is not None:
+                args[key] = str(value)
+    return stability.enter(resource, origin=context.current().origin, args=args, inbound=True)
+
+
+# -- ASGI (Starlette, FastAPI) ---------------------------------------------------------------
+
+
+async def govern_asgi(stability: Stability, route: Any, wrapped: Callable[..., Any], scope: Any, receive: Any, send: Any) -> None:
+    """Run `route.handle` under the route's inbound resource."""
+    if scope.get("type") != "http" or SCOPE_KEY in scope or (route.methods and scope["method"] not in route.methods):
+        await wrapped(scope, receive, send)
+        return
+    resource = f"{scope['method']} {route.path}"
+    if stability.adaptive_in_force:
+        stability.loop_lag.ensure()
+    raw_headers = scope.get("headers") or ()
+    query: dict[str, list[str]] | None = None
+
+    def query_value(name: str) -> str | None:
+        nonlocal query
+        if query is None:
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        values = query.get(name)
+        return values[0] if values else None
+
+    def header_value(name: str) -> str | None:
+        wanted = name.lower().encode("latin-1")
+        for key, value in raw_headers:
+            if key == wanted:
+                return value.decode("latin-1")
+        return None
+
+    try:
+        entry = admit(stability, resource, scope.get("path_params") or {}, query_value, header_value)
+    except BlockedError as error:
+        status, headers, body = stability.blocked_response(error)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]})
+        await send({"type": "http.response.body", "body": body})
+        return
+    scope[SCOPE_KEY] = entry
+    if entry.wait_s > 0.0:
+        await asyncio.sleep(entry.wait_s)
+    status = 500
+
+    async def send_noting_status(message: Any) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        await send(message)
+
+    token = stability.enter_request(resource)
+    failed = True
+    try:
+        await wrapped(scope, receive, send_noting_status)
+        failed = status >= 500
+    finally:
+        stability.leave_request(token)
+        stability.leave(entry, resource, failed)
+
+
+# -- WSGI (Flask) ------------------------------------------------------------------------------
+
+
+def govern_flask(stability: Stability, app: Any, wrapped: Callable[[], Any]) -> Any:
+    """Run `Flask.dispatch_request` under the matched URL rule's inbound resource."""
+    from flask import request
+
+    rule = request.url_rule
+    if rule is None or request.routing_exception is not None or SCOPE_KEY in request.environ:
+        return wrapped()
+    resource = f"{request.method} {rule.rule}"
+    try:
+        entry = admit(stability, resource, request.view_args or {}, request.args.get, request.headers.get)
+    except BlockedError as error:
+        status, headers, body = stability.blocked_response(error)
+        return app.response_class(body, status=status, headers=headers)
+    request.environ[SCOPE_KEY] = entry
+    if entry.wait_s > 0.0:
+        time.sleep(entry.wait_s)
+    token = stability.enter_request(resource)
+    failed = True
+    try:
+        result = wrapped()
+        failed = getattr(result, "status_code", 200) >= 500
+        return result
+    finally:
+        stability.leave_request(token)
+        stability.leave(entry, resource, failed)
+
+
+# -- Django (WSGI and ASGI) --------------------------------------------------------------------
+
+
+def govern_django_resolved(stability: Stability, request: Any, match: Any, template: str) -> Any:
+    """After Django resolved `request`: enter its resource; a refusal swaps the view for the refusal.
+
+    The entry waits in `request.META` until `end_django` (from `get_response`).
+    """
+    resource = f"{request.method} {template}"
+    try:
+        entry = admit(stability, resource, match.kwargs or {}, request.GET.get, request.headers.get)
+    except BlockedError as error:
+        status, headers, body = stability.blocked_response(error)
+
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            from django.http import HttpResponse
+
+            response = HttpResponse(body, status=status)
+            for name, value in headers:
+                response[name] = value
+            return response
+
+        return (refuse, (), {})
+    if entry.wait_s > 0.0:
+        time.sleep(entry.wait_s)  # resolve_request is sync in both of Django's paths
+    request.META[SCOPE_KEY] = (entry, resource)
+    stability.enter_request(resource)
+    return match
+
+
+def end_django(stability: Stability, request: Any, response: Any, raised: bool) -> None:
+    held = request.META.pop(SCOPE_KEY, None)
+    if held is not None:
+        entry, resource = held
+        stability.leave(entry, resource, raised or getattr(response, "status_code", 200) >= 500)

@@ -1,0 +1,42 @@
+"""Starlette and FastAPI: govern each request at its matched route, before the endpoint runs.
+
+`Route.handle` (and FastAPI's `APIRoute.handle`, which may bypass it) runs
+after the router matched, with the route template and path parameters
+known; see `route_guard.govern_asgi`. An entry already in the scope means an
+outer patched `handle` governs the request, so it is governed once.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import wrapt
+
+from tidegate.agent.instrumentation.inbound import InboundInstrumentor
+from tidegate.agent.instrumentation.route_guard import govern_asgi, stability_of
+
+
+class StarletteInstrumentor(InboundInstrumentor):
+    library = "starlette"
+    supported = "starlette >= 0.27"
+    hook_module = "starlette.routing"
+
+    def _patch(self, module: ModuleType) -> None:
+        self.wrap(module.Route, "handle", self._handle)
+        wrapt.register_post_import_hook(self._patch_fastapi, "fastapi.routing")
+
+    def _patch_fastapi(self, module: ModuleType) -> None:
+        if self.runtime is None or "handle" not in module.APIRoute.__dict__:
+            return
+        self.safely(self.wrap, module.APIRoute, "handle", self._handle)
+
+    def _handle(self, wrapped: Any, route: Any, args: Any, kwargs: Any) -> Any:
+        stability = stability_of(self.runtime)
+        if stability is None:
+            return wrapped(*args, **kwargs)
+        scope, receive, send = args
+        return govern_asgi(stability, route, wrapped, scope, receive, send)
+
+
+INSTRUMENTOR = StarletteInstrumentor()

@@ -1,0 +1,230 @@
+"""The process's stability protection: its Governor, the rules in force, and what edges call.
+
+`install(runtime)` (from the bootstrap) builds one `Stability` per process and
+keeps it in `runtime.extras["stability"]`; `of(runtime)` finds it. It:
+  - listens to the rule book: on any change it compiles ALL stability
+    documents in force (`compile_rules`, for this service) and loads them
+    into the Governor at once; on a RuleError the rules in force stay, the
+    error is logged and posted to the control plane as a `rule-refused` event;
+  - gives edges (route hooks, SQL, outbound calls, `tidegate.guard`) `enter`
+    and `leave`, which count per-resource pass/block/error/RT in the metrics;
+  - reports breaker state changes and blocks (aggregated per second) as
+    control-plane events from a background thread (`StabilityEvents`), never
+    on the request path;
+  - feeds saturation readings to adaptive protection (`tidegate.agent.saturation`)
+    while an adaptive rule is in force.
+
+The entrance of the current request (its inbound resource) rides in a context
+variable, so SQL and outbound calls made while serving it can be limited by
+chain rules (`entrance:` in a rule) and counted under it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import os
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from tidegate.agent.saturation import CpuSampler, LoopLagSampler
+from tidegate.agent.stability_events import StabilityEvents
+from tidegate.core.governor import Entry, Governor
+from tidegate.errors import BlockedError, RuleError
+from tidegate.rules.stability import KINDS, compile_rules
+
+if TYPE_CHECKING:
+    from tidegate.agent.runtime import AgentRuntime
+
+log = logging.getLogger("tidegate")
+
+EXTRAS_KEY = "stability"
+#: A JSON object answered to a blocked inbound request; `{resource}`, `{rule}`,
+#: `{reason}` and `{status}` in its string values are filled in.
+BODY_ENV = "TIDEGATE_BLOCKED_BODY"
+DEFAULT_BODY: Mapping[str, Any] = {"error": "blocked", "resource": "{resource}", "rule": "{rule}", "reason": "{reason}"}
+
+_entrance: contextvars.ContextVar[str] = contextvars.ContextVar("tidegate_entrance", default="")
+
+#: `fallback(error)` answers an outbound call to a service that a rule refused.
+OutboundFallback = Callable[[BlockedError], Any]
+
+
+def entrance() -> str:
+    """The inbound resource of the request being served ("" outside one)."""
+    return _entrance.get()
+
+
+class Stability:
+    """One process's Governor with its rules, events, samplers and blocked-response shape."""
+
+    def __init__(self, runtime: "AgentRuntime", events: StabilityEvents | None = None) -> None:
+        self.runtime = runtime
+        self.governor = Governor()
+        self.clock = runtime.clock
+        self.service = runtime.config.service
+        self.events = events or StabilityEvents.for_runtime(runtime)
+        self.body_template: Mapping[str, Any] = _body_from_env()
+        #: Outbound fallbacks by service name (`set_outbound_fallback`).
+        self.fallbacks: dict[str, OutboundFallback] = {}
+        self.loop_lag = LoopLagSampler(self.governor)
+        self.cpu = CpuSampler(self.governor)
+        self.governor.add_breaker_listener(self._on_breaker)
+        #: The rule-book revisions of the documents the rules in force were compiled from.
+        self.loaded_from: dict[tuple[str, str, str], int] = {}
+        #: Per resource, the parameters (`path:id`, `query:user`, `header:x-user-id`) its hot-spot rules read.
+        self.hotspot_params: dict[str, tuple[str, ...]] = {}
+
+    # -- rules ------------------------------------------------------------------------
+
+    def on_rules_changed(self, kind: str) -> None:
+        if kind in KINDS:
+            self.reload()
+
+    def reload(self) -> bool:
+        """Compile every stability document in force and load them; False (old rules kept) on error."""
+        stored = [rule for rule in self.runtime.rulebook.all() if rule.kind in KINDS]
+        try:
+            rules = compile_rules((rule.document for rule in stored), self.service)
+            self.governor.load(rules)
+        except RuleError as error:
+            log.error("tidegate: stability rules not loaded, the rules in force stay: %s", error)
+            self.events.report({"type": "rule-refused", "service": self.service, "error": str(error),
+                                "document": error.document, "field": error.field})
+            return False
+        self.loaded_from = {rule.key: rule.revision for rule in stored}
+        params: dict[str, set[str]] = {}
+        for hot in rules.hotspot:
+            params.setdefault(hot.resource, set()).add(hot.param)
+        self.hotspot_params = {resource: tuple(sorted(keys)) for resource, keys in params.items()}
+        log.info("tidegate: stability rules in force: %d flow, %d breaker, %d hot-spot, %d adaptive",
+                 len(rules.flow), len(rules.breakers), len(rules.hotspot), len(rules.adaptive))
+        return True
+
+    @property
+    def adaptive_in_force(self) -> bool:
+        return bool(self.governor.rules.adaptive)
+
+    def measure_saturation(self) -> None:
+        """Called by inbound hooks: while an adaptive rule is in force, keep the samplers running
+        (CPU here; an ASGI hook also calls `loop_lag.ensure()` from its event loop)."""
+        if self.governor.rules.adaptive:
+            self.cpu.ensure_started()
+
+    # -- what edges call -----------------------------------------------------------------
+
+    def enter(self, resource: str, *, origin: str = "", args: Mapping[str, str] | None = None, inbound: bool = False) -> Entry:
+        """Admit a call to `resource` now, or raise (and count) the BlockedError refusing it."""
+        try:
+            return self.governor.entry(resource, self.clock(), origin=origin, context=_entrance.get(), args=args, inbound=inbound)
+        except BlockedError as error:
+            self.blocked(error)
+            raise
+
+    def leave(self, entry: Entry, resource: str, error: bool = False) -> None:
+        """End an admitted call: its RT and outcome go to the breakers and the metrics."""
+        now = self.clock()
+        entry.exit(now, error)
+        metrics = self.runtime.metrics
+        if metrics is not None:
+            metrics.observe_resource(resource, error, max(0.0, now - entry.start))
+
+    def blocked(self, error: BlockedError) -> None:
+        metrics = self.runtime.metrics
+        if metrics is not None:
+            metrics.count_block(error.resource)
+        self.events.count_block(error)
+
+    @staticmethod
+    def enter_request(resource: str) -> contextvars.Token[str]:
+        """Mark `resource` as the entrance of the request being served (see `entrance`)."""
+        return _entrance.set(resource)
+
+    @staticmethod
+    def leave_request(token: contextvars.Token[str]) -> None:
+        _entrance.reset(token)
+
+    # -- blocked responses ---------------------------------------------------------------
+
+    def blocked_response(self, error: BlockedError) -> tuple[int, list[tuple[str, str]], bytes]:
+        """(status, headers, body) answered to a blocked inbound HTTP request."""
+        status = error.http_status
+        fill = {"resource": error.resource, "rule": error.rule, "reason": error.reason, "status": str(status)}
+        body = json.dumps(_fill(self.body_template, fill), separators=(",", ":")).encode()
+        headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+        retry = retry_after_header(error)
+        if retry is not None:
+            headers.append(("retry-after", retry))
+        return status, headers, body
+
+    def set_outbound_fallback(self, service: str, fallback: OutboundFallback | None) -> None:
+        """Answer refused calls to `service` with `fallback(error)` instead of raising (None: raise again)."""
+        if fallback is None:
+            self.fallbacks.pop(service, None)
+        else:
+            self.fallbacks[service] = fallback
+
+    # -- events --------------------------------------------------------------------------
+
+    def _on_breaker(self, rule: Any, from_state: str, to_state: str, now: float, snapshot: float) -> None:
+        self.events.report({"type": "breaker", "service": self.service, "resource": rule.resource, "rule": rule.label,
+                            "from": str(from_state), "to": str(to_state), "snapshot": snapshot})
+
+    def after_fork_in_child(self) -> None:
+        self.events.after_fork_in_child()
+        self.cpu.after_fork_in_child()
+        self.loop_lag = LoopLagSampler(self.governor)
+
+
+def retry_after_header(error: BlockedError) -> str | None:
+    """`Retry-After` in whole seconds (at least 1), when the refusal says when to come back."""
+    if error.retry_after_s is None:
+        return None
+    seconds = int(error.retry_after_s) + (error.retry_after_s % 1 > 0)
+    return str(max(1, seconds))
+
+
+def _fill(template: Any, values: Mapping[str, str]) -> Any:
+    if isinstance(template, str):
+        for key, value in values.items():
+            template = template.replace("{" + key + "}", value)
+        return template
+    if isinstance(template, Mapping):
+        return {k: _fill(v, values) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_fill(v, values) for v in template]
+    return template
+
+
+def _body_from_env() -> Mapping[str, Any]:
+    text = os.environ.get(BODY_ENV, "").strip()
+    if not text:
+        return DEFAULT_BODY
+    try:
+        body = json.loads(text)
+    except ValueError as error:
+        log.error("tidegate: %s is not JSON (%s); blocked requests get the default body", BODY_ENV, error)
+        return DEFAULT_BODY
+    if not isinstance(body, dict):
+        log.error("tidegate: %s must be a JSON object; blocked requests get the default body", BODY_ENV)
+        return DEFAULT_BODY
+    return body
+
+
+def install(runtime: "AgentRuntime") -> Stability:
+    """Build the process's Stability, follow the rule book, and load the rules already in it."""
+    stability = Stability(runtime)
+    runtime.extras[EXTRAS_KEY] = stability
+    runtime.rulebook.add_listener(stability.on_rules_changed)
+    if any(rule.kind in KINDS for rule in runtime.rulebook.all()):
+        stability.reload()
+    os.register_at_fork(after_in_child=stability.after_fork_in_child)
+    return stability
+
+
+def of(runtime: "AgentRuntime | None") -> Stability | None:
+    """The process's Stability, or None when the agent (or its stability part) is not loaded."""
+    if runtime is None:
+        return None
+    found = runtime.extras.get(EXTRAS_KEY)
+    return found if isinstance(found, Stability) else None
