@@ -58,6 +58,7 @@ def _with_baggage(instrumentor: OutboundInstrumentor, session: "aiohttp.ClientSe
 class AiohttpInstrumentor(OutboundInstrumentor):
     library = "aiohttp"
     supported = "aiohttp >= 3.8"
+    blocked_base = "aiohttp.ClientConnectionError"
 
     def __init__(self) -> None:
         super().__init__()
@@ -92,26 +93,32 @@ class AiohttpInstrumentor(OutboundInstrumentor):
             consumer = instrumentor.consumer()
             if consumer:
                 kwargs = _with_header(kwargs, CONSUMER_HEADER, consumer)
+            guarded, ok = await instrumentor.admit_async(route), False
+            if guarded.refused:
+                return guarded.fallback  # type: ignore[no-any-return]
             tried: list[str] = []
-            while True:
-                started, ok = instrumentor.clock(), False
-                try:
-                    response = await original_request(
-                        session, method, url.with_host(route.host).with_port(route.port), **kwargs
-                    )
-                    ok = response.status < 500
-                    return response
-                except aiohttp.ClientResponseError as error:  # raise_for_status: the instance did answer
-                    ok = error.status < 500
-                    raise
-                except connect_errors:
-                    tried.append(route.instance.id)
-                    retry = instrumentor.retry_route(router, route.service, tried)
-                    if retry is None:
+            try:
+                while True:
+                    started, ok = instrumentor.clock(), False
+                    try:
+                        response = await original_request(
+                            session, method, url.with_host(route.host).with_port(route.port), **kwargs
+                        )
+                        ok = response.status < 500
+                        return response
+                    except aiohttp.ClientResponseError as error:  # raise_for_status: the instance did answer
+                        ok = error.status < 500
                         raise
-                finally:
-                    instrumentor.finish(route, ok, started)
-                route = retry
+                    except connect_errors:
+                        tried.append(route.instance.id)
+                        retry = instrumentor.retry_route(router, route.service, tried)
+                        if retry is None:
+                            raise
+                    finally:
+                        instrumentor.finish(route, ok, started)
+                    route = retry
+            finally:
+                guarded.leave(ok)
 
         aiohttp.ClientSession._request = request  # type: ignore[method-assign]
 

@@ -71,6 +71,7 @@ def _restore(request: "httpx.Request", url: "httpx.URL", host_header: str | None
 class HttpxInstrumentor(OutboundInstrumentor):
     library = "httpx"
     supported = "httpx >= 0.23"
+    blocked_base = "httpx.TransportError"
 
     def __init__(self) -> None:
         super().__init__()
@@ -92,6 +93,9 @@ class HttpxInstrumentor(OutboundInstrumentor):
             route = _first_route(router, request) if router is not None else None
             if route is None:
                 return original_send(client, request, **kwargs)
+            guarded, ok = instrumentor.admit(route), False
+            if guarded.refused:
+                return guarded.fallback  # type: ignore[no-any-return]
             url, host_header, tried = request.url, request.headers.get("Host"), []
             try:
                 while True:
@@ -111,6 +115,7 @@ class HttpxInstrumentor(OutboundInstrumentor):
                     route = retry
             finally:
                 _restore(request, url, host_header)
+                guarded.leave(ok)
 
         @functools.wraps(original_async_send)
         async def async_send(client: httpx.AsyncClient, request: httpx.Request, **kwargs: Any) -> httpx.Response:
@@ -119,6 +124,9 @@ class HttpxInstrumentor(OutboundInstrumentor):
             route = _first_route(router, request) if router is not None else None
             if route is None:
                 return await original_async_send(client, request, **kwargs)
+            guarded, ok = await instrumentor.admit_async(route), False
+            if guarded.refused:
+                return guarded.fallback  # type: ignore[no-any-return]
             url, host_header, tried = request.url, request.headers.get("Host"), []
             try:
                 while True:
@@ -138,6 +146,7 @@ class HttpxInstrumentor(OutboundInstrumentor):
                     route = retry
             finally:
                 _restore(request, url, host_header)
+                guarded.leave(ok)
 
         httpx.Client.send = send  # type: ignore[method-assign]
         httpx.AsyncClient.send = async_send  # type: ignore[method-assign]

@@ -14,6 +14,10 @@ Choices made here, the same for every library:
     connect timeout) is retried on another instance, up to `CONNECT_ATTEMPTS`
     instances in all, since nothing reached the server;
   - an attempt is ok when a response came back with a status below 500;
+  - a call to a service is the stability resource `http://<service>` (once per
+    call, retries included): a refused call raises the BlockedError subclass
+    that is also the library's own error (`blocked_base`), or returns the
+    fallback set with `Stability.set_outbound_fallback`;
   - every call (to a service name or not) carries the request's lane in W3C
     `baggage`, merged into a baggage header the caller set; calls to a service
     name also say who calls (`x-tidegate-consumer`), see `tidegate.core.context`.
@@ -21,18 +25,24 @@ Choices made here, the same for every library:
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import importlib
 import importlib.metadata
 import importlib.util
 import logging
 import re
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 from tidegate.core import context
 from tidegate.core.baggage import with_lane
-from tidegate.errors import NoInstanceError
+from tidegate.errors import BlockedError, NoInstanceError
 
 if TYPE_CHECKING:
     from tidegate.agent.routing import OutboundRouter, Route
+    from tidegate.agent.stability import Stability
+    from tidegate.core.governor import Entry
     from tidegate.agent.runtime import AgentRuntime
     from tidegate.core.instance import Instance
 
@@ -91,6 +101,8 @@ class OutboundInstrumentor:
 
     library: str = ""
     supported: str = ""
+    #: The library's own error class ("module.Class") a refused call's BlockedError also is.
+    blocked_base: str = ""
 
     def __init__(self) -> None:
         self.runtime: "AgentRuntime | None" = None
@@ -157,8 +169,79 @@ class OutboundInstrumentor:
         if runtime is not None and runtime.metrics is not None:
             runtime.metrics.observe_outbound(route.service, ok, runtime.clock() - started)
 
+    def admit(self, route: "Route") -> "Guarded":
+        """Enter the outbound resource `http://<service>` for a call routed by `route`, waiting out a
+        throttling queue. Refused: the route is released and the library's BlockedError raised, or
+        the service's configured fallback answers (`Guarded.refused`, `Guarded.fallback`)."""
+        guarded = self._enter(route)
+        if guarded.wait_s > 0.0:
+            time.sleep(guarded.wait_s)
+        return guarded
+
+    async def admit_async(self, route: "Route") -> "Guarded":
+        """`admit` for async clients: the throttling wait does not block the event loop."""
+        guarded = self._enter(route)
+        if guarded.wait_s > 0.0:
+            await asyncio.sleep(guarded.wait_s)
+        return guarded
+
+    def _enter(self, route: "Route") -> "Guarded":
+        stability = self._stability()
+        if stability is None:
+            return Guarded(None, None, "")
+        resource = f"http://{route.service}"
+        try:
+            entry = stability.enter(resource)
+        except BlockedError as error:
+            route.done(False)
+            fallback = stability.fallbacks.get(route.service)
+            if fallback is not None:
+                return Guarded(None, None, resource, fallback(error), True)
+            raise library_blocked_error(error, self.blocked_base) from None
+        return Guarded(stability, entry, resource)
+
+    def _stability(self) -> "Stability | None":
+        from tidegate.agent.stability import of
+
+        return of(self.runtime)
+
     def _patch(self) -> None:
         raise NotImplementedError
 
     def _unpatch(self) -> None:
         raise NotImplementedError
+
+
+class Guarded:
+    """An outbound call's stability entry; `leave(ok)` once when the call ends (ok=False on error or 5xx)."""
+
+    __slots__ = ("_stability", "_entry", "resource", "fallback", "refused", "wait_s")
+
+    def __init__(self, stability: "Stability | None", entry: "Entry | None", resource: str, fallback: Any = None, refused: bool = False) -> None:
+        self._stability = stability
+        self._entry = entry
+        self.resource = resource
+        #: What the configured fallback answered for a refused call (when `refused`).
+        self.fallback = fallback
+        self.refused = refused
+        self.wait_s = entry.wait_s if entry is not None else 0.0
+
+    def leave(self, ok: bool) -> None:
+        entry, self._entry = self._entry, None
+        if entry is not None and self._stability is not None:
+            self._stability.leave(entry, self.resource, not ok)
+
+
+@functools.cache
+def _blocked_type(kind: type[BlockedError], base: type[Exception]) -> type[BlockedError]:
+    return type(kind.__name__, (kind, base), {"__module__": kind.__module__, "__doc__": kind.__doc__})
+
+
+def library_blocked_error(error: BlockedError, base_name: str) -> BlockedError:
+    """`error` as an instance of its class and of the library's `base_name` error too, so an app's
+    existing `except httpx.HTTPError` (or requests', aiohttp's) catches a refused call."""
+    if not base_name:
+        return error
+    module_name, _, class_name = base_name.rpartition(".")
+    base = getattr(importlib.import_module(module_name), class_name)
+    return _blocked_type(type(error), base)(error.resource, error.rule, error.reason, error.retry_after_s)

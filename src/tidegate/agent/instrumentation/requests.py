@@ -63,6 +63,7 @@ def _sent_nothing(error: Exception) -> bool:
 class RequestsInstrumentor(OutboundInstrumentor):
     library = "requests"
     supported = "requests >= 2.25"
+    blocked_base = "requests.ConnectionError"
 
     def __init__(self) -> None:
         super().__init__()
@@ -87,6 +88,9 @@ class RequestsInstrumentor(OutboundInstrumentor):
             route = _first_route(router, request, parts)
             if route is None:
                 return original_send(session, request, **kwargs)
+            guarded, ok = instrumentor.admit(route), False
+            if guarded.refused:
+                return guarded.fallback  # type: ignore[no-any-return]
             tried: list[str] = []
             consumer = instrumentor.consumer()
             try:
@@ -111,6 +115,7 @@ class RequestsInstrumentor(OutboundInstrumentor):
                     route = retry
             finally:
                 request.url = url
+                guarded.leave(ok)
 
         requests.Session.send = send  # type: ignore[method-assign]
 
