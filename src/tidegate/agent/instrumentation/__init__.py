@@ -31,6 +31,9 @@ MODULES: tuple[str, ...] = (
     "gunicorn",
     "flask",
     "django",
+    # stability: govern at the matched route (Starlette, FastAPI) and per SQL statement
+    "starlette",
+    "sqlalchemy",
 )
 
 
