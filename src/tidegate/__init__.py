@@ -14,6 +14,8 @@ from tidegate.errors import (
 
 from tidegate.connect import connect
 
+from tidegate.guard import Guard, guard
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -27,4 +29,6 @@ __all__ = [
     "SystemBlockedError",
     "TidegateError",
     "connect",
+    "Guard",
+    "guard",
 ]
