@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from tidegate.core.prewarm import PrewarmSpecError, parse_services, parse_warmup_requests
 from tidegate.errors import RuleError
 from tidegate.rules.document import register_kind
 
@@ -35,6 +36,13 @@ _FIELDS: dict[str, type] = {
     "warmupAggression": float,
     "warmupMinWeightPercent": float,
     "warmupStarvationThreshold": float,
+    # prewarm (tidegate.core.prewarm reads these from the document's spec)
+    "prewarmSqlAlchemy": bool,
+    "prewarmRedis": bool,
+    "prewarmHttp": bool,
+    "prewarmServices": str,
+    "warmupRequests": str,
+    "registerDelaySeconds": float,
 }
 #: Upper bounds (inclusive) of the fields that have one; `warmupAggression` must also be above 0.
 _MAXIMA: dict[str, float] = {"warmupMinWeightPercent": 100.0, "warmupStarvationThreshold": 1.0}
@@ -51,6 +59,8 @@ def parse(document: Mapping[str, Any]) -> ServiceSettings:
             raise RuleError("must be a non-negative number", document=label, field=f"spec.{key}")
         if expected is str and not isinstance(value, str):
             raise RuleError("must be a string", document=label, field=f"spec.{key}")
+        if expected is bool and not isinstance(value, bool):
+            raise RuleError("must be true or false", document=label, field=f"spec.{key}")
         if expected is float and not math.isfinite(value):
             raise RuleError("must be a finite number", document=label, field=f"spec.{key}")
     for key, maximum in _MAXIMA.items():
@@ -58,6 +68,7 @@ def parse(document: Mapping[str, Any]) -> ServiceSettings:
             raise RuleError(f"must be at most {maximum:g}", document=label, field=f"spec.{key}")
     if "warmupAggression" in spec and spec["warmupAggression"] <= 0:
         raise RuleError("must be above 0 (1 is linear)", document=label, field="spec.warmupAggression")
+    _check_prewarm(spec, label)
     if not spec.get("service"):
         raise RuleError("is required", document=label, field="spec.service")
     return ServiceSettings(
@@ -69,6 +80,16 @@ def parse(document: Mapping[str, Any]) -> ServiceSettings:
         warmup_min_weight_percent=float(spec["warmupMinWeightPercent"]) if "warmupMinWeightPercent" in spec else None,
         warmup_starvation_threshold=float(spec.get("warmupStarvationThreshold", 0.5)),
     )
+
+
+def _check_prewarm(spec: Mapping[str, Any], label: str) -> None:
+    try:
+        if "warmupRequests" in spec:
+            parse_warmup_requests(spec["warmupRequests"], "warmupRequests")
+        if "prewarmServices" in spec:
+            parse_services(spec["prewarmServices"], "prewarmServices")
+    except PrewarmSpecError as bad:
+        raise RuleError(str(bad).partition(": ")[2], document=label, field=f"spec.{bad.setting}") from None
 
 
 register_kind(KIND, parse)
