@@ -26,6 +26,7 @@ MODULES: tuple[str, ...] = (
     "requests",
     "aiohttp",
     "threads",
+    "redis_streams",
     # server side: patched when their library is imported (see inbound.py)
     "uvicorn",
     "gunicorn",
