@@ -8,12 +8,14 @@ refused outright when the agent has no token.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Protocol
+from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -69,6 +71,10 @@ class AdminServer:
 
 
 def _handler_for(view: AdminView, token: str) -> type[BaseHTTPRequestHandler]:
+    # Writes a view adds (lossless offline's /offline, /online, /drain-notice): `write(body, query=...)`.
+    extra_writes: dict[str, Callable[..., tuple[int, dict[str, Any]]]] = getattr(view, "writes", dict)()
+    ungated: frozenset[str] = getattr(view, "ungated_writes", frozenset)()
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "tidegate-admin"
 
@@ -77,6 +83,9 @@ def _handler_for(view: AdminView, token: str) -> type[BaseHTTPRequestHandler]:
                 self._get()
 
         def do_POST(self) -> None:  # noqa: N802
+            if self.path.split("?", 1)[0] in ungated:  # long writes (a drain) take the gate only where they need it
+                self._post()
+                return
             with FORK_GATE:
                 self._post()
 
@@ -95,11 +104,12 @@ def _handler_for(view: AdminView, token: str) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {"error": f"no such admin path {route!r}; try /ready, /live, /state, /metrics"})
 
         def _post(self) -> None:
-            route = self.path.split("?", 1)[0]
+            route, _, query = self.path.partition("?")
             writes: dict[str, Callable[[Any], tuple[int, dict[str, Any]]]] = {"/log-level": _set_log_level}
+            writes.update({path: functools.partial(write, query=parse_qs(query)) for path, write in extra_writes.items()})
             action = writes.get(route)
             if action is None:
-                self._json(404, {"error": f"no such admin write {route!r}; try /log-level"})
+                self._json(404, {"error": f"no such admin write {route!r}; try {', '.join(sorted(writes))}"})
                 return
             if not token:
                 self._json(403, {"error": "admin writes are disabled: the agent has no TIDEGATE_TOKEN"})

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from tidegate.agent import metrics_files
+from tidegate.agent import drain
 from tidegate.agent.admin import AdminServer
 from tidegate.agent.forking import FORK_GATE
 from tidegate.agent.metrics import render, total_in_flight
@@ -90,6 +91,7 @@ class InstanceLifecycle:
             self.instances = [self._instance(host, port) for host, port in inet]
             self.metrics_dir = metrics_files.create_dir()
             self._start_admin()
+            drain.owner_listening(self.runtime, self._admin_port(), self.metrics_dir)
             self._thread = threading.Thread(target=self._keep_registered, name="tidegate-registration", daemon=True)
             self._thread.start()
             atexit.register(self.stopping)  # a server that exits past its shutdown hook still deregisters
@@ -106,6 +108,7 @@ class InstanceLifecycle:
         if directory and not self.owner:
             self._writer = metrics_files.SnapshotWriter(self.runtime.metrics, Path(directory))  # type: ignore[arg-type]
             self._writer.start()
+        drain.worker_serving(self.runtime, directory, self.owner)
 
     @property
     def watcher(self) -> Any:
@@ -128,10 +131,20 @@ class InstanceLifecycle:
         if self._watcher is not None:
             _quietly(self._watcher.stop, "stopping the directory watch")
 
+    def set_serving_state(self, state: InstanceState) -> list[Instance]:
+        """A drain (DRAINING) or its undoing (SERVING) changes the state `/ready` and re-registrations
+        use; the registered instances, for the caller to announce."""
+        with self._lock:
+            if self.state == InstanceState.STOPPED:
+                return []
+            self.state = state
+            return list(self.instances) if self.registered else []
+
     def after_fork_in_child(self) -> None:
         """A forked child is no owner: its parent's threads are gone and its sockets are the parent's."""
         if self.admin is not None:
             _quietly(self.admin.close_inherited, "closing the inherited admin socket")
+        drain.after_fork_in_child(self.runtime)
         self._reset()
 
     # -- what the admin endpoint shows --------------------------------------------------
@@ -304,6 +317,12 @@ class _AdminView:
 
     def metrics_text(self) -> bytes:
         return self._lifecycle.metrics_text()
+
+    def writes(self) -> dict[str, Any]:
+        return drain.admin_writes(self._lifecycle.runtime)
+
+    def ungated_writes(self) -> frozenset[str]:
+        return drain.UNGATED_WRITES
 
 
 def _with_state(instance: Instance, state: InstanceState, admin_port: int | None) -> Instance:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any, Callable
 
+from tidegate.agent import pools
 from tidegate.agent.instrumentation.outbound import OutboundInstrumentor
 from tidegate.core import context
-from tidegate.core.context import CONSUMER_HEADER
+from tidegate.core.context import CONSUMER_HEADER, DRAINING_HEADER
 from tidegate.errors import NoInstanceError
 
 if TYPE_CHECKING:
@@ -71,6 +72,8 @@ class AiohttpInstrumentor(OutboundInstrumentor):
         connect_errors: tuple[type[Exception], ...] = (aiohttp.ClientConnectorError,)
         if hasattr(aiohttp, "ConnectionTimeoutError"):
             connect_errors += (aiohttp.ConnectionTimeoutError,)
+        # What a connection the server closed while it sat idle in the pool raises (lossless offline).
+        closed_errors = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
         instrumentor = self
 
         @functools.wraps(original_request)
@@ -79,6 +82,7 @@ class AiohttpInstrumentor(OutboundInstrumentor):
             router = instrumentor.router()
             if router is None:
                 return await original_request(session, method, str_or_url, **kwargs)
+            instrumentor.prepare(session, pools.drop_aiohttp)
             try:
                 url = session._build_url(str_or_url)
             except (ValueError, TypeError):  # a malformed URL: leave it to aiohttp to report
@@ -105,12 +109,19 @@ class AiohttpInstrumentor(OutboundInstrumentor):
                             session, method, url.with_host(route.host).with_port(route.port), **kwargs
                         )
                         ok = response.status < 500
+                        instrumentor.answered(route, response.headers.get(DRAINING_HEADER))
                         return response
                     except aiohttp.ClientResponseError as error:  # raise_for_status: the instance did answer
                         ok = error.status < 500
                         raise
                     except connect_errors:
                         tried.append(route.instance.id)
+                        retry = instrumentor.retry_route(router, route.service, tried)
+                        if retry is None:
+                            raise
+                    except closed_errors:
+                        if not instrumentor.closed_idle(route, tried):
+                            raise
                         retry = instrumentor.retry_route(router, route.service, tried)
                         if retry is None:
                             raise

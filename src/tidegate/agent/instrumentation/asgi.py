@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any, Awaitable, Callable, MutableMapping
 
-from tidegate.agent import lanes
+from tidegate.agent import drain, lanes
 from tidegate.agent.instrumentation.inbound import fallback_route
 from tidegate.agent.metrics import AgentMetrics
 from tidegate.core import context
@@ -45,7 +45,10 @@ def request_context(headers: list[tuple[bytes, bytes]]) -> context.RequestContex
             consumer = value.decode("latin-1")
     if not baggage and not consumer:
         return context.EMPTY
-    return context.from_headers(",".join(baggage), consumer)
+    found = context.from_headers(",".join(baggage), consumer)
+    if found.origin_admin:
+        drain.note_consumer(found)  # whom a drain tells directly
+    return found
 
 
 class InboundASGI:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
+from tidegate.agent.drain import drain_before_stop
 from tidegate.agent.instrumentation.inbound import InboundInstrumentor
 from tidegate.agent.instrumentation.uvicorn import tcp_addresses
 from tidegate.agent.instrumentation.wsgi import wrap_wsgi
@@ -43,6 +44,8 @@ class GunicornInstrumentor(InboundInstrumentor):
     def _stop(self, wrapped: Any, arbiter: Any, args: Any, kwargs: Any) -> Any:
         lifecycle = self._lifecycle()
         if lifecycle is not None:
+            if kwargs.get("graceful", args[0] if args else True):  # SIGTERM: drain while the listeners are open
+                self.safely(drain_before_stop, self.runtime)
             self.safely(lifecycle.stopping)
         return wrapped(*args, **kwargs)
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any, Callable
 
+from tidegate.agent import pools
 from tidegate.agent.instrumentation.outbound import OutboundInstrumentor, netloc
 from tidegate.core import context
-from tidegate.core.context import CONSUMER_HEADER
+from tidegate.core.context import CONSUMER_HEADER, DRAINING_HEADER
 from tidegate.errors import NoInstanceError
 
 if TYPE_CHECKING:
@@ -84,12 +85,16 @@ class HttpxInstrumentor(OutboundInstrumentor):
         self._original_send = original_send = httpx.Client.send
         self._original_async_send = original_async_send = httpx.AsyncClient.send
         connect_errors = (httpx.ConnectError, httpx.ConnectTimeout)
+        # What a connection the server closed while it sat idle in the pool raises (lossless offline).
+        closed_errors = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
         instrumentor = self
 
         @functools.wraps(original_send)
         def send(client: httpx.Client, request: httpx.Request, **kwargs: Any) -> httpx.Response:
             _propagate(instrumentor, request)
             router = instrumentor.router()
+            if router is not None:
+                instrumentor.prepare(client, pools.drop_httpx)
             route = _first_route(router, request) if router is not None else None
             if route is None:
                 return original_send(client, request, **kwargs)
@@ -104,9 +109,16 @@ class HttpxInstrumentor(OutboundInstrumentor):
                     try:
                         response = original_send(client, request, **kwargs)
                         ok = response.status_code < 500
+                        instrumentor.answered(route, response.headers.get(DRAINING_HEADER))
                         return response
                     except connect_errors:
                         tried.append(route.instance.id)
+                        retry = instrumentor.retry_route(router, route.service, tried)  # type: ignore[arg-type]
+                        if retry is None:
+                            raise
+                    except closed_errors:
+                        if not instrumentor.closed_idle(route, tried):
+                            raise
                         retry = instrumentor.retry_route(router, route.service, tried)  # type: ignore[arg-type]
                         if retry is None:
                             raise
@@ -121,6 +133,8 @@ class HttpxInstrumentor(OutboundInstrumentor):
         async def async_send(client: httpx.AsyncClient, request: httpx.Request, **kwargs: Any) -> httpx.Response:
             _propagate(instrumentor, request)
             router = instrumentor.router()
+            if router is not None:
+                instrumentor.prepare(client, pools.drop_httpx_async)
             route = _first_route(router, request) if router is not None else None
             if route is None:
                 return await original_async_send(client, request, **kwargs)
@@ -135,9 +149,16 @@ class HttpxInstrumentor(OutboundInstrumentor):
                     try:
                         response = await original_async_send(client, request, **kwargs)
                         ok = response.status_code < 500
+                        instrumentor.answered(route, response.headers.get(DRAINING_HEADER))
                         return response
                     except connect_errors:
                         tried.append(route.instance.id)
+                        retry = instrumentor.retry_route(router, route.service, tried)  # type: ignore[arg-type]
+                        if retry is None:
+                            raise
+                    except closed_errors:
+                        if not instrumentor.closed_idle(route, tried):
+                            raise
                         retry = instrumentor.retry_route(router, route.service, tried)  # type: ignore[arg-type]
                         if retry is None:
                             raise

@@ -33,13 +33,15 @@ import importlib.util
 import logging
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
+from tidegate.agent import pools
 from tidegate.core import context
 from tidegate.core.baggage import with_lane
 from tidegate.errors import BlockedError, NoInstanceError
 
 if TYPE_CHECKING:
+    from tidegate.agent.drain import LosslessOffline
     from tidegate.agent.routing import OutboundRouter, Route
     from tidegate.agent.stability import Stability
     from tidegate.core.governor import Entry
@@ -153,7 +155,13 @@ class OutboundInstrumentor:
         return runtime.clock() if runtime is not None else 0.0
 
     def retry_route(self, router: "OutboundRouter", service: str, tried: list[str]) -> "Route | None":
-        """Another instance for a call whose connection failed before sending, or None to give up."""
+        """Another instance for a call whose connection failed before sending, or None to give up.
+        The instance that failed is ejected passively (lossless offline); with TIDEGATE_LOSSLESS=off
+        nothing is retried."""
+        lossless = self.lossless()
+        if lossless is None:
+            return None
+        lossless.notices.connect_failed(tried[-1])
         if len(tried) >= CONNECT_ATTEMPTS:
             return None
         try:
@@ -161,6 +169,47 @@ class OutboundInstrumentor:
             return router.route(service, None, current.lane, tried, current.request)
         except NoInstanceError:
             return None
+
+    def lossless(self) -> "LosslessOffline | None":
+        from tidegate.agent.drain import of
+
+        return of(self.runtime)
+
+    def prepare(self, client: Any, drop: Callable[[Any, list[tuple[str, int]]], None]) -> None:
+        """Before routing a call: let ejected instances whose backoff is over back in, and have
+        `drop` close `client`'s idle connections to instances that said they drain."""
+        lossless = self.lossless()
+        if lossless is None:
+            return
+        notices = lossless.notices
+        notices.recheck_due()
+        sequence = notices.drop_sequence
+        if sequence:
+            seen = pools.pending(client, sequence)
+            if seen is not None:
+                pools.acted(client, sequence)
+                drop(client, notices.drops_since(seen))
+
+    def answered(self, route: "Route", draining: str | None) -> None:
+        """A response came back; `draining` is its `x-tidegate-draining` header (the third channel)."""
+        lossless = self.lossless()
+        if lossless is None:
+            return
+        if draining is not None:
+            lossless.notices.notice(route.instance.id, route.instance.address, "response header")
+        else:
+            lossless.notices.ejections.succeeded(route.instance.id)
+
+    def closed_idle(self, route: "Route", tried: list[str]) -> bool:
+        """The server closed the connection without answering: retry once elsewhere when the instance
+        said it drains (a draining server closes only connections it has read nothing from)."""
+        lossless = self.lossless()
+        if lossless is None or len(tried) >= CONNECT_ATTEMPTS:
+            return False
+        if not lossless.notices.is_draining(route.instance.host, route.instance.port):
+            return False
+        tried.append(route.instance.id)
+        return True
 
     def finish(self, route: "Route", ok: bool, started: float) -> None:
         """End one attempt: release the instance and record the outcome."""

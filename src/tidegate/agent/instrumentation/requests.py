@@ -13,9 +13,10 @@ import functools
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import SplitResult, urlsplit
 
+from tidegate.agent import pools
 from tidegate.agent.instrumentation.outbound import OutboundInstrumentor, netloc
 from tidegate.core import context
-from tidegate.core.context import CONSUMER_HEADER
+from tidegate.core.context import CONSUMER_HEADER, DRAINING_HEADER
 from tidegate.errors import NoInstanceError
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ class RequestsInstrumentor(OutboundInstrumentor):
             router = instrumentor.router()
             if router is None or not request.url:
                 return original_send(session, request, **kwargs)
+            instrumentor.prepare(session, pools.drop_requests)
             url = request.url
             parts = urlsplit(url)
             route = _first_route(router, request, parts)
@@ -102,11 +104,13 @@ class RequestsInstrumentor(OutboundInstrumentor):
                     try:
                         response = original_send(session, request, **kwargs)
                         ok = response.status_code < 500
+                        instrumentor.answered(route, response.headers.get(DRAINING_HEADER))
                         return response
                     except requests.ConnectionError as error:  # ConnectTimeout is one too
-                        if not _sent_nothing(error):
+                        if _sent_nothing(error):
+                            tried.append(route.instance.id)
+                        elif not instrumentor.closed_idle(route, tried):  # a draining server closed it idle: never seen
                             raise
-                        tried.append(route.instance.id)
                         retry = instrumentor.retry_route(router, route.service, tried)
                         if retry is None:
                             raise

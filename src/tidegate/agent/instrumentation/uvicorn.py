@@ -13,10 +13,12 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 from types import ModuleType
 from typing import Any, Iterable
 
+from tidegate.agent.drain import drain_before_stop
 from tidegate.agent.instrumentation.asgi import wrap_asgi
 from tidegate.agent.instrumentation.inbound import InboundInstrumentor
 from tidegate.agent.lifecycle import Address, InstanceLifecycle
@@ -49,6 +51,7 @@ class UvicornInstrumentor(InboundInstrumentor):
         self.wrap(Server, "startup", self._startup)
         self.wrap(Server, "shutdown", self._shutdown)
         self.wrap(Multiprocess, "run", self._supervise)
+        self.wrap(Multiprocess, "handle_term", self._term)
         self.wrap(BaseReload, "run", self._supervise)
 
     def _load(self, wrapped: Any, config: Any, args: Any, kwargs: Any) -> Any:
@@ -76,10 +79,17 @@ class UvicornInstrumentor(InboundInstrumentor):
         async def shutdown() -> None:
             lifecycle = self._lifecycle()
             if lifecycle is not None and lifecycle.owner:
+                if signal.SIGTERM in getattr(server, "_captured_signals", ()):  # lossless offline, listener still open
+                    await asyncio.get_running_loop().run_in_executor(None, self.safely, drain_before_stop, self.runtime)
                 await asyncio.get_running_loop().run_in_executor(None, self.safely, lifecycle.stopping)
             await wrapped(*args, **kwargs)
 
         return shutdown()
+
+    def _term(self, wrapped: Any, supervisor: Any, args: Any, kwargs: Any) -> Any:
+        """SIGTERM to `--workers N`'s supervisor: drain before it stops its workers."""
+        self.safely(drain_before_stop, self.runtime)
+        return wrapped(*args, **kwargs)
 
     def _supervise(self, wrapped: Any, supervisor: Any, args: Any, kwargs: Any) -> Any:
         lifecycle = self._lifecycle()

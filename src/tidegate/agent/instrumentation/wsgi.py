@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Iterable
 
-from tidegate.agent import lanes
+from tidegate.agent import drain, lanes
 from tidegate.agent.instrumentation.inbound import fallback_route
 from tidegate.agent.metrics import AgentMetrics
 from tidegate.core import context
@@ -53,9 +53,10 @@ class InboundWSGI:
         consumer = environ.get("HTTP_X_TIDEGATE_CONSUMER", "")
         # A sync worker serves one request per thread at a time; the context is
         # reset before the thread takes the next one.
-        token = context.enter(
-            lanes.color_wsgi(environ, context.from_headers(baggage, consumer) if baggage or consumer else context.EMPTY)
-        )
+        incoming = context.from_headers(baggage, consumer) if baggage or consumer else context.EMPTY
+        if incoming.origin_admin:
+            drain.note_consumer(incoming)  # whom a drain tells directly
+        token = context.enter(lanes.color_wsgi(environ, incoming))
         try:
             return self.app(environ, start_and_note_status)
         finally:

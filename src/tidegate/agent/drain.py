@@ -1,0 +1,375 @@
+"""Lossless offline in the agent: drain this instance before its server stops, and hear others drain.
+
+`LosslessOffline` is the process's one object for it (`runtime.extras["lossless"]`,
+see `install`). In the process that owns the listening socket it runs the
+drain (shared/DESIGN.md, "Lossless offline"): on SIGTERM, from the server hooks
+before the server's own shutdown closes the listener, or on `POST /offline`:
+
+  1. state DRAINING: `/ready` says 503, the control plane is told (it pushes
+     the state to every consumer's watch stream, and routable() drops it);
+  2. every channel at once: the push of 1, a direct `POST /drain-notice` to
+     the admin endpoint of each consumer that called recently, and
+     `x-tidegate-draining: 1` plus `Connection: close` on every response;
+  3. wait until no request is in flight (at least a settle time, at most
+     TIDEGATE_DRAIN_TIMEOUT, 20 s by default), then return to the server,
+     whose own shutdown runs (the instance is deregistered there).
+
+In every process it also keeps `DrainNotices` (the consumer side) and the
+recent-consumer set. Workers of a multi-process server learn the drain and the
+notices from the owner, and report their in-flight count and consumers back,
+through `drain_board`. TIDEGATE_LOSSLESS=off leaves all of this out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tidegate.agent.drain_board import POLL_S, OwnerBoard, WorkerBoard
+from tidegate.agent.drain_notices import DrainNotices
+from tidegate.agent.forking import FORK_GATE
+from tidegate.agent.runtime import get_runtime
+from tidegate.core.context import DRAINING_HEADER, consumer_value
+from tidegate.core.drain import DEFAULT_TIMEOUT_S, Drain, DrainPhase, DrainSettings, RecentConsumers
+from tidegate.core.instance import InstanceState
+
+if TYPE_CHECKING:
+    from tidegate.agent.runtime import AgentRuntime
+    from tidegate.core.context import RequestContext
+
+log = logging.getLogger("tidegate")
+
+EXTRAS_KEY = "lossless"
+#: Set by the owner before its workers fork or spawn: the admin address calls from them name.
+ADMIN_ENV = "TIDEGATE_CONSUMER_ADMIN"
+NOTICE_TIMEOUT_S = 1.0
+_DRAIN_HEADERS = ((DRAINING_HEADER, "1"), ("Connection", "close"))
+
+
+class LosslessError(ValueError):
+    """A drain setting or request is malformed; the message names it."""
+
+
+def settings_from_env(environ: dict[str, str] | None = None) -> tuple[bool, DrainSettings]:
+    """(on, settings) from TIDEGATE_LOSSLESS and TIDEGATE_DRAIN_TIMEOUT."""
+    env = os.environ if environ is None else environ
+    switch = env.get("TIDEGATE_LOSSLESS", "on").strip().lower()
+    if switch not in ("on", "off", "1", "0", "true", "false", ""):
+        raise LosslessError(f"TIDEGATE_LOSSLESS: {switch!r} is not on or off")
+    on = switch in ("on", "1", "true", "")
+    text = env.get("TIDEGATE_DRAIN_TIMEOUT", "").strip()
+    try:
+        timeout = float(text) if text else DEFAULT_TIMEOUT_S
+        return on, DrainSettings(timeout_s=timeout, settle_s=min(1.0, timeout))
+    except ValueError as error:
+        raise LosslessError(f"TIDEGATE_DRAIN_TIMEOUT: {text!r}: {error}") from None
+
+
+def install(runtime: "AgentRuntime") -> "LosslessOffline | None":
+    """The process's `LosslessOffline`, made once; None when switched off (or misconfigured, logged)."""
+    existing = runtime.extras.get(EXTRAS_KEY)
+    if existing is not None or EXTRAS_KEY in runtime.extras:
+        return existing
+    try:
+        on, settings = settings_from_env()
+    except LosslessError as error:
+        log.error("tidegate: lossless offline off: %s", error)
+        on, settings = False, DrainSettings()
+    lossless = LosslessOffline(runtime, settings) if on else None
+    runtime.extras[EXTRAS_KEY] = lossless
+    return lossless
+
+
+def of(runtime: "AgentRuntime | None") -> "LosslessOffline | None":
+    """The runtime's `LosslessOffline`, or None (no agent, or switched off)."""
+    if runtime is None:
+        return None
+    lossless = runtime.extras.get(EXTRAS_KEY, _MISSING)
+    return install(runtime) if lossless is _MISSING else lossless
+
+
+_MISSING = object()
+
+
+class LosslessOffline:
+    def __init__(self, runtime: "AgentRuntime", settings: DrainSettings) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.notices = DrainNotices(runtime.directory)
+        self.consumers = RecentConsumers()
+        self.drain = Drain(settings)
+        self._lock = threading.Lock()
+        self._owner_board: OwnerBoard | None = None
+        self._worker_thread: threading.Thread | None = None
+        self._applied_notices: set[tuple[str, float]] = set()
+
+    # -- inbound: who calls ------------------------------------------------------------------
+
+    def consumer_seen(self, service: str, admin: str) -> None:
+        """A request came from `service`, whose admin endpoint is at `admin` (request path)."""
+        self.consumers.seen(service, admin, time.time())
+
+    # -- owner: the drain ----------------------------------------------------------------------
+
+    def owner_listening(self, admin_port: int | None, metrics_dir: Path | None) -> None:
+        """This process owns the socket: calls from it (and its workers) name its admin address."""
+        if admin_port:
+            address = f"127.0.0.1:{admin_port}"
+            os.environ[ADMIN_ENV] = address
+            self.runtime.consumer = consumer_value(self.runtime.config.service, address)
+        if metrics_dir is not None:
+            self._owner_board = OwnerBoard(metrics_dir)
+
+    def begin(self) -> bool:
+        """Steps 1 and 2 of the drain; False when one is under way or over already."""
+        lifecycle = self.runtime.lifecycle
+        with self._lock:
+            if not self.drain.begin(time.monotonic()):
+                return False
+            started = time.time()
+            self._headers(on=True)
+            if self._owner_board is not None:
+                self._owner_board.draining_since = started
+                self._owner_board.publish()
+        instances = lifecycle.set_serving_state(InstanceState.DRAINING) if lifecycle is not None else []
+        log.info("tidegate: draining %s: consumers are told, in-flight requests finish (at most %gs)",
+                 self.runtime.config.service, self.settings.timeout_s)
+        threading.Thread(target=self._announce, args=(instances, InstanceState.DRAINING), name="tidegate-drain-announce", daemon=True).start()
+        self._notify_consumers([(i.id, i.address) for i in instances])
+        return True
+
+    def progress(self) -> dict[str, Any]:
+        """Observe the in-flight count now; the drain's progress."""
+        with self._lock:
+            self.drain.observe(self._in_flight(), time.monotonic())
+            return self.drain.progress(time.monotonic())
+
+    def wait(self) -> dict[str, Any]:
+        """Step 3: until nothing is in flight (or the timeout); the final progress."""
+        while True:
+            progress = self.progress()
+            if self.drain.phase != DrainPhase.DRAINING:
+                break
+            time.sleep(self.drain.next_check_in(time.monotonic(), POLL_S) or POLL_S / 5)
+        log.info("tidegate: drain of %s %s after %.2fs (%d in flight)", self.runtime.config.service,
+                 "done" if self.drain.phase == DrainPhase.DRAINED else "ended", progress["elapsed_s"], progress["in_flight"])
+        return progress
+
+    def drain_before_stop(self) -> None:
+        """What a server hook calls when SIGTERM arrives, before the server's own shutdown."""
+        lifecycle = self.runtime.lifecycle
+        if lifecycle is None or not lifecycle.owner or lifecycle.state == InstanceState.STOPPED:
+            return
+        if self.drain.phase == DrainPhase.IDLE or self.drain.phase == DrainPhase.CANCELLED:
+            self.begin()
+        self.wait()
+
+    def online(self) -> bool:
+        """Undo a drain that has not finished; False when there is none."""
+        with self._lock:
+            if not self.drain.cancel(time.monotonic()):
+                return False
+            self._headers(on=False)
+            if self._owner_board is not None:
+                self._owner_board.draining_since = 0.0
+                self._owner_board.publish()
+        lifecycle = self.runtime.lifecycle
+        instances = lifecycle.set_serving_state(InstanceState.SERVING) if lifecycle is not None else []
+        self._announce(instances, InstanceState.SERVING)
+        log.info("tidegate: drain of %s undone; serving again", self.runtime.config.service)
+        return True
+
+    def _headers(self, on: bool) -> None:
+        headers = self.runtime.response_headers
+        for header in _DRAIN_HEADERS:
+            if on and header not in headers:
+                headers.append(header)
+            elif not on and header in headers:
+                headers.remove(header)
+
+    def _in_flight(self) -> int:
+        own = self.runtime.metrics.in_flight if self.runtime.metrics is not None else 0
+        board = self._owner_board
+        if board is None:
+            return own
+        return own + board.workers_in_flight(board.draining_since)
+
+    def _announce(self, instances: list[Any], state: InstanceState) -> None:
+        if not instances:
+            return
+        from tidegate.client.control import ControlClient
+        from tidegate.errors import ControlPlaneError
+
+        config = self.runtime.config
+        try:
+            with FORK_GATE, ControlClient(config.control, config.token or None, timeout=2.0) as client:
+                for instance in instances:
+                    client.set_state(instance.id, state)
+        except ControlPlaneError as error:
+            log.warning("tidegate: could not tell the control plane %s is %s (other channels carry it): %s",
+                        config.service, state, error)
+
+    def _notify_consumers(self, instances: list[tuple[str, str]]) -> None:
+        """The direct channel: POST /drain-notice to every recent consumer, all at once, bounded."""
+        now = time.time()
+        if self._owner_board is not None:
+            self.consumers.merge(tuple(c) for r in self._owner_board.reports() for c in r.get("consumers", ()))
+        targets = sorted({admin for _, admin, _ in self.consumers.current(now)})
+        if not targets or not instances:
+            return
+        token = self.runtime.config.token
+        bodies = [json.dumps({"service": self.runtime.config.service, "instance": iid, "address": address}).encode()
+                  for iid, address in instances]
+
+        def tell(admin: str) -> None:
+            for body in bodies:
+                request = urllib.request.Request(
+                    f"http://{admin}/drain-notice", data=body, method="POST",
+                    headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=NOTICE_TIMEOUT_S) as answer:
+                        answer.read()
+                except OSError as error:
+                    log.info("tidegate: drain notice to consumer admin %s failed (other channels carry it): %s", admin, error)
+                    return
+
+        with FORK_GATE, ThreadPoolExecutor(max_workers=min(16, len(targets)), thread_name_prefix="tidegate-notice") as pool:
+            list(pool.map(tell, targets))
+        log.info("tidegate: drain notice sent to %d consumer(s): %s", len(targets), ", ".join(targets))
+
+    # -- consumer side: notices from providers ----------------------------------------------------
+
+    def receive_notice(self, body: Any) -> tuple[int, dict[str, Any]]:
+        """`POST /drain-notice` {"service", "instance", "address"}: a provider this process calls drains."""
+        if not isinstance(body, dict):
+            return 400, {"error": "body must be a JSON object with 'instance' and 'address' (host:port)"}
+        instance_id, address = body.get("instance"), body.get("address")
+        if not isinstance(instance_id, str) or not isinstance(address, str) or ":" not in address:
+            return 400, {"error": "fields 'instance' (an id) and 'address' (host:port) are required strings"}
+        fresh = self.notices.notice(instance_id, address, "direct notice")
+        if self._owner_board is not None:
+            self._owner_board.add_notice(instance_id, address, time.time())
+        return 200, {"noticed": instance_id, "new": fresh}
+
+    # -- workers of a multi-process server ---------------------------------------------------------
+
+    def worker_serving(self, metrics_dir: str | None, owner: bool) -> None:
+        """A worker serves requests: take the owner's admin address, follow the board."""
+        if owner:
+            return
+        address = os.environ.get(ADMIN_ENV)
+        if address:
+            self.runtime.consumer = consumer_value(self.runtime.config.service, address)
+        if metrics_dir and self._worker_thread is None:
+            board = WorkerBoard(Path(metrics_dir))
+            self._worker_thread = threading.Thread(target=self._follow, args=(board,), name="tidegate-drain-board", daemon=True)
+            self._worker_thread.start()
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._worker_thread = None
+        self._owner_board = None
+
+    def _follow(self, board: WorkerBoard) -> None:
+        draining_since = 0.0
+        while True:
+            try:
+                seen = board.changed()
+                if seen is not None:
+                    draining_since = float(seen.get("draining") or 0)
+                    self._headers(on=bool(draining_since))
+                    for instance_id, address, at in seen.get("notices", ()):
+                        if (instance_id, at) not in self._applied_notices:
+                            self._applied_notices.add((instance_id, at))
+                            self.notices.notice(instance_id, address, "direct notice (via the server's main process)")
+                in_flight = self.runtime.metrics.in_flight if self.runtime.metrics is not None else 0
+                board.report({
+                    "ack": draining_since,
+                    "in_flight": in_flight if draining_since else 0,
+                    "consumers": self.consumers.current(time.time()),
+                })
+            except Exception:  # the board must not stop following for one bad read
+                log.debug("tidegate: drain board follow failed", exc_info=True)
+            time.sleep(POLL_S)
+
+
+# -- what the lifecycle and the admin endpoint call ------------------------------------------------
+
+
+def owner_listening(runtime: "AgentRuntime", admin_port: int | None, metrics_dir: Path | None) -> None:
+    lossless = of(runtime)
+    if lossless is not None:
+        lossless.owner_listening(admin_port, metrics_dir)
+
+
+def worker_serving(runtime: "AgentRuntime", metrics_dir: str | None, owner: bool) -> None:
+    lossless = of(runtime)
+    if lossless is not None:
+        lossless.worker_serving(metrics_dir, owner)
+
+
+def after_fork_in_child(runtime: "AgentRuntime") -> None:
+    lossless = runtime.extras.get(EXTRAS_KEY)
+    if lossless is not None:
+        lossless.after_fork_in_child()
+
+
+def drain_before_stop(runtime: "AgentRuntime | None") -> None:
+    """Server hooks call this on SIGTERM, before the server's own shutdown; returns once drained."""
+    lossless = of(runtime)
+    if lossless is not None:
+        lossless.drain_before_stop()
+
+
+#: Admin writes that may take long (a drain) and so run outside the fork gate.
+UNGATED_WRITES = frozenset({"/offline", "/online"})
+
+
+def admin_writes(runtime: "AgentRuntime") -> dict[str, Any]:
+    """`POST /offline[?wait=false]`, `POST /online`, `POST /drain-notice` (all token-checked by the admin endpoint)."""
+
+    def offline(body: Any, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        lossless = of(runtime)
+        if lossless is None:
+            return 409, {"error": "lossless offline is switched off (TIDEGATE_LOSSLESS=off)"}
+        wait = query.get("wait", ["true"])[-1].lower()
+        if wait not in ("true", "false", "1", "0"):
+            return 400, {"error": f"query 'wait' must be true or false; got {wait!r}"}
+        lifecycle = runtime.lifecycle
+        if lifecycle is None or not lifecycle.owner:
+            return 409, {"error": "this process owns no listening socket: nothing to drain"}
+        if lossless.drain.phase in (DrainPhase.IDLE, DrainPhase.CANCELLED):
+            lossless.begin()
+        progress = lossless.wait() if wait in ("true", "1") else lossless.progress()
+        return 200, progress
+
+    def online(body: Any, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        lossless = of(runtime)
+        if lossless is None:
+            return 409, {"error": "lossless offline is switched off (TIDEGATE_LOSSLESS=off)"}
+        if not lossless.online():
+            return 409, {"error": f"no unfinished drain to undo (drain is {lossless.drain.phase})", **lossless.progress()}
+        return 200, lossless.progress()
+
+    def drain_notice(body: Any, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        lossless = of(runtime)
+        if lossless is None:
+            return 409, {"error": "lossless offline is switched off (TIDEGATE_LOSSLESS=off)"}
+        return lossless.receive_notice(body)
+
+    return {"/offline": offline, "/online": online, "/drain-notice": drain_notice}
+
+
+def note_consumer(incoming: "RequestContext") -> None:
+    """Inbound adapters call this for a request whose consumer named its admin address."""
+    lossless = of(get_runtime())
+    if lossless is not None:
+        lossless.consumer_seen(incoming.origin, incoming.origin_admin)
