@@ -15,6 +15,7 @@ import os
 import threading
 
 from tidegate.agent import lanes
+from tidegate.agent import online
 from tidegate.agent.config import AgentConfig, AgentConfigError
 from tidegate.agent.instrumentation import install_all
 from tidegate.agent.lifecycle import InstanceLifecycle
@@ -44,6 +45,7 @@ def start(config: AgentConfig | None = None) -> AgentRuntime | None:
         runtime.extras["lanes"] = lanes.install(runtime.rulebook, config.service, config.tag)
         runtime.router = _build_router(runtime)
         runtime.lifecycle = InstanceLifecycle(runtime)
+        online.install(runtime)
         _install_stability(runtime)
         set_runtime(runtime)
         install_all(runtime)
@@ -65,7 +67,7 @@ def _build_router(runtime: AgentRuntime) -> object | None:
     except ImportError:
         return None
     try:
-        return OutboundRouter(runtime.directory, lanes=runtime.extras.get("lanes"))
+        return OutboundRouter(runtime.directory, lanes=runtime.extras.get("lanes"), weighting=online.weighting(runtime))
     except Exception:
         log.exception("tidegate: outbound routing not started; calls go out untouched")
         return None

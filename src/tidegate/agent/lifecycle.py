@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from tidegate.agent import metrics_files
+from tidegate.agent import metrics_files, online
 from tidegate.agent import drain
 from tidegate.agent.admin import AdminServer
 from tidegate.agent.forking import FORK_GATE
@@ -178,8 +178,8 @@ class InstanceLifecycle:
     # -- registration ---------------------------------------------------------------------
 
     def _state_on_register(self) -> InstanceState:
-        """The state an instance enters the registry in (lossless online adds WARMING here)."""
-        return InstanceState.SERVING
+        """The state an instance enters the registry in: WARMING when its service has a warm-up window."""
+        return online.state_on_register(self.runtime)
 
     def _instance(self, host: str, port: int) -> Instance:
         return Instance(
@@ -203,8 +203,12 @@ class InstanceLifecycle:
                     return False
         return True
 
+    def _startup_done(self) -> bool:
+        """Lossless online: the app's startup and prewarm finished (`tidegate.agent.prewarm`)."""
+        return online.may_register(self.runtime)
+
     def _keep_registered(self) -> None:
-        while not self._accepting():
+        while not self._accepting() or not self._startup_done():
             if self._stop.wait(0.1):
                 return
         backoff = 0.2

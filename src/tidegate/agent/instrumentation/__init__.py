@@ -27,6 +27,10 @@ MODULES: tuple[str, ...] = (
     "aiohttp",
     "threads",
     "redis_streams",
+    # lossless online: track pools and sessions to prewarm (patched when their library is imported)
+    "sqlalchemy_prewarm",
+    "redis_prewarm",
+    "http_prewarm",
     # server side: patched when their library is imported (see inbound.py)
     "uvicorn",
     "gunicorn",

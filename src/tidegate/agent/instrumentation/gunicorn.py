@@ -13,6 +13,7 @@ from types import ModuleType
 from typing import Any
 
 from tidegate.agent.drain import drain_before_stop
+from tidegate.agent import online
 from tidegate.agent.instrumentation.inbound import InboundInstrumentor
 from tidegate.agent.instrumentation.uvicorn import tcp_addresses
 from tidegate.agent.instrumentation.wsgi import wrap_wsgi
@@ -58,6 +59,8 @@ class GunicornInstrumentor(InboundInstrumentor):
             worker.wsgi = wrap_wsgi(worker.wsgi, runtime.metrics, runtime.response_headers)
         if runtime.lifecycle is not None:
             self.safely(runtime.lifecycle.serving_requests)
+        if not type(worker).__module__.startswith("uvicorn"):  # booted; uvicorn's worker begins at its lifespan's end
+            self.safely(online.begin, runtime, tcp_addresses(worker.sockets))
         return result
 
 

@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any, Iterable
 
 from tidegate.agent.drain import drain_before_stop
+from tidegate.agent import online
 from tidegate.agent.instrumentation.asgi import wrap_asgi
 from tidegate.agent.instrumentation.inbound import InboundInstrumentor
 from tidegate.agent.lifecycle import Address, InstanceLifecycle
@@ -72,6 +73,8 @@ class UvicornInstrumentor(InboundInstrumentor):
             if handed is None:
                 self.safely(lambda: lifecycle.listening(tcp_addresses(s for srv in server.servers for s in (srv.sockets or ()))))
             await asyncio.get_running_loop().run_in_executor(None, self.safely, lifecycle.serving_requests)
+            bound = tcp_addresses(s for srv in server.servers for s in (srv.sockets or ()))
+            self.safely(online.begin, self.runtime, bound, asyncio.get_running_loop())  # lifespan startup is done
 
         return startup()
 
