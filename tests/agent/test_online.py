@@ -15,6 +15,7 @@ from tests.support.procs import free_port, wait_until
 
 ONLINE_APPS = Path(__file__).resolve().parent / "online_apps"
 POSTGRES = os.environ.get("TIDEGATE_TEST_POSTGRES")
+REDIS = os.environ.get("TIDEGATE_TEST_REDIS")
 
 
 def _ready_status(admin: str) -> int:
@@ -104,6 +105,22 @@ def test_prewarm_switched_off_leaves_the_pool_empty(control_plane: ControlPlane,
     wait_until(lambda: _ready_status(admin) == 200, what="/ready 200")
     assert _stats(port)["pool_checkedin"] == 0
     assert "sqlalchemy: off" in program.proc.output()
+
+
+@pytest.mark.skipif(not REDIS, reason="TIDEGATE_TEST_REDIS is not set (bash scripts/test.sh sets it)")
+def test_redis_pool_holds_open_connections_at_registration(control_plane: ControlPlane, start: Any, tmp_path: Path) -> None:
+    program, port = _start_app(start, control_plane, tmp_path, "cached", {"ONLINE_REDIS": str(REDIS), "TIDEGATE_PREWARM_REDIS_CONNECTIONS": "3"})
+    admin = program.admin_url()
+    wait_until(lambda: _ready_status(admin) == 200, what="/ready 200")
+    assert _stats(port)["redis_idle"] == 3
+    assert "redis: 3 connection(s) in 1 pool(s)" in program.proc.output()
+
+
+def test_warming_becomes_serving_after_the_window(control_plane: ControlPlane, start: Any, tmp_path: Path) -> None:
+    program, _ = _start_app(start, control_plane, tmp_path, "ramped", {"TIDEGATE_WARMUP_WINDOW": "1"})
+    wait_until(lambda: [i["state"] for i in control_plane.instances("ramped")] == ["WARMING"], what="registered WARMING")
+    wait_until(lambda: [i["state"] for i in control_plane.instances("ramped")] == ["SERVING"], what="SERVING after the window")
+    assert _ready_status(program.admin_url()) == 200
 
 
 def _backends(application_name: str) -> int:

@@ -2,10 +2,11 @@
 
 - Lifespan startup creates a SQLAlchemy engine on ONLINE_DB (when set) with a
   pool of ONLINE_POOL_SIZE, whose every new connection's time is recorded.
+- A redis-py client on ONLINE_REDIS (when set).
 - `GET /catalog` counts warm-up requests (user-agent `tidegate-warmup`) and the
   time of the last one; it waits for the file ONLINE_GATE (when set) to exist,
   so a test can hold the prewarm open while it looks.
-- `GET /stats` tells all that, and the pool's checked-in count.
+- `GET /stats` tells all that, and the pool's checked-in count, redis-py's idle connections.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from starlette.routing import Route
 
 state: dict[str, Any] = {"warmups": 0, "last_warmup_at": 0.0, "connects": [], "startup_done_at": 0.0}
 engines: list[Any] = []
+clients: list[Any] = []
 
 
 @asynccontextmanager
@@ -37,6 +39,11 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
                                connect_args={"application_name": os.environ.get("ONLINE_APP_NAME", "warm_app")})
         event.listen(engine, "connect", lambda *args: state["connects"].append(time.time()))
         engines.append(engine)
+    redis_url = os.environ.get("ONLINE_REDIS")
+    if redis_url:
+        import redis
+
+        clients.append(redis.Redis.from_url(redis_url))
     await asyncio.sleep(float(os.environ.get("ONLINE_STARTUP_S", "0")))
     state["startup_done_at"] = time.time()
     yield
@@ -54,7 +61,9 @@ async def catalog(request: Request) -> JSONResponse:
 
 async def stats(request: Request) -> JSONResponse:
     pool = engines[0].pool if engines else None
-    return JSONResponse({**state, "pool_checkedin": pool.checkedin() if pool else None, "pool_size": pool.size() if pool else None})
+    redis_pool = clients[0].connection_pool if clients else None
+    return JSONResponse({**state, "pool_checkedin": pool.checkedin() if pool else None, "pool_size": pool.size() if pool else None,
+                         "redis_idle": len(redis_pool._available_connections) if redis_pool else None})
 
 
 app = Starlette(routes=[Route("/catalog", catalog), Route("/stats", stats)], lifespan=lifespan)
