@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.agent.conftest import ControlPlane, uvicorn
+from tests.agent.conftest import ControlPlane, gunicorn, uvicorn
 from tests.support.procs import free_port, wait_until
 
 ONLINE_APPS = Path(__file__).resolve().parent / "online_apps"
@@ -121,6 +121,34 @@ def test_warming_becomes_serving_after_the_window(control_plane: ControlPlane, s
     wait_until(lambda: [i["state"] for i in control_plane.instances("ramped")] == ["WARMING"], what="registered WARMING")
     wait_until(lambda: [i["state"] for i in control_plane.instances("ramped")] == ["SERVING"], what="SERVING after the window")
     assert _ready_status(program.admin_url()) == 200
+
+
+def test_gunicorn_workers_send_warmup_requests_before_registration(control_plane: ControlPlane, start: Any, tmp_path: Path) -> None:
+    log = tmp_path / "warmups"
+    port = free_port()
+    program = start("wsgi", "wsgi", gunicorn("warm_wsgi:app", "--bind", f"127.0.0.1:{port}", "--workers", "2"), control_plane.url,
+                    env={"PYTHONPATH": str(ONLINE_APPS), "ONLINE_LOG": str(log), "TIDEGATE_WARMUP_REQUESTS": "GET /x x5"})
+    wait_until(lambda: _ready_status(program.admin_url()) == 200, what="/ready 200")
+    [instance] = control_plane.instances("wsgi")
+    times = [float(line) for line in log.read_text().split()]
+    assert len(times) >= 5  # each worker sends its own; the first to finish opens registration
+    assert sorted(times)[4] <= instance["registered_at"]
+
+
+def test_http_connections_open_to_services_called_in_the_previous_life(control_plane: ControlPlane, start: Any, tmp_path: Path) -> None:
+    _start_app(start, control_plane, tmp_path, "catalog", {})
+    wait_until(lambda: len(control_plane.instances("catalog")) == 1, what="catalog registered")
+    env = {"PYTHONPATH": str(ONLINE_APPS), "TIDEGATE_STATE_DIR": str(tmp_path / "state")}
+    port = free_port()
+    first = start("front-1", "front", uvicorn("front_app:app", "--port", str(port)), control_plane.url, env=env)
+    wait_until(lambda: _ready_status(first.admin_url()) == 200, what="front ready")
+    assert "http: no service called before or declared" in first.proc.output()
+    assert httpx.get(f"http://127.0.0.1:{port}/call", timeout=10).status_code == 200
+    assert (tmp_path / "state" / "front.called.json").read_text() == '["catalog"]'
+    first.proc.stop()
+    second = start("front-2", "front", uvicorn("front_app:app", "--port", str(free_port())), control_plane.url, env=env)
+    wait_until(lambda: _ready_status(second.admin_url()) == 200, what="front ready again")
+    assert "http: services catalog: 1 connection(s)" in second.proc.output()
 
 
 def _backends(application_name: str) -> int:
