@@ -9,12 +9,15 @@ outer patched `handle` governs the request, so it is governed once.
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import wrapt
 
 from tidegate.agent.instrumentation.inbound import InboundInstrumentor
 from tidegate.agent.instrumentation.route_guard import govern_asgi, stability_of
+
+if TYPE_CHECKING:
+    from tidegate.agent.runtime import AgentRuntime
 
 
 class StarletteInstrumentor(InboundInstrumentor):
@@ -22,9 +25,15 @@ class StarletteInstrumentor(InboundInstrumentor):
     supported = "starlette >= 0.27"
     hook_module = "starlette.routing"
 
+    def instrument(self, runtime: "AgentRuntime") -> None:
+        first = not self._hooked
+        super().instrument(runtime)
+        if first:
+            # Registered up front: fastapi.routing imports starlette.routing half-way through its own import.
+            wrapt.register_post_import_hook(self._patch_fastapi, "fastapi.routing")
+
     def _patch(self, module: ModuleType) -> None:
         self.wrap(module.Route, "handle", self._handle)
-        wrapt.register_post_import_hook(self._patch_fastapi, "fastapi.routing")
 
     def _patch_fastapi(self, module: ModuleType) -> None:
         if self.runtime is None or "handle" not in module.APIRoute.__dict__:
