@@ -27,6 +27,7 @@ MODULES: tuple[str, ...] = (
     "aiohttp",
     "threads",
     "redis_streams",
+    "grpc",
     # lossless online: track pools and sessions to prewarm (patched when their library is imported)
     "sqlalchemy_prewarm",
     "redis_prewarm",

@@ -1,0 +1,230 @@
+"""grpcio (sync and `grpc.aio`): the lane rides in `baggage` metadata on every call, and is read by every server.
+
+Client side: channels made by `grpc.insecure_channel` / `secure_channel` are
+wrapped with an interceptor, and `grpc.aio` channels get one in their
+`interceptors`, for unary and streaming calls alike. A call made in a
+request with a lane carries `baggage` with `tidegate.lane=<lane>` merged into
+the call's own `baggage` metadata (other members untouched); a call without a
+lane passes the inbound baggage on as it came.
+
+Server side: `grpc.server` and `grpc.aio.server` get an interceptor first in
+line that reads `baggage` and `x-tidegate-consumer` from the invocation
+metadata and runs the handler (unary or streaming, sync or async) in that
+context, so whatever it calls (HTTP, gRPC, a message queue) carries the lane.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
+
+from tidegate.agent.instrumentation.inbound import InboundInstrumentor
+from tidegate.core import context
+from tidegate.core.baggage import with_lane
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+BAGGAGE = "baggage"
+_BEHAVIOURS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+
+
+def outgoing_metadata(metadata: Any) -> Any:
+    """`metadata` with the current request's baggage merged in; unchanged when there is none."""
+    current = context.current()
+    if not current.lane and not current.baggage:
+        return metadata
+    pairs = list(metadata or ())
+    existing = [value for key, value in pairs if key == BAGGAGE]
+    if current.lane:
+        value = with_lane(",".join(existing) if existing else current.baggage, current.lane)
+    elif existing:
+        return metadata  # the call set its own baggage and we have no lane to add
+    else:
+        value = current.baggage
+    return tuple((key, val) for key, val in pairs if key != BAGGAGE) + ((BAGGAGE, value),)
+
+
+def incoming_context(metadata: Any) -> context.RequestContext:
+    """The context a served call runs in, from its invocation metadata; never raises."""
+    baggage: list[str] = []
+    consumer = ""
+    for key, value in metadata or ():
+        if key == BAGGAGE and isinstance(value, str):
+            baggage.append(value)
+        elif key == context.CONSUMER_HEADER and isinstance(value, str):
+            consumer = value
+    if not baggage and not consumer:
+        return context.EMPTY
+    return context.from_headers(",".join(baggage), consumer)
+
+
+def _in_context(carried: context.RequestContext, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    """`behaviour` (a handler function of any of the four shapes, sync or async) run inside `carried`."""
+    if inspect.isasyncgenfunction(behaviour):
+        @functools.wraps(behaviour)
+        async def async_stream(*args: Any) -> AsyncIterator[Any]:
+            token = context.enter(carried)
+            try:
+                async for item in behaviour(*args):
+                    yield item
+            finally:
+                context.leave(token)
+        return async_stream
+    if inspect.iscoroutinefunction(behaviour):
+        @functools.wraps(behaviour)
+        async def async_call(*args: Any) -> Any:
+            token = context.enter(carried)
+            try:
+                return await behaviour(*args)
+            finally:
+                context.leave(token)
+        return async_call
+    if inspect.isgeneratorfunction(behaviour):
+        @functools.wraps(behaviour)
+        def stream(*args: Any) -> Iterator[Any]:
+            token = context.enter(carried)
+            try:
+                yield from behaviour(*args)
+            finally:
+                context.leave(token)
+        return stream
+
+    @functools.wraps(behaviour)
+    def call(*args: Any) -> Any:
+        token = context.enter(carried)
+        try:
+            result = behaviour(*args)
+        finally:
+            context.leave(token)
+        if inspect.isgenerator(result):  # a plain function returning a generator: iterate it in context too
+            return _iterate_in(carried, result)
+        return result
+    return call
+
+
+def _iterate_in(carried: context.RequestContext, items: Iterator[Any]) -> Iterator[Any]:
+    token = context.enter(carried)
+    try:
+        yield from items
+    finally:
+        context.leave(token)
+
+
+def _handler_in_context(handler: Any, metadata: Any) -> Any:
+    if handler is None:
+        return None
+    carried = incoming_context(metadata)
+    if carried is context.EMPTY:
+        return handler
+    changes = {name: _in_context(carried, getattr(handler, name)) for name in _BEHAVIOURS if getattr(handler, name, None)}
+    if hasattr(handler, "_replace"):
+        return handler._replace(**changes)
+    for name, behaviour in changes.items():  # a handler class of the app's own
+        setattr(handler, name, behaviour)
+    return handler
+
+
+def _build_interceptors(grpc: "ModuleType") -> tuple[Any, list[Any], tuple[Any, Any]]:
+    """(sync client interceptor, aio client interceptors, (sync, aio) server interceptors) for this grpc."""
+    import collections
+
+    aio = grpc.aio
+
+    class _CallDetails(
+        collections.namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")),
+        grpc.ClientCallDetails,
+    ):
+        pass
+
+    def with_baggage(details: Any) -> Any:
+        metadata = outgoing_metadata(details.metadata)
+        if metadata is details.metadata:
+            return details
+        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
+                            getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
+
+    class ClientInterceptor(
+        grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+        grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor,
+    ):
+        def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+            return continuation(with_baggage(details), request)
+
+        def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+            return continuation(with_baggage(details), request)
+
+        def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+            return continuation(with_baggage(details), requests)
+
+        def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+            return continuation(with_baggage(details), requests)
+
+    def aio_details(details: Any) -> Any:
+        given = tuple(details.metadata) if details.metadata is not None else ()
+        metadata = outgoing_metadata(given)
+        if metadata is given:
+            return details
+        return aio.ClientCallDetails(details.method, details.timeout, aio.Metadata(*metadata),
+                                     details.credentials, details.wait_for_ready)
+
+    class AioUnaryUnary(aio.UnaryUnaryClientInterceptor):
+        async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+            return await continuation(aio_details(details), request)
+
+    class AioUnaryStream(aio.UnaryStreamClientInterceptor):
+        async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+            return await continuation(aio_details(details), request)
+
+    class AioStreamUnary(aio.StreamUnaryClientInterceptor):
+        async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+            return await continuation(aio_details(details), requests)
+
+    class AioStreamStream(aio.StreamStreamClientInterceptor):
+        async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+            return await continuation(aio_details(details), requests)
+
+    class ServerInterceptor(grpc.ServerInterceptor):
+        def intercept_service(self, continuation: Any, details: Any) -> Any:
+            return _handler_in_context(continuation(details), details.invocation_metadata)
+
+    class AioServerInterceptor(aio.ServerInterceptor):
+        async def intercept_service(self, continuation: Any, details: Any) -> Any:
+            return _handler_in_context(await continuation(details), details.invocation_metadata)
+
+    aio_client = [AioUnaryUnary(), AioUnaryStream(), AioStreamUnary(), AioStreamStream()]
+    return ClientInterceptor(), aio_client, (ServerInterceptor(), AioServerInterceptor())
+
+
+class GrpcInstrumentor(InboundInstrumentor):
+    library = "grpc"
+    supported = "grpcio >= 1.50"
+
+    def _patch(self, module: "ModuleType") -> None:
+        grpc = module
+        client, aio_client, (server_interceptor, aio_server_interceptor) = _build_interceptors(grpc)
+
+        def channel(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            return grpc.intercept_channel(wrapped(*args, **kwargs), client)
+
+        def interceptors_first(interceptors: list[Any], position: int) -> Callable[..., Any]:
+            """A wrapper putting `interceptors` first in the `interceptors` argument (at `position` when positional)."""
+            def make(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+                if len(args) > position:
+                    given = list(args[position] or ())
+                    args = (*args[:position], [*interceptors, *given], *args[position + 1 :])
+                else:
+                    kwargs = {**kwargs, "interceptors": [*interceptors, *(kwargs.get("interceptors") or ())]}
+                return wrapped(*args, **kwargs)
+            return make
+
+        self.wrap(grpc, "insecure_channel", channel)
+        self.wrap(grpc, "secure_channel", channel)
+        self.wrap(grpc, "server", interceptors_first([server_interceptor], 2))
+        self.wrap(grpc.aio, "insecure_channel", interceptors_first(aio_client, 3))
+        self.wrap(grpc.aio, "secure_channel", interceptors_first(aio_client, 4))
+        self.wrap(grpc.aio, "server", interceptors_first([aio_server_interceptor], 2))
+
+
+INSTRUMENTOR = GrpcInstrumentor()
