@@ -24,6 +24,7 @@ def main(args: argparse.Namespace) -> int:
 
     import tidegate
     from tidegate.demo import spread
+    from tidegate.demo import lanes
     from tidegate.demo.cluster import Cluster, DemoError
 
     if args.seconds <= 0 or args.rate <= 0:
@@ -37,6 +38,7 @@ def main(args: argparse.Namespace) -> int:
         console.print(f"control plane: {cluster.start_control()}  (logs in {workdir})")
         runtime = tidegate.connect(cluster.control_url, cluster.token, service="demo-client")
         failed += spread.run(cluster, console, args.rate, args.seconds).failed
+        failed += lanes.run(cluster, console)
     except DemoError as error:
         console.print(f"[red]demo failed:[/] {error}")
         return 1
