@@ -140,11 +140,6 @@ class Prewarm:
             self._open = True
         return self._open
 
-    def after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()
-        self._waiting_since = None
-        self._open = False
-
 
 def send_warmup_requests(addresses: Sequence[Address], requests: Sequence[WarmupRequest], timeout_s: float = 10.0) -> str:
     """Send each warm-up request to the first address (the instance itself); a summary of the statuses."""
