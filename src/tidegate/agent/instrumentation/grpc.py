@@ -10,7 +10,9 @@ lane passes the inbound baggage on as it came.
 Server side: `grpc.server` and `grpc.aio.server` get an interceptor first in
 line that reads `baggage` and `x-tidegate-consumer` from the invocation
 metadata and runs the handler (unary or streaming, sync or async) in that
-context, so whatever it calls (HTTP, gRPC, a message queue) carries the lane.
+context, so whatever it calls (HTTP, gRPC, a message queue) carries the lane,
+and under the method's stability rules (grpc_stability.py: a refused call is
+aborted with RESOURCE_EXHAUSTED or UNAVAILABLE before the handler runs).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import functools
 import inspect
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
 
+from tidegate.agent.instrumentation.grpc_stability import governed
 from tidegate.agent.instrumentation.inbound import InboundInstrumentor
 from tidegate.core import context
 from tidegate.core.baggage import with_lane
@@ -187,11 +190,13 @@ def _build_interceptors(grpc: "ModuleType") -> tuple[Any, list[Any], tuple[Any, 
 
     class ServerInterceptor(grpc.ServerInterceptor):
         def intercept_service(self, continuation: Any, details: Any) -> Any:
-            return _handler_in_context(continuation(details), details.invocation_metadata)
+            return governed(_handler_in_context(continuation(details), details.invocation_metadata),
+                            details.method, incoming_context(details.invocation_metadata).origin, grpc)
 
     class AioServerInterceptor(aio.ServerInterceptor):
         async def intercept_service(self, continuation: Any, details: Any) -> Any:
-            return _handler_in_context(await continuation(details), details.invocation_metadata)
+            return governed(_handler_in_context(await continuation(details), details.invocation_metadata),
+                            details.method, incoming_context(details.invocation_metadata).origin, grpc)
 
     aio_client = [AioUnaryUnary(), AioUnaryStream(), AioStreamUnary(), AioStreamStream()]
     return ClientInterceptor(), aio_client, (ServerInterceptor(), AioServerInterceptor())
