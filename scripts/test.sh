@@ -54,9 +54,29 @@ start_redis() {
   export TIDEGATE_TEST_REDIS="redis://127.0.0.1:$port/0"
 }
 
+start_rabbitmq() {
+  need_pkg rabbitmq-server rabbitmq-server
+  local dir="$RUN_DIR/rabbitmq" port dist epmd_port; port=$(free_port); dist=$(free_port); epmd_port=$(free_port)
+  mkdir -p "$dir"
+  echo "[]." > "$dir/enabled_plugins"
+  echo "[{kernel, [{inet_dist_use_interface, {127,0,0,1}}]}]." > "$dir/advanced.config"
+  : > "$dir/rabbitmq.conf"; : > "$dir/rabbitmq-env.conf"
+  # Its own node name, ports (AMQP, distribution, epmd) and dirs, all on loopback.
+  local env="HOME=$dir RABBITMQ_NODENAME=tidegate-test-$port@localhost RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+    RABBITMQ_NODE_PORT=$port RABBITMQ_DIST_PORT=$dist ERL_EPMD_PORT=$epmd_port ERL_EPMD_ADDRESS=127.0.0.1
+    RABBITMQ_MNESIA_BASE=$dir/mnesia RABBITMQ_LOG_BASE=$dir/log RABBITMQ_PID_FILE=$dir/rabbit.pid
+    RABBITMQ_ENABLED_PLUGINS_FILE=$dir/enabled_plugins RABBITMQ_CONFIG_FILE=$dir/rabbitmq
+    RABBITMQ_ADVANCED_CONFIG_FILE=$dir/advanced.config RABBITMQ_CONF_ENV_FILE=$dir/rabbitmq-env.conf"
+  env $env /usr/lib/rabbitmq/bin/rabbitmq-server >"$dir/server.out" 2>&1 &
+  env=$(echo $env)  # one line, for the eval in cleanup
+  STARTED+=("env $env /usr/lib/rabbitmq/bin/rabbitmqctl stop; env $env epmd -kill")
+  env $env /usr/lib/rabbitmq/bin/rabbitmqctl wait --timeout 90 "$dir/rabbit.pid" >/dev/null
+  export TIDEGATE_TEST_RABBITMQ="amqp://guest:guest@127.0.0.1:$port/"
+}
+
 # Which servers the suite uses: a test that needs one skips only when its
 # variable is unset, and CI always sets them, so none is silently skipped there.
-for server in ${TIDEGATE_TEST_SERVERS-postgres redis}; do
+for server in ${TIDEGATE_TEST_SERVERS-postgres redis rabbitmq}; do
   "start_$server"
 done
 

@@ -10,6 +10,7 @@ the base takes them again. Every message is consumed exactly once.
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -72,7 +73,8 @@ def test_each_lane_consumes_its_own_messages_exactly_once_and_nothing_is_strande
     assert sorted(consumed(gray)) == sorted(gray_orders)  # it read the stream from the start and took no earlier one
 
     # 3. the gray consumer goes away: the base takes gray messages again
-    gray_program.proc.stop()
+    gray_program.proc.signal(signal.SIGTERM)  # the fixture reaps it (and keeps its log) at the end
+    gray_program.proc.wait(timeout=30)
     wait_until(lambda: live_tags(base) == [""], what="the base to see the gray consumer gone")
     after = [f"after-gray-{i}" for i in range(20)]
     publish(base, after, GRAY)

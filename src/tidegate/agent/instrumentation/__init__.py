@@ -28,6 +28,7 @@ MODULES: tuple[str, ...] = (
     "threads",
     "redis_streams",
     "grpc",
+    "aio_pika",
     # lossless online: track pools and sessions to prewarm (patched when their library is imported)
     "sqlalchemy_prewarm",
     "redis_prewarm",
