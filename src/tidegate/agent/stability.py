@@ -97,8 +97,9 @@ class Stability:
         for hot in rules.hotspot:
             params.setdefault(hot.resource, set()).add(hot.param)
         self.hotspot_params = {resource: tuple(sorted(keys)) for resource, keys in params.items()}
-        log.info("tidegate: stability rules in force: %d flow, %d breaker, %d hot-spot, %d adaptive",
-                 len(rules.flow), len(rules.breakers), len(rules.hotspot), len(rules.adaptive))
+        counts = (len(rules.flow), len(rules.breakers), len(rules.hotspot), len(rules.adaptive))
+        log.log(logging.INFO if any(counts) else logging.DEBUG,
+                "tidegate: stability rules in force: %d flow, %d breaker, %d hot-spot, %d adaptive", *counts)
         return True
 
     @property

@@ -23,8 +23,9 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     import tidegate
-    from tidegate.demo import spread
+    from tidegate.demo import scale_out, spread
     from tidegate.demo import lanes
+    from tidegate.demo import flash_sale
     from tidegate.demo.cluster import Cluster, DemoError
 
     if args.seconds <= 0 or args.rate <= 0:
@@ -38,7 +39,9 @@ def main(args: argparse.Namespace) -> int:
         console.print(f"control plane: {cluster.start_control()}  (logs in {workdir})")
         runtime = tidegate.connect(cluster.control_url, cluster.token, service="demo-client")
         failed += spread.run(cluster, console, args.rate, args.seconds).failed
+        failed += flash_sale.run(cluster, console)
         failed += lanes.run(cluster, console)
+        failed += scale_out.run(cluster, console, args.rate)
     except DemoError as error:
         console.print(f"[red]demo failed:[/] {error}")
         return 1
