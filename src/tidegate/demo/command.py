@@ -23,7 +23,7 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     import tidegate
-    from tidegate.demo import scale_out, spread
+    from tidegate.demo import spread
     from tidegate.demo import lanes
     from tidegate.demo import flash_sale
     from tidegate.demo.cluster import Cluster, DemoError
@@ -41,7 +41,6 @@ def main(args: argparse.Namespace) -> int:
         failed += spread.run(cluster, console, args.rate, args.seconds).failed
         failed += flash_sale.run(cluster, console)
         failed += lanes.run(cluster, console)
-        failed += scale_out.run(cluster, console, args.rate)
     except DemoError as error:
         console.print(f"[red]demo failed:[/] {error}")
         return 1
