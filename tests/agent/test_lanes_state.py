@@ -116,3 +116,23 @@ def test_an_invalid_document_keeps_its_previous_version_in_force() -> None:
     put(book, lane_doc(rules=[{"http": {"headers": {"x-lane": "gray2"}}}]), 3)
     assert state.color(context.EMPTY, view(**{"x-lane": "gray2"})).lane == "gray"
     assert state.color(context.EMPTY, view(**{"x-lane": "gray"})).lane == ""
+
+
+def test_inbound_hooks_read_asgi_and_wsgi_requests_only_when_rules_are_in_force() -> None:
+    book = RuleBook()
+    scope = {"type": "http", "method": "GET", "path": "/api/x", "query_string": b"env=gray",
+             "headers": [(b"x-lane", b"gray"), (b"cookie", b"uid=42")]}
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/api/x", "QUERY_STRING": "", "HTTP_X_LANE": "gray"}
+    state = lanes.install(book, "frontend")
+    try:
+        assert lanes.color_asgi(scope, context.EMPTY) is context.EMPTY  # no rule: nothing looked at
+        assert lanes.color_wsgi(environ, context.EMPTY) is context.EMPTY
+        put(book, lane_doc(rules=[{"http": {"headers": {"x-lane": "gray"}}}, {"http": {"query": {"env": "blue"}}}]), 1)
+        assert state.active
+        colored = lanes.color_asgi(scope, context.EMPTY)
+        assert colored.lane == "gray" and colored.request is not None
+        assert colored.request.cookies == {"uid": "42"}
+        assert lanes.color_wsgi(environ, context.EMPTY).lane == "gray"
+        assert lanes.color_wsgi({**environ, "HTTP_X_LANE": "blue"}, context.EMPTY).lane == ""
+    finally:
+        lanes.uninstall()
