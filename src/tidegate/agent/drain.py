@@ -109,6 +109,9 @@ class LosslessOffline:
         self._owner_board: OwnerBoard | None = None
         self._worker_thread: threading.Thread | None = None
         self._applied_notices: set[tuple[str, float]] = set()
+        #: Set from a signal handler (which must not start threads or take the agent's locks):
+        #: a thread waiting on it begins the drain before the server gets round to its shutdown.
+        self._signalled = threading.Event()
 
     # -- inbound: who calls ------------------------------------------------------------------
 
@@ -126,6 +129,18 @@ class LosslessOffline:
             self.runtime.consumer = consumer_value(self.runtime.config.service, address)
         if metrics_dir is not None:
             self._owner_board = OwnerBoard(metrics_dir)
+        threading.Thread(target=self._begin_when_signalled, name="tidegate-drain-signal", daemon=True).start()
+
+    def signalled(self) -> None:
+        """SIGTERM arrived (called from the signal handler): begin draining now."""
+        self._signalled.set()
+
+    def _begin_when_signalled(self) -> None:
+        self._signalled.wait()
+        try:
+            self.begin()
+        except Exception:  # the server's own shutdown hook drains again if this failed
+            log.exception("tidegate: beginning the drain on SIGTERM failed")
 
     def begin(self) -> bool:
         """Steps 1 and 2 of the drain; False when one is under way or over already."""
@@ -167,8 +182,7 @@ class LosslessOffline:
         lifecycle = self.runtime.lifecycle
         if lifecycle is None or not lifecycle.owner or lifecycle.state == InstanceState.STOPPED:
             return
-        if self.drain.phase == DrainPhase.IDLE or self.drain.phase == DrainPhase.CANCELLED:
-            self.begin()
+        self.begin()  # a no-op when the signal's thread began it already
         self.wait()
 
     def online(self) -> bool:
@@ -275,6 +289,7 @@ class LosslessOffline:
 
     def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
+        self._signalled = threading.Event()
         self._worker_thread = None
         self._owner_board = None
 
@@ -320,6 +335,13 @@ def after_fork_in_child(runtime: "AgentRuntime") -> None:
     lossless = runtime.extras.get(EXTRAS_KEY)
     if lossless is not None:
         lossless.after_fork_in_child()
+
+
+def drain_on_signal(runtime: "AgentRuntime | None") -> None:
+    """A server's SIGTERM handler calls this: the drain begins at once, not at the server's next tick."""
+    lossless = of(runtime)
+    if lossless is not None and runtime is not None and runtime.lifecycle is not None and runtime.lifecycle.owner:
+        lossless.signalled()
 
 
 def drain_before_stop(runtime: "AgentRuntime | None") -> None:

@@ -5,9 +5,12 @@
 - `Server.startup` without sockets handed in: this process bound them itself
   (`uvicorn app:app`, `uvicorn.run(...)`) and owns registration; with sockets
   handed in it is a worker of a supervisor or of gunicorn.
-- `Server.shutdown`: the owner deregisters before connections close.
+- `Server.shutdown`: the owner deregisters before connections close; after
+  SIGTERM it first drains (lossless offline, `tidegate.agent.drain`), which
+  `Server.handle_exit` began the moment the signal arrived.
 - `Multiprocess.run`, `BaseReload.run` (`--workers N`, `--reload`): the
   supervisor bound the socket; it registers, and deregisters when it returns.
+  On SIGTERM (`Multiprocess.handle_term`) it drains before stopping its workers.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import socket
 from types import ModuleType
 from typing import Any, Iterable
 
-from tidegate.agent.drain import drain_before_stop
 from tidegate.agent import online
+from tidegate.agent.drain import drain_before_stop, drain_on_signal
 from tidegate.agent.instrumentation.asgi import wrap_asgi
 from tidegate.agent.instrumentation.inbound import InboundInstrumentor
 from tidegate.agent.lifecycle import Address, InstanceLifecycle
@@ -53,6 +56,8 @@ class UvicornInstrumentor(InboundInstrumentor):
         self.wrap(Server, "shutdown", self._shutdown)
         self.wrap(Multiprocess, "run", self._supervise)
         self.wrap(Multiprocess, "handle_term", self._term)
+        self.wrap(Multiprocess, "__init__", self._supervisor_init)
+        self.wrap(Server, "handle_exit", self._handle_exit)
         self.wrap(BaseReload, "run", self._supervise)
 
     def _load(self, wrapped: Any, config: Any, args: Any, kwargs: Any) -> Any:
@@ -88,6 +93,26 @@ class UvicornInstrumentor(InboundInstrumentor):
             await wrapped(*args, **kwargs)
 
         return shutdown()
+
+    def _handle_exit(self, wrapped: Any, server: Any, args: Any, kwargs: Any) -> Any:
+        """The signal handler: on SIGTERM the drain begins now (the main loop notices it up to 0.1 s later)."""
+        if args and args[0] == signal.SIGTERM:
+            drain_on_signal(self.runtime)
+        return wrapped(*args, **kwargs)
+
+    def _supervisor_init(self, wrapped: Any, supervisor: Any, args: Any, kwargs: Any) -> Any:
+        """The supervisor queues signals and reads the queue every 0.5 s: begin the drain in its handler."""
+        result = wrapped(*args, **kwargs)
+        queue_signal = signal.getsignal(signal.SIGTERM)
+        if callable(queue_signal):
+            runtime = self.runtime
+
+            def on_sigterm(sig: int, frame: Any) -> None:
+                drain_on_signal(runtime)
+                queue_signal(sig, frame)
+
+            signal.signal(signal.SIGTERM, on_sigterm)
+        return result
 
     def _term(self, wrapped: Any, supervisor: Any, args: Any, kwargs: Any) -> Any:
         """SIGTERM to `--workers N`'s supervisor: drain before it stops its workers."""
