@@ -41,14 +41,16 @@ class StabilityEvents:
     @classmethod
     def for_runtime(cls, runtime: "AgentRuntime") -> "StabilityEvents":
         config = runtime.config
-        client: list[Any] = []
+        clients: dict[int, Any] = {}  # by process id: a forked child must not use its parent's connections
 
         def post(event: dict[str, Any]) -> None:
-            if not client:
+            client = clients.get(os.getpid())
+            if client is None:
                 from tidegate.client.control import ControlClient
 
-                client.append(ControlClient(config.control, config.token or None, timeout=2.0))
-            client[0].post_event(event)
+                clients.clear()
+                client = clients[os.getpid()] = ControlClient(config.control, config.token or None, timeout=2.0)
+            client.post_event(event)
 
         return cls(post, config.service)
 

@@ -8,8 +8,8 @@ values they name from path parameters (`path:id`), query parameters
 (`query:user`) and headers (`header:x-user-id`). A refused request is answered
 429 (flow, hot-spot) or 503 (breaker, adaptive) with the configured JSON body
 and a `Retry-After` when the refusal says when to come back, and the handler
-never runs. An admitted request that raises, or answers 5xx, counts as an
-error for the breakers.
+never runs. An admitted request that raises (other than the framework's 4xx
+exceptions), or answers 5xx, counts as an error for the breakers.
 """
 
 from __future__ import annotations
@@ -49,6 +49,12 @@ def admit(stability: Stability, resource: str, path_params: Mapping[str, Any], q
             if value is not None:
                 args[key] = str(value)
     return stability.enter(resource, origin=context.current().origin, args=args, inbound=True)
+
+
+def _client_error(error: Exception) -> bool:
+    """An exception the framework answers with a 4xx (HTTPException(404), werkzeug's NotFound): not a failure."""
+    status = getattr(error, "status_code", None) or getattr(error, "code", None)
+    return isinstance(status, int) and 400 <= status < 500
 
 
 # -- ASGI (Starlette, FastAPI) ---------------------------------------------------------------
@@ -103,6 +109,9 @@ async def govern_asgi(stability: Stability, route: Any, wrapped: Callable[..., A
     try:
         await wrapped(scope, receive, send_noting_status)
         failed = status >= 500
+    except Exception as error:
+        failed = not _client_error(error)
+        raise
     finally:
         stability.leave_request(token)
         stability.leave(entry, resource, failed)
@@ -133,6 +142,9 @@ def govern_flask(stability: Stability, app: Any, wrapped: Callable[[], Any]) -> 
         result = wrapped()
         failed = getattr(result, "status_code", 200) >= 500
         return result
+    except Exception as error:
+        failed = not _client_error(error)
+        raise
     finally:
         stability.leave_request(token)
         stability.leave(entry, resource, failed)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import wrapt
 
 from tidegate.agent.instrumentation.inbound import InboundInstrumentor
-from tidegate.agent.instrumentation.route_guard import govern_asgi, stability_of
+from tidegate.agent.instrumentation.route_guard import SCOPE_KEY, govern_asgi, stability_of
 
 if TYPE_CHECKING:
     from tidegate.agent.runtime import AgentRuntime
@@ -42,7 +42,7 @@ class StarletteInstrumentor(InboundInstrumentor):
 
     def _handle(self, wrapped: Any, route: Any, args: Any, kwargs: Any) -> Any:
         stability = stability_of(self.runtime)
-        if stability is None:
+        if stability is None or SCOPE_KEY in args[0]:  # not loaded, or an outer handle governs this request
             return wrapped(*args, **kwargs)
         scope, receive, send = args
         return govern_asgi(stability, route, wrapped, scope, receive, send)
