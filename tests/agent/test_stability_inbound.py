@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Any, Callable
@@ -112,3 +113,29 @@ def _auth() -> dict[str, str]:
     from tests.agent.conftest import TOKEN
 
     return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def test_adaptive_protection_sheds_inbound_load_past_its_trigger(control_plane: ControlPlane, start: Callable[..., Any]) -> None:
+    _, base = start_app(start, control_plane, "shop", "shop", "shop")
+    document = {
+        "apiVersion": "tidegate.io/v1alpha1",
+        "kind": "AdaptiveProtection",
+        "metadata": {"name": "protect-shop"},
+        "spec": {"selector": {"app": "shop"}, "maxConcurrency": 2},
+    }
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return list(await asyncio.gather(*(client.get(f"{base}/slow") for _ in range(20))))
+
+    with control(control_plane) as plane:
+        plane.apply_rules(document)
+        # Nothing has completed yet when 20 slow calls arrive together, so the measured capacity is 0:
+        # past the trigger (more than 2 in flight) every further call is shed.
+        answers = wait_until(lambda: (found := asyncio.run(burst())) and any(r.status_code == 503 for r in found) and found,
+                             what="adaptive protection to shed load")
+    statuses_seen = {r.status_code for r in answers}  # type: ignore[union-attr]
+    assert statuses_seen == {200, 503}, statuses_seen
+    shed = next(r for r in answers if r.status_code == 503)  # type: ignore[union-attr]
+    assert shed.json()["rule"] == "protect-shop" and "in flight" in shed.json()["reason"]
+    assert "retry-after" not in shed.headers

@@ -6,6 +6,7 @@ and `SHOP_TABLE` enable the SQL routes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import httpx
@@ -37,6 +38,12 @@ def item(item_id: int) -> dict[str, int]:
 @app.get("/users/{user}/orders")
 def orders(user: str) -> dict[str, str]:
     return {"user": user}
+
+
+@app.get("/slow")
+async def slow() -> dict[str, bool]:
+    await asyncio.sleep(0.5)
+    return {"slow": True}
 
 
 @app.get("/stock")
