@@ -35,16 +35,13 @@ class LoopLagSampler:
         self.governor = governor
         self.interval_s = interval_s
         self._recent: deque[float] = deque(maxlen=samples)
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
 
     def ensure(self) -> None:
         """From inside a running loop: start sampling it, once."""
         if self._task is not None and not self._task.done():
             return
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        self._task = loop.create_task(self._run(), name="tidegate-loop-lag")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="tidegate-loop-lag")
 
     async def _run(self) -> None:
         interval = self.interval_s

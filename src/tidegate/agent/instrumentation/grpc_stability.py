@@ -48,6 +48,11 @@ def _govern(stability: Stability, resource: str, origin: str, grpc: Any, behavio
         stability.measure_saturation()
         return stability.enter(resource, origin=origin, inbound=True)
 
+    def admit_on_loop() -> Entry:
+        if stability.adaptive_in_force:
+            stability.loop_lag.ensure()
+        return admit()
+
     def refusal(error: BlockedError) -> tuple[Any, str]:
         return status_code(grpc, error), str(error)
 
@@ -55,7 +60,7 @@ def _govern(stability: Stability, resource: str, origin: str, grpc: Any, behavio
         @functools.wraps(behaviour)
         async def async_stream(request: Any, servicer_context: Any) -> AsyncIterator[Any]:
             try:
-                entry = admit()
+                entry = admit_on_loop()
             except BlockedError as error:
                 await servicer_context.abort(*refusal(error))
                 return
@@ -72,7 +77,7 @@ def _govern(stability: Stability, resource: str, origin: str, grpc: Any, behavio
         @functools.wraps(behaviour)
         async def async_call(request: Any, servicer_context: Any) -> Any:
             try:
-                entry = admit()
+                entry = admit_on_loop()
             except BlockedError as error:
                 await servicer_context.abort(*refusal(error))
                 raise  # reached only if abort did not raise (it always does in grpcio)
