@@ -25,6 +25,7 @@ import contextvars
 import json
 import logging
 import os
+import threading
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from tidegate.agent.saturation import CpuSampler, LoopLagSampler
@@ -70,8 +71,8 @@ class Stability:
         self.loop_lag = LoopLagSampler(self.governor)
         self.cpu = CpuSampler(self.governor)
         self.governor.add_breaker_listener(self._on_breaker)
-        #: The rule-book revisions of the documents the rules in force were compiled from.
-        self.loaded_from: dict[tuple[str, str, str], int] = {}
+        # One reload at a time, so a slower compile of older documents never lands after a newer one.
+        self._reload_lock = threading.Lock()
         #: Per resource, the parameters (`path:id`, `query:user`, `header:x-user-id`) its hot-spot rules read.
         self.hotspot_params: dict[str, tuple[str, ...]] = {}
 
@@ -83,16 +84,16 @@ class Stability:
 
     def reload(self) -> bool:
         """Compile every stability document in force and load them; False (old rules kept) on error."""
-        stored = [rule for rule in self.runtime.rulebook.all() if rule.kind in KINDS]
-        try:
-            rules = compile_rules((rule.document for rule in stored), self.service)
-            self.governor.load(rules)
-        except RuleError as error:
-            log.error("tidegate: stability rules not loaded, the rules in force stay: %s", error)
-            self.events.report({"type": "rule-refused", "service": self.service, "error": str(error),
-                                "document": error.document, "field": error.field})
-            return False
-        self.loaded_from = {rule.key: rule.revision for rule in stored}
+        with self._reload_lock:
+            documents = [rule.document for rule in self.runtime.rulebook.all() if rule.kind in KINDS]
+            try:
+                rules = compile_rules(documents, self.service)
+                self.governor.load(rules)
+            except RuleError as error:
+                log.error("tidegate: stability rules not loaded, the rules in force stay: %s", error)
+                self.events.report({"type": "rule-refused", "service": self.service, "error": str(error),
+                                    "document": error.document, "field": error.field})
+                return False
         params: dict[str, set[str]] = {}
         for hot in rules.hotspot:
             params.setdefault(hot.resource, set()).add(hot.param)
@@ -172,6 +173,7 @@ class Stability:
                             "from": str(from_state), "to": str(to_state), "snapshot": snapshot})
 
     def after_fork_in_child(self) -> None:
+        self._reload_lock = threading.Lock()
         self.events.after_fork_in_child()
         self.cpu.after_fork_in_child()
         self.loop_lag = LoopLagSampler(self.governor)
