@@ -42,9 +42,9 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -272,10 +272,8 @@ async def open_loop(port: int, rate: float, stop: asyncio.Event, load: Load) -> 
         start = time.perf_counter()
         i = 0
         while not stop.is_set():
-            due = start + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            # Always yield, even when behind schedule, so the answers (and `stop`) get their turn.
+            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
             task = asyncio.create_task(one())
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -438,7 +436,7 @@ def main() -> None:
             print(f"    {count} x {reason}", flush=True)
         killed, not_in_flight = round_sigkill(bench)
         print(f"SIGKILL of one instance, lossless on: sent {killed.sent}, failed {killed.failed}, of which {not_in_flight} never reached "
-              f"an instance (the rest had no answer: in flight on the killed instance)", flush=True)
+              f"an instance (the rest got no answer on a connection to the killed instance: in flight when it died)", flush=True)
         for reason, count in killed.failures.most_common(3):
             print(f"    {count} x {reason}", flush=True)
         figures = {
@@ -460,6 +458,7 @@ def main() -> None:
               f"off with the control plane's push: {totals['failed_off_push']}) over {totals['sent']} requests and {totals['restarts']} restarts")
     finally:
         bench.stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps(figures))
 
 

@@ -49,7 +49,9 @@ def _call(port: int, path: str = "/who") -> dict[str, Any]:
     return {"status_code": response.status_code, **response.json()}
 
 
-def _up(control_plane: Any, start: Any, kind: str) -> tuple[Any, int, int]:
+def _up(control_plane: Any, start: Any, kind: str) -> tuple[Any, int, int, Any]:
+    """orders-a (of `kind`) and orders-b (uvicorn), and a consumer that has called both:
+    (orders-a, its port, the consumer's port, the consumer)."""
     a, a_port = _provider(start, control_plane, "orders-a", kind)
     _provider(start, control_plane, "orders-b", "uvicorn")
     consumer, c_port = _consumer(start, control_plane)
@@ -58,12 +60,12 @@ def _up(control_plane: Any, start: Any, kind: str) -> tuple[Any, int, int]:
     wait_until(lambda: {_call(c_port)["id"] for _ in range(10)} == {"orders-a", "orders-b"}, what="calls to reach both instances")
     for _ in range(10):  # every worker of a multi-process server sees the consumer
         _call(c_port)
-    return a, a_port, c_port
+    return a, a_port, c_port, consumer
 
 
 @pytest.mark.parametrize("kind", ["uvicorn", "uvicorn-workers", "gunicorn"])
 def test_sigterm_drains_slow_request_finishes_and_new_calls_go_elsewhere(control_plane: Any, start: Any, kind: str) -> None:
-    a, a_port, c_port = _up(control_plane, start, kind)
+    a, a_port, c_port, _ = _up(control_plane, start, kind)
     slow: dict[str, Any] = {}
 
     def slow_call() -> None:
@@ -85,7 +87,7 @@ def test_sigterm_drains_slow_request_finishes_and_new_calls_go_elsewhere(control
 
 
 def test_offline_needs_the_token_drains_and_online_undoes_it(control_plane: Any, start: Any) -> None:
-    a, a_port, c_port = _up(control_plane, start, "uvicorn")
+    a, a_port, c_port, _ = _up(control_plane, start, "uvicorn")
     admin = a.admin_url()
     refused = httpx.post(f"{admin}/offline", timeout=5)
     assert refused.status_code == 401 and "Bearer" in refused.json()["error"]
