@@ -26,6 +26,7 @@ def main(args: argparse.Namespace) -> int:
     from tidegate.demo import spread
     from tidegate.demo import lanes
     from tidegate.demo import flash_sale
+    from tidegate.demo import rolling
     from tidegate.demo.cluster import Cluster, DemoError
 
     if args.seconds <= 0 or args.rate <= 0:
@@ -39,6 +40,7 @@ def main(args: argparse.Namespace) -> int:
         console.print(f"control plane: {cluster.start_control()}  (logs in {workdir})")
         runtime = tidegate.connect(cluster.control_url, cluster.token, service="demo-client")
         failed += spread.run(cluster, console, args.rate, args.seconds).failed
+        failed += rolling.run(cluster, console, args.rate)
         failed += flash_sale.run(cluster, console)
         failed += lanes.run(cluster, console)
     except DemoError as error:
