@@ -87,8 +87,10 @@ class Shop:
             env = {"SHOP_NEXT": next_hop, **extra}
             if service in ("billing", "cart"):
                 env.update(redis_env)
-            self.programs[name] = start(name, service, uvicorn(module, "--port", str(port), "--no-access-log"),
-                                        control_url, tag=tag, env=env)
+            # Idle keep-alive connections stay open for the run: a server closing one just as a client
+            # reuses it fails that request (an HTTP/1.1 race no retry of ours should hide here).
+            args = uvicorn(module, "--port", str(port), "--no-access-log", "--timeout-keep-alive", "300")
+            self.programs[name] = start(name, service, args, control_url, tag=tag, env=env)
             self.ports[name] = port
         for name, port in self.ports.items():
             wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), what=f"{name} to serve")
