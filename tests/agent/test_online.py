@@ -95,6 +95,16 @@ def test_sqlalchemy_pool_is_full_at_registration(control_plane: ControlPlane, st
     assert _backends(name) == 6
 
 
+@pytest.mark.skipif(not POSTGRES, reason="TIDEGATE_TEST_POSTGRES is not set (bash scripts/test.sh sets it)")
+def test_async_sqlalchemy_pool_is_full_at_registration(control_plane: ControlPlane, start: Any, tmp_path: Path) -> None:
+    pytest.importorskip("greenlet", reason="SQLAlchemy's asyncio needs greenlet (sqlalchemy[asyncio]), not in this venv")
+    program, port = _start_app(start, control_plane, tmp_path, "apooled", {"ONLINE_ASYNC_DB": str(POSTGRES)})
+    wait_until(lambda: _ready_status(program.admin_url()) == 200, what="/ready 200")
+    stats = _stats(port)
+    assert (stats["pool_size"], stats["pool_checkedin"]) == (4, 4)
+    assert "+4 (pool 4/4)" in program.proc.output()
+
+
 def test_prewarm_switched_off_leaves_the_pool_empty(control_plane: ControlPlane, start: Any, tmp_path: Path) -> None:
     if not POSTGRES:
         pytest.skip("TIDEGATE_TEST_POSTGRES is not set (bash scripts/test.sh sets it)")

@@ -2,6 +2,7 @@
 
 - Lifespan startup creates a SQLAlchemy engine on ONLINE_DB (when set) with a
   pool of ONLINE_POOL_SIZE, whose every new connection's time is recorded.
+- Or an async engine (asyncpg) on ONLINE_ASYNC_DB, pool_size 4.
 - A redis-py client on ONLINE_REDIS (when set).
 - `GET /catalog` counts warm-up requests (user-agent `tidegate-warmup`) and the
   time of the last one; it waits for the file ONLINE_GATE (when set) to exist,
@@ -39,6 +40,12 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
                                connect_args={"application_name": os.environ.get("ONLINE_APP_NAME", "warm_app")})
         event.listen(engine, "connect", lambda *args: state["connects"].append(time.time()))
         engines.append(engine)
+    async_url = os.environ.get("ONLINE_ASYNC_DB")
+    if async_url:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        async_engine = create_async_engine(async_url.replace("postgresql://", "postgresql+asyncpg://", 1), pool_size=4)
+        engines.append(async_engine.sync_engine)
     redis_url = os.environ.get("ONLINE_REDIS")
     if redis_url:
         import redis
