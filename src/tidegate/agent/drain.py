@@ -122,8 +122,14 @@ class LosslessOffline:
     # -- owner: the drain ----------------------------------------------------------------------
 
     def owner_listening(self, admin_port: int | None, metrics_dir: Path | None) -> None:
-        """This process owns the socket: calls from it (and its workers) name its admin address."""
-        if admin_port:
+        """This process owns the socket: calls from it (and its workers) name its admin address.
+
+        The admin endpoint listens on loopback only, so the address is named only when the
+        instance advertises a loopback host (its providers run on the same machine); elsewhere
+        the control plane's push and the response header tell this consumer."""
+        lifecycle = self.runtime.lifecycle
+        advertised = lifecycle.instances[0].host if lifecycle is not None and lifecycle.instances else "127.0.0.1"
+        if admin_port and _loopback(advertised):
             address = f"127.0.0.1:{admin_port}"
             os.environ[ADMIN_ENV] = address
             self.runtime.consumer = consumer_value(self.runtime.config.service, address)
@@ -314,6 +320,10 @@ class LosslessOffline:
             except Exception:  # the board must not stop following for one bad read
                 log.debug("tidegate: drain board follow failed", exc_info=True)
             time.sleep(POLL_S)
+
+
+def _loopback(host: str) -> bool:
+    return host.startswith("127.") or host in ("::1", "localhost")
 
 
 # -- what the lifecycle and the admin endpoint call ------------------------------------------------
