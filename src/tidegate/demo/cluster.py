@@ -39,6 +39,7 @@ class Process:
     popen: subprocess.Popen[bytes]
     log: Path
     port: int = 0
+    stopped: bool = False  # stopped on purpose by a scene: its exit is no failure
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -51,6 +52,7 @@ class Process:
 
     def terminate(self, timeout: float = 30.0) -> int | None:
         """SIGTERM (what Kubernetes sends), then SIGKILL if it does not stop in time."""
+        self.stopped = True
         if self.alive():
             os.killpg(self.popen.pid, signal.SIGTERM)
         try:
@@ -120,7 +122,7 @@ class Cluster:
                     return
             except Exception:  # not up yet: refused, 404, a half-started process
                 pass
-            dead = [p for p in ([process] if process else self.processes) if not p.alive()]
+            dead = [p for p in ([process] if process else self.processes) if not p.alive() and not p.stopped]
             if dead:
                 raise DemoError(f"{dead[0].name} exited while waiting for {what}:\n{dead[0].tail()}")
             time.sleep(0.1)
