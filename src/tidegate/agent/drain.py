@@ -160,10 +160,10 @@ class LosslessOffline:
                 self._owner_board.draining_since = started
                 self._owner_board.publish()
         instances = lifecycle.set_serving_state(InstanceState.DRAINING) if lifecycle is not None else []
-        log.info("tidegate: draining %s: consumers are told, in-flight requests finish (at most %gs)",
-                 self.runtime.config.service, self.settings.timeout_s)
         threading.Thread(target=self._announce, args=(instances, InstanceState.DRAINING), name="tidegate-drain-announce", daemon=True).start()
         self._notify_consumers([(i.id, i.address) for i in instances])
+        log.info("tidegate: draining %s: consumers told; in-flight requests finish (at most %gs)",
+                 self.runtime.config.service, self.settings.timeout_s)
         return True
 
     def progress(self) -> dict[str, Any]:
