@@ -1,7 +1,9 @@
 """gunicorn: the arbiter owns the listening sockets and the registration; workers wrap the app.
 
 - `Arbiter.start`: the sockets are bound; the arbiter registers them.
-- `Arbiter.stop` (SIGTERM, SIGINT, halt): the arbiter deregisters first.
+- `Arbiter.stop` (SIGTERM, SIGINT, halt): the arbiter deregisters first; a
+  graceful stop (SIGTERM) drains before that, listeners still open
+  (lossless offline, `tidegate.agent.drain`).
 - `Worker.load_wsgi`: in each forked worker, a WSGI app is wrapped with
   `InboundWSGI` and the worker starts its own directory watch. uvicorn's
   worker is left to the uvicorn instrumentor, which wraps the ASGI app.
