@@ -99,6 +99,8 @@ _MISSING = object()
 
 
 class LosslessOffline:
+    """This process's lossless offline: the drain (socket owner), the recent consumers, the notices heard."""
+
     def __init__(self, runtime: "AgentRuntime", settings: DrainSettings) -> None:
         self.runtime = runtime
         self.settings = settings
