@@ -14,10 +14,16 @@ Consumers, by this instance's tag (`TIDEGATE_TAG`):
 
 A lane message reaches the app only after its claim key
 (`tidegate:lane-claim:<stream>:<G>:<id>`, `SET NX`, kept for `CLAIM_TTL_S`) was
-won, so a message the base group took while lane L had no consumer is not
-taken again by `G@L` (whose group starts from the beginning of the stream so
-it never misses one the base skipped). Base messages cost nothing extra.
-Pipelines pass through with the group renamed but unfiltered.
+won (`SET NX GET`, Redis >= 7; a claim held by the same side counts as won,
+so a message redelivered from the pending list after a crash is processed),
+so a message the base group took while lane L had no consumer is not taken
+again by `G@L` (whose group starts from the beginning of the stream so it
+never misses one the base skipped). Base messages cost nothing extra.
+
+Limits: pipelines pass through with the group renamed but unfiltered; lane
+messages pending in `G@L` when its last consumer goes stay there until one
+returns; the consuming code runs in no particular lane (`XREADGROUP` returns
+a batch), `lane_of(fields)` tells a message's lane.
 """
 
 from __future__ import annotations
@@ -92,6 +98,13 @@ class StreamLanes:
         self.tag = tag
         self.service = service
         self.live_tags = live_tags
+        #: What this side writes into a claim key: its lane's group, so a message
+        #: redelivered to the same group (its consumer died before XACK) is still its own.
+        self.claimant = f"lane:{tag}" if tag else "base"
+
+    def owns(self, holder: Any) -> bool:
+        """Whether a claim whose previous holder was `holder` (None: nobody) is ours."""
+        return holder is None or _text(holder) == self.claimant
 
     def plan(self, group: Any, response: Any) -> ReadPlan:
         plan = ReadPlan(response)
@@ -192,9 +205,9 @@ class RedisStreamsInstrumentor(InboundInstrumentor):
             if plan.claims:
                 pipe = client.pipeline(transaction=False)
                 for _, _, key in plan.claims:
-                    pipe.set(key, lanes.tag or "base", nx=True, ex=CLAIM_TTL_S)
-                for (stream, mid, _), won in zip(plan.claims, pipe.execute()):
-                    if not won:
+                    pipe.set(key, lanes.claimant, nx=True, ex=CLAIM_TTL_S, get=True)
+                for (stream, mid, _), holder in zip(plan.claims, pipe.execute()):
+                    if not lanes.owns(holder):
                         lost.add((stream, mid))
                         plan.drop.setdefault(stream, []).append(mid)
             for stream, ids in plan.drop.items():
@@ -211,10 +224,10 @@ class RedisStreamsInstrumentor(InboundInstrumentor):
             if plan.claims:
                 async with client.pipeline(transaction=False) as pipe:
                     for _, _, key in plan.claims:
-                        pipe.set(key, lanes.tag or "base", nx=True, ex=CLAIM_TTL_S)
+                        pipe.set(key, lanes.claimant, nx=True, ex=CLAIM_TTL_S, get=True)
                     results = await pipe.execute()
-                for (stream, mid, _), won in zip(plan.claims, results):
-                    if not won:
+                for (stream, mid, _), holder in zip(plan.claims, results):
+                    if not lanes.owns(holder):
                         lost.add((stream, mid))
                         plan.drop.setdefault(stream, []).append(mid)
             for stream, ids in plan.drop.items():
