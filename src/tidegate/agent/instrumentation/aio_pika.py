@@ -16,8 +16,9 @@ it calls carries the lane on.
 
 Limits: handing over is publish-then-ack (a crash in between may deliver a
 message twice); messages already in `Q@L` when its last consumer goes stay
-there until one returns; only `Queue.consume` callbacks are governed, not
-`Queue.iterator()` or `Queue.get()`.
+there until one returns; `Queue.iterator()` hands over like `consume` (it
+consumes through it) but its loop runs in no particular lane;
+`Queue.get()` is not governed.
 """
 
 from __future__ import annotations
