@@ -24,6 +24,7 @@ def main(args: argparse.Namespace) -> int:
 
     import tidegate
     from tidegate.demo import spread
+    from tidegate.demo import scale_out
     from tidegate.demo import lanes
     from tidegate.demo import flash_sale
     from tidegate.demo import rolling
@@ -43,6 +44,7 @@ def main(args: argparse.Namespace) -> int:
         failed += rolling.run(cluster, console, args.rate)
         failed += flash_sale.run(cluster, console)
         failed += lanes.run(cluster, console)
+        failed += scale_out.run(cluster, console, args.rate)
     except DemoError as error:
         console.print(f"[red]demo failed:[/] {error}")
         return 1
