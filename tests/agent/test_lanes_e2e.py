@@ -22,7 +22,6 @@ import signal
 import threading
 import uuid
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import httpx

@@ -24,7 +24,6 @@ consumes through it) but its loop runs in no particular lane;
 from __future__ import annotations
 
 import functools
-import logging
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from tidegate.agent.instrumentation.inbound import InboundInstrumentor
@@ -33,8 +32,6 @@ from tidegate.core.baggage import is_valid_lane, with_lane
 
 if TYPE_CHECKING:
     from types import ModuleType
-
-log = logging.getLogger("tidegate.agent")
 
 LANE_HEADER = "tidegate.lane"
 

@@ -28,7 +28,6 @@ a batch), `lane_of(fields)` tells a message's lane.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -38,8 +37,6 @@ from tidegate.core.baggage import is_valid_lane
 
 if TYPE_CHECKING:
     from types import ModuleType
-
-log = logging.getLogger("tidegate.agent")
 
 LANE_FIELD = "tidegate.lane"
 CLAIM_TTL_S = 7 * 24 * 3600
