@@ -111,8 +111,23 @@ def consumed(cluster: Cluster, name: str) -> list[str]:
 
 
 def run(cluster: Cluster, console: Console, total: int = 900) -> int:
-    """Run the scene; the number of failed requests."""
+    """Run the scene, then stop its processes and remove its rule (later scenes reuse
+    service names like `frontend`); the number of failed requests."""
     console.rule("[bold]Scene — full-link gray (lanes)")
+    before = list(cluster.processes)
+    try:
+        return _run(cluster, console, total)
+    finally:
+        for process in reversed([p for p in cluster.processes if p not in before]):
+            process.terminate()
+            cluster.processes.remove(process)
+        try:
+            cluster.client.delete_rule("default", "TrafficLane", "gray")
+        except Exception:  # the rule may never have been applied; the control plane stops at the end anyway
+            pass
+
+
+def _run(cluster: Cluster, console: Console, total: int) -> int:
     frontend = start_services(cluster, console)
     cluster.client.apply_rules(GRAY_LANE)
     console.print("applied TrafficLane/gray: header x-lane=gray, or 10% of users by x-user-id, colored at the frontend")
