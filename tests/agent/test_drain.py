@@ -78,6 +78,8 @@ def test_sigterm_drains_slow_request_finishes_and_new_calls_go_elsewhere(control
     a.proc.signal(signal.SIGTERM)
     wait_until(lambda: "draining orders" in a.proc.output(), what="the drain to begin")
     after = [_call(c_port) for _ in range(20)]
+    undo = httpx.post(f"{a.admin_url()}/online", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    assert undo.status_code == 409 and "stopping" in undo.json()["error"], undo.text  # SIGTERM is not undone
     caller.join(timeout=30)
     assert slow["status"] == 200 and slow["body"]["id"] == "orders-a", slow
     assert slow["draining"] == "1", slow  # its answer left while draining: it says so

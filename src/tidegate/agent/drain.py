@@ -114,6 +114,7 @@ class LosslessOffline:
         #: Set from a signal handler (which must not start threads or take the agent's locks):
         #: a thread waiting on it begins the drain before the server gets round to its shutdown.
         self._signalled = threading.Event()
+        self.stopping = False  # the server was told to stop (SIGTERM): the drain is not undone
 
     # -- inbound: who calls ------------------------------------------------------------------
 
@@ -190,13 +191,14 @@ class LosslessOffline:
         lifecycle = self.runtime.lifecycle
         if lifecycle is None or not lifecycle.owner or lifecycle.state == InstanceState.STOPPED:
             return
+        self.stopping = True
         self.begin()  # a no-op when the signal's thread began it already
         self.wait()
 
     def online(self) -> bool:
-        """Undo a drain that has not finished; False when there is none."""
+        """Undo a drain that has not finished; False when there is none, or the server is stopping."""
         with self._lock:
-            if not self.drain.cancel(time.monotonic()):
+            if self.stopping or not self.drain.cancel(time.monotonic()):
                 return False
             self._headers(on=False)
             if self._owner_board is not None:
@@ -390,7 +392,8 @@ def admin_writes(runtime: "AgentRuntime") -> dict[str, Any]:
         if lossless is None:
             return 409, {"error": "lossless offline is switched off (TIDEGATE_LOSSLESS=off)"}
         if not lossless.online():
-            return 409, {"error": f"no unfinished drain to undo (drain is {lossless.drain.phase})", **lossless.progress()}
+            why = "the server is stopping (SIGTERM)" if lossless.stopping else f"no unfinished drain to undo (drain is {lossless.drain.phase})"
+            return 409, {"error": why, **lossless.progress()}
         return 200, lossless.progress()
 
     def drain_notice(body: Any, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
