@@ -9,4 +9,7 @@
   process that owns the listening socket; `admin.py` its loopback endpoint.
 - `metrics.py` and `metrics_files.py`: per-process statistics, summed across
   workers for the one admin endpoint; `forking.py` keeps forks safe.
+- `lanes.py`: the lane rules in force (coloring at the inbound middleware,
+  lane routing in `routing.py`); the lane follows threads (`threads.py`), gRPC
+  and message queues (`instrumentation/grpc.py`, `redis_streams.py`, `aio_pika.py`).
 """
