@@ -41,7 +41,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import httpx
 
@@ -139,15 +139,15 @@ class Procs:
 
 @dataclass
 class Samples:
-    """(due time, latency s, ok) of every request."""
+    """(due time, latency s, ok, port of the instance that answered or 0) of every request."""
 
-    rows: list[tuple[float, float, bool]] = field(default_factory=list)
+    rows: list[tuple[float, float, bool, int]] = field(default_factory=list)
 
-    def between(self, start: float, end: float) -> list[float]:
-        return sorted(latency for due, latency, ok in self.rows if start <= due < end)
+    def between(self, start: float, end: float, ports: Collection[int] | None = None) -> list[float]:
+        return sorted(latency for due, latency, _, port in self.rows if start <= due < end and (ports is None or port in ports))
 
     def errors(self, start: float, end: float) -> int:
-        return sum(1 for due, _, ok in self.rows if start <= due < end and not ok)
+        return sum(1 for due, _, ok, _ in self.rows if start <= due < end and not ok)
 
 
 def percentile(ordered: list[float], q: float) -> float:
@@ -157,13 +157,14 @@ def percentile(ordered: list[float], q: float) -> float:
 
 
 async def _one(client: httpx.AsyncClient, service: str, due: float, samples: Samples, n: int) -> None:
-    ok = False
+    ok, port = False, 0
     try:
         response = await client.get(f"http://{service}/price/{n % ITEMS}")
         ok = response.status_code == 200
+        port = int(response.json()["port"]) if ok else 0
     except httpx.HTTPError:
         ok = False
-    samples.rows.append((due, time.monotonic() - due, ok))
+    samples.rows.append((due, time.monotonic() - due, ok, port))
 
 
 async def load(service: str, until: asyncio.Event, samples: Samples) -> None:
@@ -189,7 +190,8 @@ def start_instance(procs: Procs, control: str, service: str, db: str, index: int
     proc = procs.start(f"{service}-{index}", [PYTHON, "-m", "tidegate", "run", "--service", service, "--control", control, "--token", TOKEN,
                                         "--", str(BIN / "uvicorn"), "scale_out_provider:app", "--host", "127.0.0.1",
                                         "--port", str(port), "--no-access-log"],
-                env={"SCALE_DB": db, "TIDEGATE_LOG_LEVEL": "INFO", "TIDEGATE_STATE_DIR": str(procs.tmp / "state")}, nice=nice)
+                env={"SCALE_DB": db, "SCALE_PORT": str(port), "TIDEGATE_LOG_LEVEL": "INFO", "TIDEGATE_STATE_DIR": str(procs.tmp / "state")},
+                nice=nice)
     return port, proc.pid
 
 
@@ -246,19 +248,21 @@ async def run_both(procs: Procs, control: str, db: str) -> dict[str, dict[str, f
     await asyncio.sleep(WARM_S + STEADY_S)
     scaled_at = time.monotonic()
     renicing = []
-    for service in services.values():
+    new_ports: dict[str, set[int]] = {}
+    for mode, service in services.items():
         groups = dict([await asyncio.to_thread(start_instance, procs, control, service, db, index, STARTUP_NICE) for index in (3, 4)])
-        renicing.append(asyncio.to_thread(renice_once_registered, control, service, groups))
+        new_ports[mode] = set(groups)
+        renicing.append(asyncio.to_thread(renice_once_registered, control, service, dict(groups)))
     await asyncio.wait_for(asyncio.gather(*renicing), 60)
     await asyncio.sleep(max(0.0, scaled_at + AFTER_S - time.monotonic()))
     done.set()
     await asyncio.gather(*loaders)
     both = Samples([row for mode in MODES for row in samples[mode].rows])  # at steady state the services are alike
     anchor = percentile(both.between(began + WARM_S, scaled_at), 0.99) * 1000
-    return {mode: figures(mode, samples[mode], began, scaled_at, anchor) for mode in MODES}
+    return {mode: figures(mode, samples[mode], began, scaled_at, anchor, new_ports[mode]) for mode in MODES}
 
 
-def figures(mode: str, samples: Samples, began: float, scaled_at: float, anchor_ms: float) -> dict[str, float]:
+def figures(mode: str, samples: Samples, began: float, scaled_at: float, anchor_ms: float, new_ports: set[int]) -> dict[str, float]:
     steady = samples.between(began + WARM_S, scaled_at)
     after = samples.between(scaled_at, scaled_at + AFTER_S)
     result = {
@@ -270,6 +274,12 @@ def figures(mode: str, samples: Samples, began: float, scaled_at: float, anchor_
     result["anchor_ms"] = anchor_ms
     timeline = [percentile(samples.between(scaled_at + t, scaled_at + t + 5), 0.99) * 1000 for t in range(-10, int(AFTER_S), 5)]
     print(f"{mode:>3}: p99 per 5 s from 10 s before scale-out: " + " ".join(f"{v:.0f}" for v in timeline))
+    to_new = samples.between(scaled_at, scaled_at + AFTER_S, new_ports)
+    old_ports = {row[3] for row in samples.rows if row[3] and row[3] not in new_ports}
+    to_old = samples.between(scaled_at, scaled_at + AFTER_S, old_ports)
+    print(f"{mode:>3}: after scale-out, new instances took {len(to_new)} requests (p99 {percentile(to_new, 0.99) * 1000:.1f} ms), "
+          f"old ones {len(to_old)} (p99 {percentile(to_old, 0.99) * 1000:.1f} ms)")
+    result["new_p99_ms"] = percentile(to_new, 0.99) * 1000
     print(f"{mode:>3}: steady p50 {result['steady_p50_ms']:.1f} ms p99 {result['steady_p99_ms']:.1f} ms | "
           f"{AFTER_S:.0f} s after 2->4: p50 {result['after_p50_ms']:.1f} ms p99 {result['after_p99_ms']:.1f} ms | "
           f"p99 ratio {result['p99_ratio']:.2f} | {result['requests']:.0f} requests, {result['errors']:.0f} errors", flush=True)
@@ -300,6 +310,7 @@ async def main() -> None:
     print(json.dumps({
         "steady_p99_ms": round(on["anchor_ms"], 2),
         "after_p99_ms_on": round(on["after_p99_ms"], 2), "after_p99_ms_off": round(off["after_p99_ms"], 2),
+        "new_instances_p99_ms_on": round(on["new_p99_ms"], 2), "new_instances_p99_ms_off": round(off["new_p99_ms"], 2),
         "p99_ratio_on": round(on["p99_ratio"], 3), "p99_ratio_off": round(off["p99_ratio"], 3),
         "errors_on": int(on["errors"]), "errors_off": int(off["errors"]), "rate_rps": RATE,
     }))

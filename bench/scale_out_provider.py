@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 ITEMS = 200
+PORT = int(os.environ.get("SCALE_PORT", "0"))  # which instance answered, for the bench's breakdown
 MISS_QUERY_S = 0.1
 
 engine = create_engine(os.environ["SCALE_DB"].replace("postgresql://", "postgresql+psycopg://", 1), pool_size=8, max_overflow=32)
@@ -45,7 +46,7 @@ def price(request: Request) -> JSONResponse:
         if item not in prices:
             prices[item] = float(connection.execute(text("SELECT :i * 1.5 FROM pg_sleep(:s)"), {"i": item, "s": MISS_QUERY_S}).scalar_one())
         stock = connection.execute(text("SELECT :i % 7"), {"i": item}).scalar_one()
-    return JSONResponse({"item": item, "price": _formatter()(prices[item]), "stock": stock})
+    return JSONResponse({"item": item, "price": _formatter()(prices[item]), "stock": stock, "port": PORT})
 
 
 def catalog(request: Request) -> JSONResponse:
