@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +123,24 @@ def test_offline_needs_the_token_drains_and_online_undoes_it(control_plane: Any,
 
 def _other_port(plane: Any, port: int) -> int:
     return next(p for p in _routable_orders(plane) if p != port)
+
+
+def test_offline_on_gunicorn_waits_for_the_workers_slow_request(control_plane: Any, start: Any) -> None:
+    a, a_port, c_port, _ = _up(control_plane, start, "gunicorn")
+    slow: dict[str, Any] = {}
+
+    def slow_call() -> None:
+        response = httpx.get(f"http://127.0.0.1:{a_port}/slow", params={"s": "2"}, timeout=30)
+        slow.update(status=response.status_code, draining=response.headers.get("x-tidegate-draining"), at=time.monotonic())
+
+    caller = threading.Thread(target=slow_call)
+    caller.start()
+    admin = a.admin_url()
+    wait_until(lambda: httpx.get(f"{admin}/state", timeout=5).json()["in_flight"] >= 1, what="the slow request in a worker")
+    done = httpx.post(f"{admin}/offline", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    drained_at = time.monotonic()
+    caller.join(timeout=30)
+    assert done.status_code == 200 and done.json()["phase"] == "DRAINED", done.text
+    assert slow["status"] == 200 and slow["draining"] == "1", slow  # answered by a worker that had seen the drain
+    assert slow["at"] <= drained_at  # drained means the worker's request had finished
+    assert all(_call(c_port)["id"] == "orders-b" for _ in range(20))
