@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from tidegate.agent import metrics_files
 from tidegate.core.prewarm import PrewarmPlan, PrewarmSpecError, WarmupRequest, overlay, parse_seconds, plan_from_env
@@ -169,7 +169,3 @@ def _send(connection: http.client.HTTPConnection, request: WarmupRequest) -> str
         connection.close()  # the next request reconnects
         return type(error).__name__
 
-
-def of(runtime: "AgentRuntime | None") -> Any:
-    """The runtime's `Prewarm`, or None."""
-    return runtime.extras.get("prewarm") if runtime is not None else None
