@@ -14,8 +14,8 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from tidegate.agent.drain import drain_before_stop
 from tidegate.agent import online
+from tidegate.agent.drain import drain_before_stop
 from tidegate.agent.instrumentation.inbound import InboundInstrumentor
 from tidegate.agent.instrumentation.uvicorn import tcp_addresses
 from tidegate.agent.instrumentation.wsgi import wrap_wsgi
