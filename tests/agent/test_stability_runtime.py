@@ -177,3 +177,15 @@ def test_cpu_sampler_reads_a_busy_process() -> None:
         assert 0.0 < stability.governor.readings.cpu_usage <= 1.0
     finally:
         sampler.stop()
+
+
+def test_only_inbound_resources_a_rule_names_go_through_the_governor() -> None:
+    runtime, stability, _ = _runtime()
+    assert not stability.governs_inbound("GET /a")  # no rules: nothing to govern
+    _put(runtime, _rule("a", "GET /a", _limit(5)), 1)
+    assert stability.governs_inbound("GET /a") and not stability.governs_inbound("GET /b")
+    adaptive = {"apiVersion": "tidegate.io/v1alpha1", "kind": "AdaptiveProtection", "metadata": {"name": "sys"},
+                "spec": {"selector": {"app": "shop"}, "maxCpuUsage": 0.8}}
+    _put(runtime, adaptive, 2)
+    assert stability.governor.rules.adaptive
+    assert stability.governs_inbound("GET /b")  # an adaptive rule weighs every inbound request

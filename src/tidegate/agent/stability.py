@@ -75,6 +75,10 @@ class Stability:
         self._reload_lock = threading.Lock()
         #: Per resource, the parameters (`path:id`, `query:user`, `header:x-user-id`) its hot-spot rules read.
         self.hotspot_params: dict[str, tuple[str, ...]] = {}
+        #: Inbound resources some rule needs to see (None: every one — an adaptive rule
+        #: weighs all inbound load, and a chain rule needs every request's entrance).
+        #: The others skip the governor: a request no rule names costs nothing here.
+        self.inbound_governed: frozenset[str] | None = frozenset()
 
     # -- rules ------------------------------------------------------------------------
 
@@ -98,10 +102,16 @@ class Stability:
         for hot in rules.hotspot:
             params.setdefault(hot.resource, set()).add(hot.param)
         self.hotspot_params = {resource: tuple(sorted(keys)) for resource, keys in params.items()}
+        self.inbound_governed = _governed(rules)
         counts = (len(rules.flow), len(rules.breakers), len(rules.hotspot), len(rules.adaptive))
         log.log(logging.INFO if any(counts) else logging.DEBUG,
                 "tidegate: stability rules in force: %d flow, %d breaker, %d hot-spot, %d adaptive", *counts)
         return True
+
+    def governs_inbound(self, resource: str) -> bool:
+        """Whether an inbound request to `resource` must go through the governor."""
+        governed = self.inbound_governed
+        return governed is None or resource in governed
 
     @property
     def adaptive_in_force(self) -> bool:
@@ -177,6 +187,15 @@ class Stability:
         self.events.after_fork_in_child()
         self.cpu.after_fork_in_child()
         self.loop_lag = LoopLagSampler(self.governor)
+
+
+def _governed(rules: Any) -> frozenset[str] | None:
+    """The resources `rules` name (a relate rule's reference too), or None when every inbound request matters."""
+    if rules.adaptive or any(flow.strategy == "chain" for flow in rules.flow):
+        return None
+    named = {flow.resource for flow in rules.flow} | {flow.ref_resource for flow in rules.flow if flow.ref_resource}
+    named |= {breaker.resource for breaker in rules.breakers} | {hot.resource for hot in rules.hotspot}
+    return frozenset(named)
 
 
 def retry_after_header(error: BlockedError) -> str | None:

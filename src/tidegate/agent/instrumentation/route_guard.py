@@ -66,6 +66,9 @@ async def govern_asgi(stability: Stability, route: Any, wrapped: Callable[..., A
         await wrapped(scope, receive, send)
         return
     resource = f"{scope['method']} {route.path}"
+    if not stability.governs_inbound(resource):
+        await wrapped(scope, receive, send)
+        return
     if stability.adaptive_in_force:
         stability.loop_lag.ensure()
     raw_headers = scope.get("headers") or ()
@@ -128,6 +131,8 @@ def govern_flask(stability: Stability, app: Any, wrapped: Callable[[], Any]) -> 
     if rule is None or request.routing_exception is not None or SCOPE_KEY in request.environ:
         return wrapped()
     resource = f"{request.method} {rule.rule}"
+    if not stability.governs_inbound(resource):
+        return wrapped()
     try:
         entry = admit(stability, resource, request.view_args or {}, request.args.get, request.headers.get)
     except BlockedError as error:
@@ -159,6 +164,8 @@ def govern_django_resolved(stability: Stability, request: Any, match: Any, templ
     The entry waits in `request.META` until `end_django` (from `get_response`).
     """
     resource = f"{request.method} {template}"
+    if not stability.governs_inbound(resource):
+        return match
     try:
         entry = admit(stability, resource, match.kwargs or {}, request.GET.get, request.headers.get)
     except BlockedError as error:
