@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import tempfile
 from pathlib import Path
 
@@ -40,6 +41,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         console.print(f"control plane: {cluster.start_control()}  (logs in {workdir})")
         runtime = tidegate.connect(cluster.control_url, cluster.token, service="demo-client")
+        # The services' agents log to their files; the demo's own agent keeps the screen for the scenes.
+        logging.getLogger("tidegate").setLevel(logging.WARNING)
         failed += spread.run(cluster, console, args.rate, args.seconds).failed
         failed += rolling.run(cluster, console, args.rate)
         failed += flash_sale.run(cluster, console)
