@@ -40,3 +40,14 @@ def test_bad_value_names_the_variable(env: dict[str, str], variable: str) -> Non
         AgentConfig.from_env(env)
     assert caught.value.variable == variable
     assert str(caught.value).startswith(f"{variable}: ")
+
+
+def test_lane_key_is_read_and_checked() -> None:
+    import pytest
+
+    from tidegate.agent.config import AgentConfig, AgentConfigError
+
+    assert AgentConfig.from_env({"TIDEGATE_SERVICE": "s"}).lane_key == "tidegate.lane"
+    assert AgentConfig.from_env({"TIDEGATE_SERVICE": "s", "TIDEGATE_LANE_KEY": "x-env"}).lane_key == "x-env"
+    with pytest.raises(AgentConfigError, match="TIDEGATE_LANE_KEY"):
+        AgentConfig.from_env({"TIDEGATE_SERVICE": "s", "TIDEGATE_LANE_KEY": "a b"})

@@ -44,3 +44,18 @@ def test_context_follows_asyncio_tasks_and_is_reset() -> None:
 
 def test_consumer_value_round_trips() -> None:
     assert context.parse_consumer(context.consumer_value("cart", "127.0.0.1:9")) == ("cart", "127.0.0.1:9", "")
+
+
+def test_the_lane_key_can_be_renamed_for_a_fleet_that_uses_another() -> None:
+    import pytest
+
+    try:
+        context.set_lane_key("x-env")
+        ctx = context.from_headers("x-env=gray,tidegate.lane=blue", "")
+        assert ctx.lane == "gray"
+        assert context.baggage_with_lane("a=1", "v2") == "a=1,x-env=v2"
+        with pytest.raises(ValueError, match="baggage key"):
+            context.set_lane_key("not a key")
+        assert context.lane_key() == "x-env"  # a refused key leaves the one in force
+    finally:
+        context.set_lane_key("tidegate.lane")

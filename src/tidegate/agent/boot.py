@@ -21,6 +21,7 @@ from tidegate.agent.instrumentation import install_all
 from tidegate.agent.lifecycle import InstanceLifecycle
 from tidegate.agent.metrics import AgentMetrics
 from tidegate.agent.runtime import AgentRuntime, get_runtime, set_runtime
+from tidegate.core import context
 from tidegate.core.instance import InstanceState
 
 log = logging.getLogger("tidegate")
@@ -42,6 +43,7 @@ def start(config: AgentConfig | None = None) -> AgentRuntime | None:
         _ensure_log_handler()
         runtime = AgentRuntime(config=config, metrics=AgentMetrics())
         runtime.consumer = config.service
+        context.set_lane_key(config.lane_key)
         runtime.extras["lanes"] = lanes.install(runtime.rulebook, config.service, config.tag)
         runtime.router = _build_router(runtime)
         runtime.lifecycle = InstanceLifecycle(runtime)

@@ -1,7 +1,8 @@
 """The agent's settings, read once from the environment `tidegate run` sets up.
 
 A container only sets env: TIDEGATE_SERVICE, TIDEGATE_TAG, TIDEGATE_CONTROL,
-TIDEGATE_TOKEN, TIDEGATE_ADMIN_PORT, TIDEGATE_HOST, TIDEGATE_HEARTBEAT_INTERVAL.
+TIDEGATE_TOKEN, TIDEGATE_ADMIN_PORT, TIDEGATE_HOST, TIDEGATE_HEARTBEAT_INTERVAL,
+TIDEGATE_LANE_KEY.
 A bad value raises `AgentConfigError` naming the variable.
 """
 
@@ -18,6 +19,7 @@ from tidegate.errors import TidegateError
 DEFAULT_CONTROL = "http://127.0.0.1:7070"
 
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_LANE_KEY = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
 _TAG = re.compile(r"^[A-Za-z0-9._-]{0,63}$")
 
 
@@ -38,6 +40,7 @@ class AgentConfig:
     admin_port: int = 0  # 0: an ephemeral port, published in the registry as admin_port
     advertise_host: str = ""  # empty: the address the server bound (or this host's IP for a wildcard bind)
     heartbeat_interval: float | None = None  # None: a third of the lease the control plane grants
+    lane_key: str = "tidegate.lane"  # the W3C baggage member that carries the lane
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "AgentConfig":
@@ -59,7 +62,11 @@ class AgentConfig:
         admin_port = _port(env.get("TIDEGATE_ADMIN_PORT", "").strip() or "0")
         interval_text = env.get("TIDEGATE_HEARTBEAT_INTERVAL", "").strip()
         interval = _seconds(interval_text) if interval_text else None
+        lane_key = env.get("TIDEGATE_LANE_KEY", "").strip() or "tidegate.lane"
+        if not _LANE_KEY.match(lane_key):
+            raise AgentConfigError("TIDEGATE_LANE_KEY", f"{lane_key!r} is not a baggage key (letters, digits and !#$%&'*+.^_`|~-; at most 64)")
         return cls(
+            lane_key=lane_key,
             service=service,
             tag=tag,
             control=control.rstrip("/"),

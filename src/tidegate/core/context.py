@@ -49,6 +49,29 @@ class RequestContext:
         return RequestContext(lane, self.baggage, self.origin, self.origin_admin, self.problem, request)
 
 
+#: The baggage member that carries the lane; `set_lane_key` changes it once, at boot
+#: (`TIDEGATE_LANE_KEY`), for a fleet that already uses another name.
+_lane_key = LANE_KEY
+_KEY = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
+
+
+def set_lane_key(key: str) -> None:
+    """Carry the lane in baggage member `key`; ValueError when it is not a baggage key (a token)."""
+    global _lane_key
+    if not _KEY.match(key):
+        raise ValueError(f"{key!r} is not a baggage key (an RFC 7230 token of at most 64 characters)")
+    _lane_key = key
+
+
+def lane_key() -> str:
+    return _lane_key
+
+
+def baggage_with_lane(header: str, lane: str) -> str:
+    """`header` with our lane member set to `lane`, every other member untouched."""
+    return with_lane(header, lane, _lane_key)
+
+
 EMPTY = RequestContext()
 _current: ContextVar[RequestContext] = ContextVar("tidegate_request", default=EMPTY)
 
@@ -83,20 +106,20 @@ def parse_consumer(value: str) -> tuple[str, str, str]:
     return service, admin, problem
 
 
-def from_headers(baggage: str, consumer: str, lane_key: str = LANE_KEY) -> RequestContext:
+def from_headers(baggage: str, consumer: str, lane_key: str | None = None) -> RequestContext:
     """The context of an inbound request from its `baggage` and consumer headers; never raises."""
     if not baggage and not consumer:
         return EMPTY
-    lane, problem = read_lane(baggage, lane_key) if baggage else ("", "")
+    lane, problem = read_lane(baggage, lane_key or _lane_key) if baggage else ("", "")
     origin, admin, consumer_problem = parse_consumer(consumer) if consumer else ("", "", "")
     return RequestContext(lane, baggage, origin, admin, problem or consumer_problem)
 
 
-def outbound_baggage(context: RequestContext, lane_key: str = LANE_KEY) -> str:
+def outbound_baggage(context: RequestContext, lane_key: str | None = None) -> str:
     """The `baggage` value an outbound call carries ("" for none): the inbound members, our lane current."""
     if not context.lane:
         return context.baggage
-    return with_lane(context.baggage, context.lane, lane_key)
+    return with_lane(context.baggage, context.lane, lane_key or _lane_key)
 
 
 def consumer_value(service: str, admin_address: str = "") -> str:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from tidegate.agent.instrumentation.inbound import InboundInstrumentor
 from tidegate.core import context
-from tidegate.core.baggage import is_valid_lane, with_lane
+from tidegate.core.baggage import is_valid_lane
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -77,7 +77,7 @@ class AioPikaInstrumentor(InboundInstrumentor):
                 headers = dict(message.headers or {})
                 headers[LANE_HEADER] = current.lane
                 baggage = headers.get("baggage")
-                headers["baggage"] = with_lane(baggage if isinstance(baggage, str) else current.baggage, current.lane)
+                headers["baggage"] = context.baggage_with_lane(baggage if isinstance(baggage, str) else current.baggage, current.lane)
                 message.headers = headers
             return wrapped(*args, **kwargs)
 

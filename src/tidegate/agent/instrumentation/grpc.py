@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
 from tidegate.agent.instrumentation.grpc_stability import governed
 from tidegate.agent.instrumentation.inbound import InboundInstrumentor
 from tidegate.core import context
-from tidegate.core.baggage import with_lane
+
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -41,7 +41,7 @@ def outgoing_metadata(metadata: Any) -> Any:
     pairs = list(metadata or ())
     existing = [value for key, value in pairs if key == BAGGAGE]
     if current.lane:
-        value = with_lane(",".join(existing) if existing else current.baggage, current.lane)
+        value = context.baggage_with_lane(",".join(existing) if existing else current.baggage, current.lane)
     elif existing:
         return metadata  # the call set its own baggage and we have no lane to add
     else:

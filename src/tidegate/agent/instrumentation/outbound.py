@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from tidegate.agent import pools
 from tidegate.core import context
-from tidegate.core.baggage import with_lane
+
 from tidegate.errors import BlockedError, NoInstanceError
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ class OutboundInstrumentor:
         """The `baggage` value a call carries, or None to leave the call's own as it is."""
         current = context.current()
         if current.lane:
-            return with_lane(existing if existing is not None else current.baggage, current.lane)
+            return context.baggage_with_lane(existing if existing is not None else current.baggage, current.lane)
         if current.baggage and existing is None:
             return current.baggage
         return None
