@@ -1,9 +1,8 @@
 """A gRPC server (generic bytes handlers) for the stability tests, run under `tidegate run`.
 
 Env: PORT, MODE ("sync": grpc.server; "aio": grpc.aio.server). `/stab.Probe/Ok`
-answers b"ok"; `/stab.Probe/Fail` always fails (INTERNAL). It calls
-`tidegate.connect()` so its rules arrive (a gRPC server has no server hook that
-starts the watch).
+answers b"ok"; `/stab.Probe/Fail` always fails (INTERNAL). Nothing here knows
+tidegate: the agent starts the rule watch when the server is made.
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
-
-import tidegate
 
 ADDRESS = f"127.0.0.1:{os.environ['PORT']}"
 
@@ -62,7 +59,6 @@ def serve_sync() -> None:
 
 
 if __name__ == "__main__":
-    tidegate.connect()
     if os.environ.get("MODE") == "aio":
         asyncio.run(serve_aio())
     else:

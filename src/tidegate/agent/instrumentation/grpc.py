@@ -224,12 +224,25 @@ class GrpcInstrumentor(InboundInstrumentor):
                 return wrapped(*args, **kwargs)
             return make
 
+        def serving(interceptors: list[Any]) -> Callable[..., Any]:
+            """A server factory wrapper: interceptors first, and this process now serves
+            requests, so its directory and rule watch start (gRPC has no other start hook)."""
+            with_interceptors = interceptors_first(interceptors, 2)
+
+            def make(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+                server = with_interceptors(wrapped, instance, args, kwargs)
+                lifecycle = self.runtime.lifecycle if self.runtime is not None else None
+                if lifecycle is not None:
+                    self.safely(lifecycle.serving_requests)
+                return server
+            return make
+
         self.wrap(grpc, "insecure_channel", channel)
         self.wrap(grpc, "secure_channel", channel)
-        self.wrap(grpc, "server", interceptors_first([server_interceptor], 2))
+        self.wrap(grpc, "server", serving([server_interceptor]))
         self.wrap(grpc.aio, "insecure_channel", interceptors_first(aio_client, 3))
         self.wrap(grpc.aio, "secure_channel", interceptors_first(aio_client, 4))
-        self.wrap(grpc.aio, "server", interceptors_first([aio_server_interceptor], 2))
+        self.wrap(grpc.aio, "server", serving([aio_server_interceptor]))
 
 
 INSTRUMENTOR = GrpcInstrumentor()
