@@ -1,3 +1,5 @@
+"""Fixtures every test directory may use: a real control plane process and a client of it."""
+
 from __future__ import annotations
 
 from typing import Iterator
