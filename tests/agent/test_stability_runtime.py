@@ -189,3 +189,10 @@ def test_only_inbound_resources_a_rule_names_go_through_the_governor() -> None:
     _put(runtime, adaptive, 2)
     assert stability.governor.rules.adaptive
     assert stability.governs_inbound("GET /b")  # an adaptive rule weighs every inbound request
+
+
+def test_outbound_services_no_rule_names_skip_the_governor() -> None:
+    runtime, stability, _ = _runtime()
+    _put(runtime, _rule("a", "http://stock", _limit(5)), 1)
+    assert stability.governs("http://stock")
+    assert not stability.governs("http://orders")

@@ -79,6 +79,9 @@ class Stability:
         #: weighs all inbound load, and a chain rule needs every request's entrance).
         #: The others skip the governor: a request no rule names costs nothing here.
         self.inbound_governed: frozenset[str] | None = frozenset()
+        #: Every resource some rule names; outbound calls to a service no rule names
+        #: skip the governor (their counts are in the outbound metrics already).
+        self.named: frozenset[str] = frozenset()
 
     # -- rules ------------------------------------------------------------------------
 
@@ -102,11 +105,16 @@ class Stability:
         for hot in rules.hotspot:
             params.setdefault(hot.resource, set()).add(hot.param)
         self.hotspot_params = {resource: tuple(sorted(keys)) for resource, keys in params.items()}
-        self.inbound_governed = _governed(rules)
+        self.named = _named(rules)
+        self.inbound_governed = None if _needs_every_inbound(rules) else self.named
         counts = (len(rules.flow), len(rules.breakers), len(rules.hotspot), len(rules.adaptive))
         log.log(logging.INFO if any(counts) else logging.DEBUG,
                 "tidegate: stability rules in force: %d flow, %d breaker, %d hot-spot, %d adaptive", *counts)
         return True
+
+    def governs(self, resource: str) -> bool:
+        """Whether an outbound call to `resource` must go through the governor."""
+        return resource in self.named
 
     def governs_inbound(self, resource: str) -> bool:
         """Whether an inbound request to `resource` must go through the governor."""
@@ -189,13 +197,16 @@ class Stability:
         self.loop_lag = LoopLagSampler(self.governor)
 
 
-def _governed(rules: Any) -> frozenset[str] | None:
-    """The resources `rules` name (a relate rule's reference too), or None when every inbound request matters."""
-    if rules.adaptive or any(flow.strategy == "chain" for flow in rules.flow):
-        return None
+def _named(rules: Any) -> frozenset[str]:
+    """The resources `rules` name, a relate rule's reference included."""
     named = {flow.resource for flow in rules.flow} | {flow.ref_resource for flow in rules.flow if flow.ref_resource}
     named |= {breaker.resource for breaker in rules.breakers} | {hot.resource for hot in rules.hotspot}
     return frozenset(named)
+
+
+def _needs_every_inbound(rules: Any) -> bool:
+    """An adaptive rule weighs all inbound load, and a chain rule needs every request's entrance."""
+    return bool(rules.adaptive) or any(flow.strategy == "chain" for flow in rules.flow)
 
 
 def retry_after_header(error: BlockedError) -> str | None:

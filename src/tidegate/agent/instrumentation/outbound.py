@@ -239,6 +239,8 @@ class OutboundInstrumentor:
         if stability is None:
             return Guarded(None, None, "")
         resource = f"http://{route.service}"
+        if not stability.governs(resource):
+            return Guarded(None, None, "")
         try:
             entry = stability.enter(resource)
         except BlockedError as error:

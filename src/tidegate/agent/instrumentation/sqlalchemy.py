@@ -24,7 +24,6 @@ from typing import Any
 from tidegate.agent.instrumentation.inbound import InboundInstrumentor
 from tidegate.agent.stability import of
 from tidegate.core.sql import template
-from tidegate.errors import BlockedError
 
 _ENTRY = "_tidegate_sql_entry"
 
@@ -57,10 +56,9 @@ class SQLAlchemyInstrumentor(InboundInstrumentor):
         if stability is None or context is None:
             return
         resource = "sql:" + template(statement)
-        try:
-            entry = stability.enter(resource)
-        except BlockedError:
-            raise
+        # Every template is entered, rule or not: the metrics list the templates in
+        # use, which is how a user finds the one to write a rule for.
+        entry = stability.enter(resource)  # a refusal raises BlockedError before the statement is sent
         setattr(context, _ENTRY, (entry, resource))
         if entry.wait_s > 0.0:
             _wait(entry.wait_s)
