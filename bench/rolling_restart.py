@@ -41,7 +41,6 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -55,6 +54,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tidegate.control.storage import new_token
 
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
@@ -90,6 +91,8 @@ CONSUMER = '''
 import json
 import httpx
 
+from tidegate.control.storage import new_token
+
 client = None
 
 
@@ -112,6 +115,8 @@ async def app(scope, receive, send):
 RIBBON_CONSUMER = '''
 import asyncio, itertools, json, os, time
 import httpx
+
+from tidegate.control.storage import new_token
 
 CONTROL, TOKEN, REFRESH_S = os.environ["BENCH_CONTROL"], os.environ["BENCH_TOKEN"], float(os.environ["BENCH_REFRESH_S"])
 client = None
@@ -186,7 +191,7 @@ class Proc:
 class Bench:
     workdir: Path
     rate: float
-    token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    token: str = field(default_factory=new_token)
     control: Proc | None = None
     control_port: int = 0
     processes: list[Proc] = field(default_factory=list)

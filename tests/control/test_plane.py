@@ -199,3 +199,9 @@ def test_a_re_registration_may_keep_its_first_registration_time_but_not_claim_th
     with pytest.raises(RequestError) as refused:
         plane.register({"service": "a", "host": "h", "port": 1, "registered_at": "then"})
     assert refused.value.field == "registered_at"
+
+
+def test_generated_tokens_never_look_like_an_option() -> None:
+    from tidegate.control.storage import new_token
+
+    assert all(new_token().startswith("tg_") for _ in range(200))

@@ -8,7 +8,6 @@ tail of the log that explains it.
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -21,6 +20,7 @@ from typing import Callable
 import httpx
 
 from tidegate.client.control import ControlClient
+from tidegate.control.storage import new_token
 
 
 class DemoError(RuntimeError):
@@ -65,7 +65,7 @@ class Process:
 @dataclass
 class Cluster:
     workdir: Path
-    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    token: str = field(default_factory=new_token)
     control_url: str = ""
     processes: list[Process] = field(default_factory=list)
     _client: ControlClient | None = None
