@@ -186,3 +186,22 @@ def test_each_client_acts_once_per_notice() -> None:
         assert pools.pending(client, 2) is None and pools.pending(client, 3) == 2
     finally:
         client.close()
+
+
+def test_a_worker_that_exited_but_was_not_reaped_counts_as_gone() -> None:
+    import os
+    import time
+
+    from tidegate.agent.drain_board import _alive
+
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:  # a zombie until we wait for it below
+            time.sleep(0.01)
+        assert not _alive(pid)
+        assert _alive(os.getpid())
+    finally:
+        os.waitpid(pid, 0)

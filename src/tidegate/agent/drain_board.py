@@ -120,6 +120,8 @@ class WorkerBoard:
 
 
 def _alive(pid: int) -> bool:
+    """Whether worker `pid` still runs. A worker that exited but was not reaped yet (a
+    zombie: its master is busy draining, so it reaps nobody) counts as gone."""
     if pid <= 0:
         return False
     try:
@@ -128,4 +130,9 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc here: the signal check is all there is
+    return state not in (b"Z", b"X")
