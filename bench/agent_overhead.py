@@ -32,7 +32,7 @@ ROUNDS = 3
 WARMUP_REQUESTS = 1_000
 TOKEN = "bench-token"
 
-APP = '''
+APP = """
 from fastapi import FastAPI
 
 app = FastAPI()
@@ -41,7 +41,7 @@ app = FastAPI()
 @app.get("/hello/{name}")
 def hello(name: str) -> dict[str, str]:
     return {"hello": name}
-'''
+"""
 
 
 # -- load generator (runs in its own process) ---------------------------------------------
@@ -77,7 +77,10 @@ def loadgen_main(port: int, total: int, concurrency: int) -> None:
 def run_load(port: int, total: int) -> float:
     out = subprocess.run(
         [sys.executable, __file__, "--loadgen", str(port), str(total), str(CONCURRENCY)],
-        capture_output=True, text=True, check=True, timeout=300,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
     )
     return float(json.loads(out.stdout.strip().splitlines()[-1])["rps"])
 
@@ -109,8 +112,9 @@ def accepting(port: int) -> bool:
 
 
 def start(args: list[str], log: Path, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(args, cwd=cwd, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                            env={**os.environ, **(env or {})}, start_new_session=True)
+    return subprocess.Popen(
+        args, cwd=cwd, stdout=log.open("ab"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True
+    )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -131,13 +135,48 @@ def main() -> None:
     uvicorn = [str(bin_dir / "uvicorn"), "hello_app:app", "--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"]
     procs = []
     try:
-        procs.append(start([sys.executable, "-m", "tidegate", "control", "--port", str(control_port), "--data",
-                            str(work / "control"), "--token", TOKEN], work / "control.log", work))
+        procs.append(
+            start(
+                [
+                    sys.executable,
+                    "-m",
+                    "tidegate",
+                    "control",
+                    "--port",
+                    str(control_port),
+                    "--data",
+                    str(work / "control"),
+                    "--token",
+                    TOKEN,
+                ],
+                work / "control.log",
+                work,
+            )
+        )
         wait_for(lambda: accepting(control_port), "the control plane")
         procs.append(start([*uvicorn, "--port", str(bare_port)], work / "bare.log", work))
-        procs.append(start([sys.executable, "-m", "tidegate", "run", "--service", "bench", "--control",
-                            f"http://127.0.0.1:{control_port}", "--token", TOKEN, "--",
-                            *uvicorn, "--port", str(agent_port)], work / "agent.log", work))
+        procs.append(
+            start(
+                [
+                    sys.executable,
+                    "-m",
+                    "tidegate",
+                    "run",
+                    "--service",
+                    "bench",
+                    "--control",
+                    f"http://127.0.0.1:{control_port}",
+                    "--token",
+                    TOKEN,
+                    "--",
+                    *uvicorn,
+                    "--port",
+                    str(agent_port),
+                ],
+                work / "agent.log",
+                work,
+            )
+        )
         wait_for(lambda: accepting(bare_port), "the bare server")
         wait_for(lambda: "registered bench" in (work / "agent.log").read_text(), "the agent's registration")
         for port in (bare_port, agent_port):

@@ -28,7 +28,7 @@ import json
 import random
 import time
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import httpx
 
@@ -171,7 +171,9 @@ def main() -> None:
     miss_ns, dict_ns = miss_costs()
     print(f"router.route for a plain host: {miss_ns:.0f} ns; dict.get: {dict_ns:.0f} ns (x{miss_ns / dict_ns:.1f})")
     httpx_plain, httpx_patched = httpx_plain_host_costs()
-    print(f"httpx Client.get of a plain host: {httpx_plain:.1f} us unpatched, {httpx_patched:.1f} us patched (x{httpx_patched / httpx_plain:.3f})")
+    print(
+        f"httpx Client.get of a plain host: {httpx_plain:.1f} us unpatched, {httpx_patched:.1f} us patched (x{httpx_patched / httpx_plain:.3f})"
+    )
     spread_of = spreads()
     print("spread, 10 equal instances, 100k picks, max/min share: " + ", ".join(f"{k} {v:.3f}" for k, v in spread_of.items()))
     runs = {kind: slow_instance_run(kind) for kind in ("p2c", "wrr", "random_choice")}

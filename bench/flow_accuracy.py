@@ -76,7 +76,16 @@ def main() -> None:
     error_pct = (passed_qps - THRESHOLD) / THRESHOLD * 100.0
     print(f"threshold (anchor): {THRESHOLD} calls/s; offered {offered_qps:.1f} calls/s from {THREADS} threads over {SECONDS:g} s")
     print(f"passed: {passed_qps:.2f} calls/s, error {error_pct:+.2f}%")
-    print(json.dumps({"threshold": THRESHOLD, "passed_qps": round(passed_qps, 2), "error_pct": round(error_pct, 2), "offered_qps": round(offered_qps, 1)}))
+    print(
+        json.dumps(
+            {
+                "threshold": THRESHOLD,
+                "passed_qps": round(passed_qps, 2),
+                "error_pct": round(error_pct, 2),
+                "offered_qps": round(offered_qps, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import json
 import os
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pybreaker
 from limits import parse

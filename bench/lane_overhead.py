@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 import random
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from tidegate.core.balancer import P2CBalancer
 from tidegate.core.baggage import read_lane, with_lane
+from tidegate.core.balancer import P2CBalancer
 from tidegate.core.coloring import Coloring, ColoringRule, Condition, MatchKind, RequestKey, RequestView, Source, StringMatch
 from tidegate.core.instance import Instance
 from tidegate.core.lanes import LaneRouting, LaneRule, group_by_tag

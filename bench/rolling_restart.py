@@ -60,7 +60,7 @@ from tidegate.control.storage import new_token
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
 
-PROVIDER = '''
+PROVIDER = """
 import json, os, time
 
 INSTANCE = os.environ["INSTANCE_ID"]
@@ -85,9 +85,9 @@ def wsgi_app(environ, start_response):
     body = json.dumps({"id": INSTANCE}).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]
-'''
+"""
 
-CONSUMER = '''
+CONSUMER = """
 import json
 import httpx
 
@@ -109,10 +109,10 @@ async def app(scope, receive, send):
         status, body = 502, {"error": f"{type(error).__name__}: {error}"}
     await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": json.dumps(body).encode()})
-'''
+"""
 
 
-RIBBON_CONSUMER = '''
+RIBBON_CONSUMER = """
 import asyncio, itertools, json, os, time
 import httpx
 
@@ -148,7 +148,7 @@ async def app(scope, receive, send):
         status, body = 502, {"error": f"{type(error).__name__}: {error}"}
     await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": json.dumps(body).encode()})
-'''
+"""
 #: The harsher baseline's instance-list refresh (Ribbon's ServerListRefreshInterval default).
 RIBBON_REFRESH_S = 30.0
 
@@ -211,8 +211,23 @@ class Bench:
 
     def start_control(self) -> None:
         self.control_port = self.control_port or free_port()
-        self.control = self.spawn("control", [PYTHON, "-m", "tidegate", "control", "--port", str(self.control_port),
-                                              "--data", str(self.workdir / "control-data"), "--token", self.token, "--instance-ttl", "10"])
+        self.control = self.spawn(
+            "control",
+            [
+                PYTHON,
+                "-m",
+                "tidegate",
+                "control",
+                "--port",
+                str(self.control_port),
+                "--data",
+                str(self.workdir / "control-data"),
+                "--token",
+                self.token,
+                "--instance-ttl",
+                "10",
+            ],
+        )
         wait(lambda: httpx.get(f"{self.control_url}/v1/health", timeout=1).status_code == 200, "the control plane")
 
     def run_under_agent(self, service: str, command: list[str], lossless: bool, name: str, port: int) -> Proc:
@@ -266,6 +281,7 @@ async def open_loop(port: int, rate: float, stop: asyncio.Event, load: Load) -> 
     tasks: set[asyncio.Task[None]] = set()
     limits = httpx.Limits(max_connections=500, max_keepalive_connections=500)
     async with httpx.AsyncClient(timeout=60.0, limits=limits, trust_env=False) as client:
+
         async def one() -> None:
             try:
                 response = await client.get(f"http://127.0.0.1:{port}/call")
@@ -309,7 +325,7 @@ async def under_load(bench: Bench, consumer_port: int, action: Any) -> tuple[Loa
 def rolling(bench: Bench, kind: str, lossless: bool, restarts: int, instances: list[Proc]) -> list[float]:
     """Replace instances in turn `restarts` times; the SIGTERM-to-last-request times in ms."""
     notice_ms = []
-    for n in range(restarts):
+    for _ in range(restarts):
         old = instances.pop(0)
         new = bench.start_orders(kind, lossless)
         wait(lambda: new.port in bench.routable(), f"{new.name} to register")
@@ -421,8 +437,13 @@ def main() -> None:
         bench.start_control()
         totals: Counter[str] = Counter()
         notices: dict[str, list[float]] = {}
-        rounds = [("uvicorn", "on", True, False), ("uvicorn", "off", False, True), ("uvicorn", "off_push", False, False),
-                  ("gunicorn", "on", True, False), ("gunicorn", "off", False, True)]
+        rounds = [
+            ("uvicorn", "on", True, False),
+            ("uvicorn", "off", False, True),
+            ("uvicorn", "off_push", False, False),
+            ("gunicorn", "on", True, False),
+            ("gunicorn", "off", False, True),
+        ]
         if args.all_rounds:
             rounds.append(("gunicorn", "off_push", False, False))
         for kind, label, lossless, ribbon in rounds:
@@ -431,8 +452,11 @@ def main() -> None:
             totals[f"failed_{label}"] += load.failed
             totals["restarts"] += args.restarts
             notices[label] = notices.get(label, []) + notice_ms
-            print(f"{kind:8} {DESCRIPTIONS[label]:58}: {args.restarts} restarts, sent {load.sent:5}, failed {load.failed:4}, "
-                  f"SIGTERM->last request p50 {percentile(notice_ms, 0.5):5.0f} ms p99 {percentile(notice_ms, 0.99):5.0f} ms", flush=True)
+            print(
+                f"{kind:8} {DESCRIPTIONS[label]:58}: {args.restarts} restarts, sent {load.sent:5}, failed {load.failed:4}, "
+                f"SIGTERM->last request p50 {percentile(notice_ms, 0.5):5.0f} ms p99 {percentile(notice_ms, 0.99):5.0f} ms",
+                flush=True,
+            )
             for reason, count in load.failures.most_common(3):
                 print(f"    {count} x {reason}", flush=True)
         down = round_control_plane_down(bench)
@@ -440,8 +464,11 @@ def main() -> None:
         for reason, count in down.failures.most_common(3):
             print(f"    {count} x {reason}", flush=True)
         killed, not_in_flight = round_sigkill(bench)
-        print(f"SIGKILL of one instance, lossless on: sent {killed.sent}, failed {killed.failed}, of which {not_in_flight} never reached "
-              f"an instance (the rest got no answer on a connection to the killed instance: in flight when it died)", flush=True)
+        print(
+            f"SIGKILL of one instance, lossless on: sent {killed.sent}, failed {killed.failed}, of which {not_in_flight} never reached "
+            f"an instance (the rest got no answer on a connection to the killed instance: in flight when it died)",
+            flush=True,
+        )
         for reason, count in killed.failures.most_common(3):
             print(f"    {count} x {reason}", flush=True)
         figures = {
@@ -459,8 +486,10 @@ def main() -> None:
             "failed_sigkill_not_in_flight": not_in_flight,
         }
         anchor = totals["failed_off"]
-        print(f"failed requests: lossless on {totals['failed_on']} vs off {anchor} (anchor: {RIBBON_REFRESH_S:g} s list refresh, same run; "
-              f"off with the control plane's push: {totals['failed_off_push']}) over {totals['sent']} requests and {totals['restarts']} restarts")
+        print(
+            f"failed requests: lossless on {totals['failed_on']} vs off {anchor} (anchor: {RIBBON_REFRESH_S:g} s list refresh, same run; "
+            f"off with the control plane's push: {totals['failed_off_push']}) over {totals['sent']} requests and {totals['restarts']} restarts"
+        )
     finally:
         bench.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -39,9 +39,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any
 
 import httpx
 
@@ -119,8 +120,14 @@ class Procs:
     def start(self, name: str, args: list[str], env: dict[str, str] | None = None, nice: int = 0) -> subprocess.Popen[bytes]:
         log = open(self.tmp / f"{name}.log", "ab")
         prefix = ["nice", "-n", str(nice)] if nice else []  # nice execs the program: same pid, same group
-        proc = subprocess.Popen([*prefix, *args], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                                cwd=str(REPO / "bench"), start_new_session=True)
+        proc = subprocess.Popen(
+            [*prefix, *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=str(REPO / "bench"),
+            start_new_session=True,
+        )
         self.running.append(proc)
         return proc
 
@@ -187,11 +194,31 @@ async def load(service: str, until: asyncio.Event, samples: Samples) -> None:
 def start_instance(procs: Procs, control: str, service: str, db: str, index: int, nice: int = 0) -> tuple[int, int]:
     """Start one provider instance; returns (its port, its process group)."""
     port = free_port()
-    proc = procs.start(f"{service}-{index}", [PYTHON, "-m", "tidegate", "run", "--service", service, "--control", control, "--token", TOKEN,
-                                        "--", str(BIN / "uvicorn"), "scale_out_provider:app", "--host", "127.0.0.1",
-                                        "--port", str(port), "--no-access-log"],
-                env={"SCALE_DB": db, "SCALE_PORT": str(port), "TIDEGATE_LOG_LEVEL": "INFO", "TIDEGATE_STATE_DIR": str(procs.tmp / "state")},
-                nice=nice)
+    proc = procs.start(
+        f"{service}-{index}",
+        [
+            PYTHON,
+            "-m",
+            "tidegate",
+            "run",
+            "--service",
+            service,
+            "--control",
+            control,
+            "--token",
+            TOKEN,
+            "--",
+            str(BIN / "uvicorn"),
+            "scale_out_provider:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+        ],
+        env={"SCALE_DB": db, "SCALE_PORT": str(port), "TIDEGATE_LOG_LEVEL": "INFO", "TIDEGATE_STATE_DIR": str(procs.tmp / "state")},
+        nice=nice,
+    )
     return port, proc.pid
 
 
@@ -233,8 +260,14 @@ async def run_both(procs: Procs, control: str, db: str) -> dict[str, dict[str, f
     services = {mode: f"provider-{mode}" for mode in MODES}
     with ControlClient(control, TOKEN) as client:
         for mode, service in services.items():
-            client.apply_rules({"apiVersion": "tidegate.io/v1alpha1", "kind": "ServiceSettings", "metadata": {"name": service},
-                                "spec": {"service": service, **SETTINGS[mode]}})
+            client.apply_rules(
+                {
+                    "apiVersion": "tidegate.io/v1alpha1",
+                    "kind": "ServiceSettings",
+                    "metadata": {"name": service},
+                    "spec": {"service": service, **SETTINGS[mode]},
+                }
+            )
     for service in services.values():
         for index in (1, 2):
             start_instance(procs, control, service, db, index)
@@ -266,9 +299,12 @@ def figures(mode: str, samples: Samples, began: float, scaled_at: float, anchor_
     steady = samples.between(began + WARM_S, scaled_at)
     after = samples.between(scaled_at, scaled_at + AFTER_S)
     result = {
-        "steady_p50_ms": percentile(steady, 0.50) * 1000, "steady_p99_ms": percentile(steady, 0.99) * 1000,
-        "after_p50_ms": percentile(after, 0.50) * 1000, "after_p99_ms": percentile(after, 0.99) * 1000,
-        "errors": float(samples.errors(began, scaled_at + AFTER_S)), "requests": float(len(samples.rows)),
+        "steady_p50_ms": percentile(steady, 0.50) * 1000,
+        "steady_p99_ms": percentile(steady, 0.99) * 1000,
+        "after_p50_ms": percentile(after, 0.50) * 1000,
+        "after_p99_ms": percentile(after, 0.99) * 1000,
+        "errors": float(samples.errors(began, scaled_at + AFTER_S)),
+        "requests": float(len(samples.rows)),
     }
     result["p99_ratio"] = result["after_p99_ms"] / anchor_ms
     result["anchor_ms"] = anchor_ms
@@ -277,12 +313,17 @@ def figures(mode: str, samples: Samples, began: float, scaled_at: float, anchor_
     to_new = samples.between(scaled_at, scaled_at + AFTER_S, new_ports)
     old_ports = {row[3] for row in samples.rows if row[3] and row[3] not in new_ports}
     to_old = samples.between(scaled_at, scaled_at + AFTER_S, old_ports)
-    print(f"{mode:>3}: after scale-out, new instances took {len(to_new)} requests (p99 {percentile(to_new, 0.99) * 1000:.1f} ms), "
-          f"old ones {len(to_old)} (p99 {percentile(to_old, 0.99) * 1000:.1f} ms)")
+    print(
+        f"{mode:>3}: after scale-out, new instances took {len(to_new)} requests (p99 {percentile(to_new, 0.99) * 1000:.1f} ms), "
+        f"old ones {len(to_old)} (p99 {percentile(to_old, 0.99) * 1000:.1f} ms)"
+    )
     result["new_p99_ms"] = percentile(to_new, 0.99) * 1000
-    print(f"{mode:>3}: steady p50 {result['steady_p50_ms']:.1f} ms p99 {result['steady_p99_ms']:.1f} ms | "
-          f"{AFTER_S:.0f} s after 2->4: p50 {result['after_p50_ms']:.1f} ms p99 {result['after_p99_ms']:.1f} ms | "
-          f"p99 ratio {result['p99_ratio']:.2f} | {result['requests']:.0f} requests, {result['errors']:.0f} errors", flush=True)
+    print(
+        f"{mode:>3}: steady p50 {result['steady_p50_ms']:.1f} ms p99 {result['steady_p99_ms']:.1f} ms | "
+        f"{AFTER_S:.0f} s after 2->4: p50 {result['after_p50_ms']:.1f} ms p99 {result['after_p99_ms']:.1f} ms | "
+        f"p99 ratio {result['p99_ratio']:.2f} | {result['requests']:.0f} requests, {result['errors']:.0f} errors",
+        flush=True,
+    )
     return result
 
 
@@ -294,12 +335,17 @@ async def main() -> None:
     control = f"http://127.0.0.1:{control_port}"
     plane = Procs(tmp)
     try:
-        plane.start("control", [PYTHON, "-m", "tidegate", "control", "--port", str(control_port), "--data", str(tmp / "control"), "--token", TOKEN])
+        plane.start(
+            "control", [PYTHON, "-m", "tidegate", "control", "--port", str(control_port), "--data", str(tmp / "control"), "--token", TOKEN]
+        )
         wait_for(lambda: httpx.get(f"{control}/v1/health", timeout=1).status_code == 200, 30, "the control plane")
         import tidegate
 
         tidegate.connect(control, TOKEN, service="loadgen")
-        print(f"open-loop load {RATE:.0f} req/s to each of two providers (warm-up off, on), side by side; 2 -> 4 instances each; warm-up window {WINDOW_S:.0f} s (demo-short)", flush=True)
+        print(
+            f"open-loop load {RATE:.0f} req/s to each of two providers (warm-up off, on), side by side; 2 -> 4 instances each; warm-up window {WINDOW_S:.0f} s (demo-short)",
+            flush=True,
+        )
         results = await run_both(procs, control, postgres.url)
         off, on = results["off"], results["on"]
     finally:
@@ -307,13 +353,22 @@ async def main() -> None:
         plane.stop_all()
         postgres.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    print(json.dumps({
-        "steady_p99_ms": round(on["anchor_ms"], 2),
-        "after_p99_ms_on": round(on["after_p99_ms"], 2), "after_p99_ms_off": round(off["after_p99_ms"], 2),
-        "new_instances_p99_ms_on": round(on["new_p99_ms"], 2), "new_instances_p99_ms_off": round(off["new_p99_ms"], 2),
-        "p99_ratio_on": round(on["p99_ratio"], 3), "p99_ratio_off": round(off["p99_ratio"], 3),
-        "errors_on": int(on["errors"]), "errors_off": int(off["errors"]), "rate_rps": RATE,
-    }))
+    print(
+        json.dumps(
+            {
+                "steady_p99_ms": round(on["anchor_ms"], 2),
+                "after_p99_ms_on": round(on["after_p99_ms"], 2),
+                "after_p99_ms_off": round(off["after_p99_ms"], 2),
+                "new_instances_p99_ms_on": round(on["new_p99_ms"], 2),
+                "new_instances_p99_ms_off": round(off["new_p99_ms"], 2),
+                "p99_ratio_on": round(on["p99_ratio"], 3),
+                "p99_ratio_off": round(off["p99_ratio"], 3),
+                "errors_on": int(on["errors"]),
+                "errors_off": int(off["errors"]),
+                "rate_rps": RATE,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -51,7 +51,9 @@ def price(request: Request) -> JSONResponse:
 
 def catalog(request: Request) -> JSONResponse:
     with engine.connect() as connection:
-        rows = connection.execute(text("SELECT i, i * 1.5 FROM generate_series(0, :n - 1) AS i, pg_sleep(:s)"), {"n": ITEMS, "s": MISS_QUERY_S})
+        rows = connection.execute(
+            text("SELECT i, i * 1.5 FROM generate_series(0, :n - 1) AS i, pg_sleep(:s)"), {"n": ITEMS, "s": MISS_QUERY_S}
+        )
         prices.update({int(i): float(p) for i, p in rows})
     _formatter()
     return JSONResponse({"items": len(prices)})

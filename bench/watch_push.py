@@ -135,7 +135,9 @@ async def run(url: str, rounds: int) -> dict[str, float]:
         rtt = await anchor(session, url)
         figures["anchor_http_rtt_p50_ms"] = round(statistics.median(rtt), 3)
         figures["anchor_http_rtt_p99_ms"] = round(percentile(rtt, 0.99), 3)
-        print(f"anchor: GET /v1/health round trip p50 {figures['anchor_http_rtt_p50_ms']:.3f} ms, p99 {figures['anchor_http_rtt_p99_ms']:.3f} ms")
+        print(
+            f"anchor: GET /v1/health round trip p50 {figures['anchor_http_rtt_p50_ms']:.3f} ms, p99 {figures['anchor_http_rtt_p99_ms']:.3f} ms"
+        )
         watchers = Watchers(session, url)
         try:
             for n in SIZES:
@@ -169,7 +171,10 @@ def main() -> int:
         log = open(Path(data) / "control.log", "w+")
         server = subprocess.Popen(
             [sys.executable, "-m", "tidegate", "control", "--port", str(port), "--data", data, "--token", TOKEN],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         try:
             deadline = time.monotonic() + 30

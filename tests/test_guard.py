@@ -160,13 +160,17 @@ def test_throttling_wait_is_slept_before_the_body(monkeypatch: pytest.MonkeyPatc
 
 
 def test_local_governor_takes_rule_documents() -> None:
-    documents = [{
-        "apiVersion": "fault-tolerance.opensergo.io/v1alpha1",
-        "kind": "FaultToleranceRule",
-        "metadata": {"name": "local-guard"},
-        "spec": {"targets": [{"targetResourceName": "local-res"}],
-                 "strategies": [{"kind": "RateLimitStrategy", "spec": {"threshold": 1, "statDurationSeconds": 1}}]},
-    }]
+    documents = [
+        {
+            "apiVersion": "fault-tolerance.opensergo.io/v1alpha1",
+            "kind": "FaultToleranceRule",
+            "metadata": {"name": "local-guard"},
+            "spec": {
+                "targets": [{"targetResourceName": "local-res"}],
+                "strategies": [{"kind": "RateLimitStrategy", "spec": {"threshold": 1, "statDurationSeconds": 1}}],
+            },
+        }
+    ]
     try:
         load_documents(documents)
         assert [r.resource for r in local_governor().rules.flow] == ["local-res"]

@@ -1,5 +1,6 @@
 """tidegate: microservice governance for Python services, with no code changes."""
 
+from tidegate.connect import connect
 from tidegate.errors import (
     BlockedError,
     BreakerOpenError,
@@ -11,9 +12,6 @@ from tidegate.errors import (
     SystemBlockedError,
     TidegateError,
 )
-
-from tidegate.connect import connect
-
 from tidegate.guard import Guard, guard
 
 __version__ = "0.1.0"

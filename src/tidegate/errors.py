@@ -26,8 +26,7 @@ class NoInstanceError(TidegateError, ConnectionError):
         self.lane = lane
         lane_note = f" in lane {lane!r}" if lane else ""
         super().__init__(
-            f"no live instance of service {service!r}{lane_note}: "
-            "check `tidegate status` and that its instances are registered"
+            f"no live instance of service {service!r}{lane_note}: check `tidegate status` and that its instances are registered"
         )
 
 

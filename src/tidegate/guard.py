@@ -29,8 +29,9 @@ import asyncio
 import functools
 import inspect
 import time
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from tidegate.agent.runtime import get_runtime
 from tidegate.agent.stability import Stability, entrance, of
@@ -94,7 +95,7 @@ class Guard:
 
     # -- context manager ---------------------------------------------------------------
 
-    def __enter__(self) -> "Guard":
+    def __enter__(self) -> Guard:
         held = self._enter()
         if held[1].wait_s > 0.0:
             time.sleep(held[1].wait_s)
@@ -106,7 +107,7 @@ class Guard:
         if held is not None:
             self._exit(held, kind is not None)
 
-    async def __aenter__(self) -> "Guard":
+    async def __aenter__(self) -> Guard:
         held = self._enter()
         if held[1].wait_s > 0.0:
             await asyncio.sleep(held[1].wait_s)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import httpx
 import pytest
@@ -21,8 +22,18 @@ class ControlPlane:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = Proc(
-            [*TIDEGATE, "control", "--port", str(self.port), "--data", str(tmp / f"control-{self.port}"),
-             "--token", TOKEN, "--instance-ttl", str(TTL_S)],
+            [
+                *TIDEGATE,
+                "control",
+                "--port",
+                str(self.port),
+                "--data",
+                str(tmp / f"control-{self.port}"),
+                "--token",
+                TOKEN,
+                "--instance-ttl",
+                str(TTL_S),
+            ],
             tmp / f"control-{self.port}.log",
         )
         wait_until(lambda: "listening on" in self.proc.output(), what="control plane to listen")
@@ -38,8 +49,17 @@ class ControlPlane:
 class Agented:
     """A program started under `tidegate run`."""
 
-    def __init__(self, tmp: Path, name: str, service: str, command: Sequence[str], control_url: str,
-                 tag: str = "", env: dict[str, str] | None = None, wrap: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        name: str,
+        service: str,
+        command: Sequence[str],
+        control_url: str,
+        tag: str = "",
+        env: dict[str, str] | None = None,
+        wrap: Sequence[str] = (),
+    ) -> None:
         self.service = service
         self.log = tmp / f"{name}.log"
         run = [*TIDEGATE, "run", "--service", service, "--control", control_url, "--token", TOKEN]
@@ -53,8 +73,9 @@ class Agented:
         )
 
     def admin_url(self) -> str:
-        found = wait_until(lambda: re.search(r"admin endpoint on (http://127\.0\.0\.1:\d+)", self.proc.output()),
-                           what=f"{self.service}'s admin endpoint")
+        found = wait_until(
+            lambda: re.search(r"admin endpoint on (http://127\.0\.0\.1:\d+)", self.proc.output()), what=f"{self.service}'s admin endpoint"
+        )
         return found.group(1)  # type: ignore[union-attr]
 
     def fail_report(self) -> str:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -70,7 +71,9 @@ def test_writes_refused_without_a_configured_token() -> None:
     server = AdminServer(View(), token="")
     server.start()
     try:
-        answer = httpx.post(f"http://127.0.0.1:{server.port}/log-level", json={"level": "DEBUG"}, headers={"Authorization": "Bearer anything"})
+        answer = httpx.post(
+            f"http://127.0.0.1:{server.port}/log-level", json={"level": "DEBUG"}, headers={"Authorization": "Bearer anything"}
+        )
         assert answer.status_code == 403 and "TIDEGATE_TOKEN" in answer.json()["error"]
     finally:
         server.stop()

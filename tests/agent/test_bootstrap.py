@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 
 from tests.agent.conftest import ControlPlane, uvicorn
-from tidegate.agent.command import BOOTSTRAP_DIR
 from tests.support.procs import BIN, free_port, wait_until
+from tidegate.agent.command import BOOTSTRAP_DIR
 
 
 def _registered(plane: ControlPlane, service: str, port: int) -> bool:
@@ -25,8 +25,7 @@ def test_existing_sitecustomize_still_runs(control_plane, start, tmp_path: Path)
     marker = tmp_path / "marker.txt"
     (site / "sitecustomize.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
     port = free_port()
-    server = start("site", "sited", uvicorn("starlette_app:app", "--port", str(port)), control_plane.url,
-                   env={"PYTHONPATH": str(site)})
+    server = start("site", "sited", uvicorn("starlette_app:app", "--port", str(port)), control_plane.url, env={"PYTHONPATH": str(site)})
     wait_until(lambda: _registered(control_plane, "sited", port), what="registration")
     assert marker.read_text() == "ran"
     server.proc.signal(signal.SIGTERM)
@@ -46,8 +45,10 @@ def _check_both_active(control_plane: ControlPlane, server, port: int, service: 
     wait_until(lambda: _registered(control_plane, service, port), what="registration under OpenTelemetry")
     assert httpx.get(f"http://127.0.0.1:{port}/ping", timeout=5).text == "pong"
     # OpenTelemetry's SDK, set up by opentelemetry-instrument only, exported the request's span
-    wait_until(lambda: '"name": "GET' in server.proc.output() and '"service.name": "otel-probe"' in server.proc.output(),
-               what="a span on the console")
+    wait_until(
+        lambda: '"name": "GET' in server.proc.output() and '"service.name": "otel-probe"' in server.proc.output(),
+        what="a span on the console",
+    )
     # and tidegate's inbound instrumentation saw the same request
     admin = server.admin_url()
     wait_until(lambda: 'route="/ping"' in httpx.get(f"{admin}/metrics", timeout=5).text, what="tidegate's metrics")
@@ -58,15 +59,26 @@ def _check_both_active(control_plane: ControlPlane, server, port: int, service: 
 
 def test_tidegate_run_wrapping_opentelemetry_instrument(control_plane, start) -> None:
     port = free_port()
-    server = start("otel-inner", "traced", [str(BIN / "opentelemetry-instrument"), *uvicorn("otel_app:app", "--port", str(port))],
-                   control_plane.url, env=OTEL_ENV)
+    server = start(
+        "otel-inner",
+        "traced",
+        [str(BIN / "opentelemetry-instrument"), *uvicorn("otel_app:app", "--port", str(port))],
+        control_plane.url,
+        env=OTEL_ENV,
+    )
     _check_both_active(control_plane, server, port, "traced")
 
 
 def test_opentelemetry_instrument_wrapping_tidegate_run(control_plane, start) -> None:
     port = free_port()
-    server = start("otel-outer", "traced2", uvicorn("otel_app:app", "--port", str(port)), control_plane.url,
-                   env=OTEL_ENV, wrap=[str(BIN / "opentelemetry-instrument")])
+    server = start(
+        "otel-outer",
+        "traced2",
+        uvicorn("otel_app:app", "--port", str(port)),
+        control_plane.url,
+        env=OTEL_ENV,
+        wrap=[str(BIN / "opentelemetry-instrument")],
+    )
     _check_both_active(control_plane, server, port, "traced2")
 
 
@@ -94,8 +106,13 @@ def test_taken_admin_port_leaves_the_app_serving_and_registered(control_plane, s
         taken.listen()
         admin_port = taken.getsockname()[1]
         port = free_port()
-        server = start("taken", "stubborn", uvicorn("starlette_app:app", "--port", str(port)), control_plane.url,
-                       env={"TIDEGATE_ADMIN_PORT": str(admin_port)})
+        server = start(
+            "taken",
+            "stubborn",
+            uvicorn("starlette_app:app", "--port", str(port)),
+            control_plane.url,
+            env={"TIDEGATE_ADMIN_PORT": str(admin_port)},
+        )
         wait_until(lambda: _registered(control_plane, "stubborn", port), what="registration without an admin endpoint")
         assert httpx.get(f"http://127.0.0.1:{port}/items/1", timeout=5).status_code == 200
         assert control_plane.instances("stubborn")[0]["admin_port"] is None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 
-from tidegate.agent.command import BOOTSTRAP_DIR, agent_env
 from tests.support.procs import PYTHON, TIDEGATE
+from tidegate.agent.command import BOOTSTRAP_DIR, agent_env
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

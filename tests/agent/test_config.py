@@ -13,13 +13,25 @@ def test_defaults_need_only_the_service() -> None:
 
 
 def test_every_variable_is_read() -> None:
-    config = AgentConfig.from_env({
-        "TIDEGATE_SERVICE": "orders", "TIDEGATE_TAG": "gray", "TIDEGATE_CONTROL": "http://cp:9000/",
-        "TIDEGATE_TOKEN": "s3cret", "TIDEGATE_ADMIN_PORT": "9901", "TIDEGATE_HOST": "10.0.0.7",
-        "TIDEGATE_HEARTBEAT_INTERVAL": "0.5",
-    })
+    config = AgentConfig.from_env(
+        {
+            "TIDEGATE_SERVICE": "orders",
+            "TIDEGATE_TAG": "gray",
+            "TIDEGATE_CONTROL": "http://cp:9000/",
+            "TIDEGATE_TOKEN": "s3cret",
+            "TIDEGATE_ADMIN_PORT": "9901",
+            "TIDEGATE_HOST": "10.0.0.7",
+            "TIDEGATE_HEARTBEAT_INTERVAL": "0.5",
+        }
+    )
     assert (config.tag, config.control, config.token, config.admin_port, config.advertise_host, config.heartbeat_interval) == (
-        "gray", "http://cp:9000", "s3cret", 9901, "10.0.0.7", 0.5)
+        "gray",
+        "http://cp:9000",
+        "s3cret",
+        9901,
+        "10.0.0.7",
+        0.5,
+    )
 
 
 @pytest.mark.parametrize(

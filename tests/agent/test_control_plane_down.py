@@ -55,8 +55,9 @@ def test_instance_registers_again_after_a_control_plane_restart(start, tmp_path:
 
 def test_heartbeat_follows_the_lease_the_control_plane_grants(control_plane, start) -> None:
     port = free_port()
-    server = start("lease", "steady", uvicorn("starlette_app:app", "--port", str(port)), control_plane.url,
-                   env={"TIDEGATE_HEARTBEAT_INTERVAL": ""})
+    server = start(
+        "lease", "steady", uvicorn("starlette_app:app", "--port", str(port)), control_plane.url, env={"TIDEGATE_HEARTBEAT_INTERVAL": ""}
+    )
     wait_until(lambda: [i["port"] for i in control_plane.instances("steady")] == [port], what="registration")
     # with no interval set, the agent renews every third of the 2 s lease: over four leases it is never dropped
     deadline = time.monotonic() + 4 * TTL_S

@@ -28,4 +28,3 @@ def test_a_killed_instance_is_ejected_and_calls_go_elsewhere(control_plane: Any,
     answers = [_call(c_port) for _ in range(20)]  # well within its lease: the registry still lists it
     assert all(r["status_code"] == 200 and r["id"] == "orders-b" for r in answers), answers
     assert "refused a connection; out of balancing" in consumer.proc.output(), consumer.fail_report()
-

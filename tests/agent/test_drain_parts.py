@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import aiohttp
 import httpx
@@ -89,8 +90,15 @@ def test_a_bad_setting_is_logged_and_leaves_lossless_off(monkeypatch: pytest.Mon
     assert "TIDEGATE_DRAIN_TIMEOUT" in caplog.text
 
 
-@pytest.mark.parametrize("body, field", [(None, "JSON object"), ({"instance": "a"}, "address"), ({"instance": 3, "address": "h:1"}, "instance"),
-                                          ({"instance": "a", "address": "nohostport"}, "address")])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        (None, "JSON object"),
+        ({"instance": "a"}, "address"),
+        ({"instance": 3, "address": "h:1"}, "instance"),
+        ({"instance": "a", "address": "nohostport"}, "address"),
+    ],
+)
 def test_a_malformed_drain_notice_is_refused_naming_the_field(body: Any, field: str) -> None:
     runtime = AgentRuntime(config=AgentConfig(service="checkout"), directory=_directory())
     status, answer = LosslessOffline(runtime, DrainSettings()).receive_notice(body)

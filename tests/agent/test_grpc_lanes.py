@@ -10,8 +10,9 @@ applied (and removed at the end), inside a request context with a lane.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -41,13 +42,21 @@ def instrumented() -> Iterator[None]:
 @pytest.fixture(params=["sync", "aio"])
 def grpc_server(request: pytest.FixtureRequest, tmp_path: Path, control_plane: Any, start: Any) -> Iterator[str]:
     echo_port = free_port()
-    echo = Proc(uvicorn("--app-dir", str(LANE_APPS), "propagation_app:app", "--port", str(echo_port)), tmp_path / "echo.log",
-                env={"APP_PORT": str(echo_port)})
+    echo = Proc(
+        uvicorn("--app-dir", str(LANE_APPS), "propagation_app:app", "--port", str(echo_port)),
+        tmp_path / "echo.log",
+        env={"APP_PORT": str(echo_port)},
+    )
     try:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{echo_port}/health"), what="the echo service")
         port = free_port()
-        server = start(f"grpc-{request.param}", "grpc-probe", [PYTHON_APP, str(LANE_APPS / "grpc_app.py")], control_plane.url,
-                       env={"PORT": str(port), "ECHO_URL": f"http://127.0.0.1:{echo_port}/echo", "MODE": request.param})
+        server = start(
+            f"grpc-{request.param}",
+            "grpc-probe",
+            [PYTHON_APP, str(LANE_APPS / "grpc_app.py")],
+            control_plane.url,
+            env={"PORT": str(port), "ECHO_URL": f"http://127.0.0.1:{echo_port}/echo", "MODE": request.param},
+        )
         wait_until(lambda: "grpc serving on" in server.proc.output(), what="the gRPC server")
         yield f"127.0.0.1:{port}"
     finally:

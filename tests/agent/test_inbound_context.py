@@ -67,8 +67,10 @@ def test_wsgi_enters_the_context_and_adds_shared_headers() -> None:
         return [b"ok"]
 
     app = InboundWSGI(inner, AgentMetrics(), [(context.DRAINING_HEADER, "1")])
-    app({"REQUEST_METHOD": "GET", "PATH_INFO": "/x", "HTTP_BAGGAGE": "tidegate.lane=blue", "HTTP_X_TIDEGATE_CONSUMER": "web"},
-        lambda status, headers, exc_info=None: started.append(headers))
+    app(
+        {"REQUEST_METHOD": "GET", "PATH_INFO": "/x", "HTTP_BAGGAGE": "tidegate.lane=blue", "HTTP_X_TIDEGATE_CONSUMER": "web"},
+        lambda status, headers, exc_info=None: started.append(headers),
+    )
     assert (seen["context"].lane, seen["context"].origin) == ("blue", "web")
     assert (context.DRAINING_HEADER, "1") in started[0]
     assert context.current() is context.EMPTY

@@ -26,11 +26,16 @@ CANARY = {
 
 def test_a_canary_sends_the_same_users_to_the_tagged_version_every_time(control_plane: Any, start: Any) -> None:
     ports = {}
-    for name, service, tag, next_hop in (("stock", "stock", "", ""), ("stock-v2", "stock", "v2", ""),
-                                         ("pricing", "pricing", "", "stock")):
+    for name, service, tag, next_hop in (("stock", "stock", "", ""), ("stock-v2", "stock", "v2", ""), ("pricing", "pricing", "", "stock")):
         ports[name] = free_port()
-        start(name, service, uvicorn("tidegate.demo.services.shop:app", "--port", str(ports[name]), "--no-access-log"),
-              control_plane.url, tag=tag, env={"SHOP_NEXT": next_hop})
+        start(
+            name,
+            service,
+            uvicorn("tidegate.demo.services.shop:app", "--port", str(ports[name]), "--no-access-log"),
+            control_plane.url,
+            tag=tag,
+            env={"SHOP_NEXT": next_hop},
+        )
     for name, port in ports.items():
         wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), what=f"{name} to serve")
     pricing = f"http://127.0.0.1:{ports['pricing']}"
@@ -47,8 +52,10 @@ def test_a_canary_sends_the_same_users_to_the_tagged_version_every_time(control_
         assert {served(client, u) for u in users[:50]} == {"stock:base"}
         with ControlClient(control_plane.url, TOKEN) as plane:
             plane.apply_rules(CANARY)
-        wait_until(lambda: served(client, next(u for u in users if expected[u] == "stock:v2")) == "stock:v2",
-                   what="the canary rule to reach pricing")
+        wait_until(
+            lambda: served(client, next(u for u in users if expected[u] == "stock:v2")) == "stock:v2",
+            what="the canary rule to reach pricing",
+        )
         for _ in range(2):  # the same users, the same answers
             assert {u: served(client, u) for u in users} == expected
         assert 10 < sum(1 for v in expected.values() if v == "stock:v2") < 60

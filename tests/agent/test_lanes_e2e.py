@@ -52,8 +52,7 @@ def gray_lane(strict: bool = False) -> dict[str, Any]:
             "selector": {"app": "frontend"},
             "rules": [
                 {"http": {"headers": {"x-lane": "gray"}}},
-                {"http": {"headers": {"x-user-id": {"present": True}}},
-                 "percent": 10, "stickyKey": {"header": "x-user-id"}},
+                {"http": {"headers": {"x-user-id": {"present": True}}}, "percent": 10, "stickyKey": {"header": "x-user-id"}},
             ],
         },
     }
@@ -76,10 +75,16 @@ class Shop:
         self.programs: dict[str, Any] = {}
         self.ports: dict[str, int] = {}
         redis_env = {"REDIS_URL": str(REDIS), "STREAM": self.stream}
-        hops = [("billing", "", "billing", "", {}), ("billing-gray", "gray", "billing", "", {"CLIENT": "sync"}),
-                ("stock", "", "stock", "", {}), ("stock-gray", "gray", "stock", "", {}),
-                ("pricing", "", "pricing", "stock", {}), ("cart", "", "cart", "pricing", {}),
-                ("cart-gray", "gray", "cart", "pricing", {}), ("frontend", "", "frontend", "cart", {})]
+        hops = [
+            ("billing", "", "billing", "", {}),
+            ("billing-gray", "gray", "billing", "", {"CLIENT": "sync"}),
+            ("stock", "", "stock", "", {}),
+            ("stock-gray", "gray", "stock", "", {}),
+            ("pricing", "", "pricing", "stock", {}),
+            ("cart", "", "cart", "pricing", {}),
+            ("cart-gray", "gray", "cart", "pricing", {}),
+            ("frontend", "", "frontend", "cart", {}),
+        ]
         for name, tag, service, next_hop, extra in hops:
             port = free_port()
             module = "tidegate.demo.services.billing:app" if service == "billing" else "tidegate.demo.services.shop:app"
@@ -146,8 +151,10 @@ def test_gray_lane_end_to_end_no_leak_fallback_and_strict(control_plane: Any, st
             return gray.get("served") == GRAY_CHAIN and base.get("served") == BASE_CHAIN
 
         wait_until(routes_settled, timeout=60, what="every hop to know the instances and the lane rule")
-        wait_until(lambda: httpx.get(f"{shop.url('billing')}/live-tags", timeout=5).json()["tags"] == ["", "gray"],
-                   what="base billing to see the gray consumer")
+        wait_until(
+            lambda: httpx.get(f"{shop.url('billing')}/live-tags", timeout=5).json()["tags"] == ["", "gray"],
+            what="base billing to see the gray consumer",
+        )
 
         run = uuid.uuid4().hex[:6]
         ids = [f"{run}-{i}" for i in range(REQUESTS)]

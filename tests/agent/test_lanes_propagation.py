@@ -24,8 +24,13 @@ GRAY = {"baggage": "user=7,tidegate.lane=gray"}
 @pytest.fixture
 def app_port(control_plane: Any, start: Any) -> int:
     port = free_port()
-    start("propagation", "prober", uvicorn("--app-dir", LANE_APPS, "propagation_app:app", "--port", str(port)),
-          control_plane.url, env={"APP_PORT": str(port)})
+    start(
+        "propagation",
+        "prober",
+        uvicorn("--app-dir", LANE_APPS, "propagation_app:app", "--port", str(port)),
+        control_plane.url,
+        env={"APP_PORT": str(port)},
+    )
     wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), what="the app to serve")
     return port
 

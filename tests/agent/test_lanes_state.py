@@ -20,15 +20,21 @@ from tidegate.errors import NoInstanceError
 
 def lane_doc(name: str = "gray-testers", lane: str = "gray", strict: bool = False, rules: Any = None) -> dict[str, Any]:
     return {
-        "apiVersion": "traffic.opensergo.io/v1alpha1", "kind": "TrafficLane", "metadata": {"name": name},
-        "spec": {"lane": {"name": lane, "strict": strict},
-                 "rules": rules if rules is not None else [{"http": {"headers": {"x-lane": "gray"}}}]},
+        "apiVersion": "traffic.opensergo.io/v1alpha1",
+        "kind": "TrafficLane",
+        "metadata": {"name": name},
+        "spec": {
+            "lane": {"name": lane, "strict": strict},
+            "rules": rules if rules is not None else [{"http": {"headers": {"x-lane": "gray"}}}],
+        },
     }
 
 
 def canary_doc(service: str = "stock", percent: float = 10) -> dict[str, Any]:
     return {
-        "apiVersion": "traffic.opensergo.io/v1alpha1", "kind": "CanaryRule", "metadata": {"name": f"{service}-canary"},
+        "apiVersion": "traffic.opensergo.io/v1alpha1",
+        "kind": "CanaryRule",
+        "metadata": {"name": f"{service}-canary"},
         "spec": {"service": service, "tag": "gray", "percent": percent, "stickyKey": {"header": "x-user-id"}},
     }
 
@@ -120,8 +126,13 @@ def test_an_invalid_document_keeps_its_previous_version_in_force() -> None:
 
 def test_inbound_hooks_read_asgi_and_wsgi_requests_only_when_rules_are_in_force() -> None:
     book = RuleBook()
-    scope = {"type": "http", "method": "GET", "path": "/api/x", "query_string": b"env=gray",
-             "headers": [(b"x-lane", b"gray"), (b"cookie", b"uid=42")]}
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/api/x",
+        "query_string": b"env=gray",
+        "headers": [(b"x-lane", b"gray"), (b"cookie", b"uid=42")],
+    }
     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/api/x", "QUERY_STRING": "", "HTTP_X_LANE": "gray"}
     state = lanes.install(book, "frontend")
     try:

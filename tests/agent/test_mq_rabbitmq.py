@@ -31,8 +31,14 @@ pytestmark = pytest.mark.skipif(not RABBITMQ, reason="TIDEGATE_TEST_RABBITMQ is 
 
 def start_billing(start: Any, control_url: str, name: str, queue: str, tag: str = "") -> tuple[int, Any]:
     port = free_port()
-    program = start(name, "billing", uvicorn("--app-dir", LANE_APPS, "amqp_app:app", "--port", str(port)), control_url,
-                    tag=tag, env={"AMQP_URL": str(RABBITMQ), "QUEUE": queue})
+    program = start(
+        name,
+        "billing",
+        uvicorn("--app-dir", LANE_APPS, "amqp_app:app", "--port", str(port)),
+        control_url,
+        tag=tag,
+        env={"AMQP_URL": str(RABBITMQ), "QUEUE": queue},
+    )
     wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), what=f"{name} to serve")
     return port, program
 

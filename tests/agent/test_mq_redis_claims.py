@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -40,8 +41,16 @@ def ids(reply: Any) -> list[bytes]:
 
 def test_plan_decisions_without_a_server() -> None:
     base = StreamLanes("", "billing", lambda: {"gray"})
-    reply = [[b"s", [(b"1-0", {b"order": b"a"}), (b"2-0", {b"order": b"b", LANE_FIELD.encode(): b"gray"}),
-                     (b"3-0", {b"order": b"c", LANE_FIELD.encode(): b"blue"})]]]
+    reply = [
+        [
+            b"s",
+            [
+                (b"1-0", {b"order": b"a"}),
+                (b"2-0", {b"order": b"b", LANE_FIELD.encode(): b"gray"}),
+                (b"3-0", {b"order": b"c", LANE_FIELD.encode(): b"blue"}),
+            ],
+        ]
+    ]
     plan = base.plan(b"g", reply)
     assert plan.drop == {b"s": [b"2-0"]}  # gray has live consumers: theirs
     assert [mid for _, mid, _ in plan.claims] == [b"3-0"]  # blue has none: ours, once claimed

@@ -31,8 +31,14 @@ pytestmark = pytest.mark.skipif(not REDIS, reason="TIDEGATE_TEST_REDIS is not se
 
 def start_billing(start: Any, control_url: str, name: str, stream: str, tag: str = "", client: str = "async") -> tuple[int, Any]:
     port = free_port()
-    program = start(name, "billing", uvicorn("tidegate.demo.services.billing:app", "--port", str(port)), control_url,
-          tag=tag, env={"REDIS_URL": str(REDIS), "STREAM": stream, "CLIENT": client})
+    program = start(
+        name,
+        "billing",
+        uvicorn("tidegate.demo.services.billing:app", "--port", str(port)),
+        control_url,
+        tag=tag,
+        env={"REDIS_URL": str(REDIS), "STREAM": stream, "CLIENT": client},
+    )
     wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), what=f"{name} to serve")
     return port, program
 
@@ -84,4 +90,3 @@ def test_each_lane_consumes_its_own_messages_exactly_once_and_nothing_is_strande
     assert set(everything) == set(before + gray_orders + base_orders + after)
     assert max(everything.values()) == 1, [order for order, n in everything.items() if n > 1]
     assert not set(gray_orders) & set(consumed(base))
-

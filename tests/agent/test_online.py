@@ -28,16 +28,28 @@ def _stats(port: int) -> dict[str, Any]:
 
 def _start_app(start: Any, plane: ControlPlane, tmp_path: Path, service: str, env: dict[str, str]) -> tuple[Any, int]:
     port = free_port()
-    program = start(service, service, uvicorn("warm_app:app", "--port", str(port)), plane.url,
-                    env={"PYTHONPATH": str(ONLINE_APPS), "TIDEGATE_STATE_DIR": str(tmp_path / "state"), **env})
+    program = start(
+        service,
+        service,
+        uvicorn("warm_app:app", "--port", str(port)),
+        plane.url,
+        env={"PYTHONPATH": str(ONLINE_APPS), "TIDEGATE_STATE_DIR": str(tmp_path / "state"), **env},
+    )
     return program, port
 
 
 def test_ready_and_registration_wait_for_warmup_requests(control_plane: ControlPlane, start: Any, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
-    program, port = _start_app(start, control_plane, tmp_path, "catalog", {
-        "ONLINE_GATE": str(gate), "TIDEGATE_WARMUP_REQUESTS": "GET /catalog x20, GET /stats x2",
-    })
+    program, port = _start_app(
+        start,
+        control_plane,
+        tmp_path,
+        "catalog",
+        {
+            "ONLINE_GATE": str(gate),
+            "TIDEGATE_WARMUP_REQUESTS": "GET /catalog x20, GET /stats x2",
+        },
+    )
     admin = program.admin_url()
     # The app is up and taking its warm-up requests, which the gate holds open.
     wait_until(lambda: _stats(port)["warmups"] == 1, what="the first warm-up request")
@@ -56,10 +68,18 @@ def test_ready_and_registration_wait_for_warmup_requests(control_plane: ControlP
 
 def test_register_delay_holds_readiness(control_plane: ControlPlane, start: Any, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
-    program, port = _start_app(start, control_plane, tmp_path, "delayed", {
-        "ONLINE_GATE": str(gate), "TIDEGATE_WARMUP_REQUESTS": "GET /catalog", "TIDEGATE_REGISTER_DELAY": "1",
-        "TIDEGATE_WARMUP_WINDOW": "0",
-    })
+    program, port = _start_app(
+        start,
+        control_plane,
+        tmp_path,
+        "delayed",
+        {
+            "ONLINE_GATE": str(gate),
+            "TIDEGATE_WARMUP_REQUESTS": "GET /catalog",
+            "TIDEGATE_REGISTER_DELAY": "1",
+            "TIDEGATE_WARMUP_WINDOW": "0",
+        },
+    )
     admin = program.admin_url()
     wait_until(lambda: _stats(port)["warmups"] == 1, what="the warm-up request")
     gate.touch()
@@ -81,9 +101,17 @@ def test_malformed_warmup_requests_name_the_variable_and_the_app_serves(control_
 @pytest.mark.skipif(not POSTGRES, reason="TIDEGATE_TEST_POSTGRES is not set (bash scripts/test.sh sets it)")
 def test_sqlalchemy_pool_is_full_at_registration(control_plane: ControlPlane, start: Any, tmp_path: Path) -> None:
     name = f"warm-{uuid.uuid4().hex[:8]}"
-    program, port = _start_app(start, control_plane, tmp_path, "pooled", {
-        "ONLINE_DB": str(POSTGRES), "ONLINE_POOL_SIZE": "6", "ONLINE_APP_NAME": name,
-    })
+    program, port = _start_app(
+        start,
+        control_plane,
+        tmp_path,
+        "pooled",
+        {
+            "ONLINE_DB": str(POSTGRES),
+            "ONLINE_POOL_SIZE": "6",
+            "ONLINE_APP_NAME": name,
+        },
+    )
     admin = program.admin_url()
     wait_until(lambda: _ready_status(admin) == 200, what="/ready 200")
     [instance] = control_plane.instances("pooled")
@@ -108,9 +136,16 @@ def test_async_sqlalchemy_pool_is_full_at_registration(control_plane: ControlPla
 def test_prewarm_switched_off_leaves_the_pool_empty(control_plane: ControlPlane, start: Any, tmp_path: Path) -> None:
     if not POSTGRES:
         pytest.skip("TIDEGATE_TEST_POSTGRES is not set (bash scripts/test.sh sets it)")
-    program, port = _start_app(start, control_plane, tmp_path, "cold", {
-        "ONLINE_DB": str(POSTGRES), "TIDEGATE_PREWARM_SQLALCHEMY": "off",
-    })
+    program, port = _start_app(
+        start,
+        control_plane,
+        tmp_path,
+        "cold",
+        {
+            "ONLINE_DB": str(POSTGRES),
+            "TIDEGATE_PREWARM_SQLALCHEMY": "off",
+        },
+    )
     admin = program.admin_url()
     wait_until(lambda: _ready_status(admin) == 200, what="/ready 200")
     assert _stats(port)["pool_checkedin"] == 0
@@ -119,7 +154,9 @@ def test_prewarm_switched_off_leaves_the_pool_empty(control_plane: ControlPlane,
 
 @pytest.mark.skipif(not REDIS, reason="TIDEGATE_TEST_REDIS is not set (bash scripts/test.sh sets it)")
 def test_redis_pool_holds_open_connections_at_registration(control_plane: ControlPlane, start: Any, tmp_path: Path) -> None:
-    program, port = _start_app(start, control_plane, tmp_path, "cached", {"ONLINE_REDIS": str(REDIS), "TIDEGATE_PREWARM_REDIS_CONNECTIONS": "3"})
+    program, port = _start_app(
+        start, control_plane, tmp_path, "cached", {"ONLINE_REDIS": str(REDIS), "TIDEGATE_PREWARM_REDIS_CONNECTIONS": "3"}
+    )
     admin = program.admin_url()
     wait_until(lambda: _ready_status(admin) == 200, what="/ready 200")
     assert _stats(port)["redis_idle"] == 3
@@ -136,8 +173,13 @@ def test_warming_becomes_serving_after_the_window(control_plane: ControlPlane, s
 def test_gunicorn_workers_send_warmup_requests_before_registration(control_plane: ControlPlane, start: Any, tmp_path: Path) -> None:
     log = tmp_path / "warmups"
     port = free_port()
-    program = start("wsgi", "wsgi", gunicorn("warm_wsgi:app", "--bind", f"127.0.0.1:{port}", "--workers", "2"), control_plane.url,
-                    env={"PYTHONPATH": str(ONLINE_APPS), "ONLINE_LOG": str(log), "TIDEGATE_WARMUP_REQUESTS": "GET /x x5"})
+    program = start(
+        "wsgi",
+        "wsgi",
+        gunicorn("warm_wsgi:app", "--bind", f"127.0.0.1:{port}", "--workers", "2"),
+        control_plane.url,
+        env={"PYTHONPATH": str(ONLINE_APPS), "ONLINE_LOG": str(log), "TIDEGATE_WARMUP_REQUESTS": "GET /x x5"},
+    )
     wait_until(lambda: _ready_status(program.admin_url()) == 200, what="/ready 200")
     [instance] = control_plane.instances("wsgi")
     times = [float(line) for line in log.read_text().split()]

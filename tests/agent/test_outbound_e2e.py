@@ -30,13 +30,19 @@ def test_a_consumer_under_tidegate_run_reaches_every_instance_by_name(control_pl
     ids = ["orders-a", "orders-b", "orders-c"]
     for instance_id in ids:
         port = free_port()
-        start(instance_id, "orders", uvicorn("--app-dir", OUTBOUND_APPS, "instance_app:app", "--port", str(port)),
-              control_plane.url, env={"INSTANCE_ID": instance_id})
+        start(
+            instance_id,
+            "orders",
+            uvicorn("--app-dir", OUTBOUND_APPS, "instance_app:app", "--port", str(port)),
+            control_plane.url,
+            env={"INSTANCE_ID": instance_id},
+        )
     wait_until(lambda: len(control_plane.instances("orders")) == 3, what="three orders instances to register")
 
     consumer_port = free_port()
-    consumer = start("consumer", "frontend", uvicorn("--app-dir", OUTBOUND_APPS, "fanout_app:app", "--port", str(consumer_port)),
-                     control_plane.url)
+    consumer = start(
+        "consumer", "frontend", uvicorn("--app-dir", OUTBOUND_APPS, "fanout_app:app", "--port", str(consumer_port)), control_plane.url
+    )
     wait_until(lambda: http_ok(f"http://127.0.0.1:{consumer_port}/health"), what="the consumer to serve")
 
     for library in LIBRARIES:

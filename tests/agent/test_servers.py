@@ -36,9 +36,12 @@ def test_uvicorn_and_gunicorn_servers_register_serve_and_deregister(control_plan
     servers = {
         "fastapi": start("fastapi", "orders", uvicorn("fastapi_app:app", "--port", str(ports["fastapi"])), control_plane.url, tag="gray"),
         "starlette": start("starlette", "items", uvicorn("starlette_app:app", "--port", str(ports["starlette"])), control_plane.url),
-        "flask": start("flask", "users", gunicorn("-w", "2", "-b", f"127.0.0.1:{ports['flask']}", "flask_app:app"), control_plane.url, tag="blue"),
+        "flask": start(
+            "flask", "users", gunicorn("-w", "2", "-b", f"127.0.0.1:{ports['flask']}", "flask_app:app"), control_plane.url, tag="blue"
+        ),
         "uvicorn-worker": start(
-            "uvicorn-worker", "carts",
+            "uvicorn-worker",
+            "carts",
             gunicorn("-w", "2", "-k", "uvicorn.workers.UvicornWorker", "-b", f"127.0.0.1:{ports['uvicorn-worker']}", "fastapi_app:app"),
             control_plane.url,
         ),
@@ -51,8 +54,7 @@ def test_uvicorn_and_gunicorn_servers_register_serve_and_deregister(control_plan
         "uvicorn-worker": ("/orders/8", 'route="/orders/{order_id}"'),
     }
     for name, server in servers.items():
-        instance = wait_until(lambda: _one_instance(control_plane, server.service, ports[name], tags[name]),
-                              what=f"{name} to register")
+        instance = wait_until(lambda: _one_instance(control_plane, server.service, ports[name], tags[name]), what=f"{name} to register")
         admin = server.admin_url()
         assert instance["admin_port"] == int(admin.rsplit(":", 1)[1])
         wait_until(lambda: http_ok(f"{admin}/ready"), what=f"{name} ready")
@@ -82,8 +84,10 @@ def test_uvicorn_supervisor_with_workers_registers_once(control_plane, start) ->
     for _ in range(6):
         assert httpx.get(f"http://127.0.0.1:{port}/orders/1", timeout=5).status_code == 200
     # workers' statistics reach the supervisor's admin endpoint
-    wait_until(lambda: _metrics_show(admin, 'tidegate_inbound_requests_total{method="GET",route="/orders/{order_id}",status="200"} 6.0'),
-               what="all six requests in the supervisor's metrics")
+    wait_until(
+        lambda: _metrics_show(admin, 'tidegate_inbound_requests_total{method="GET",route="/orders/{order_id}",status="200"} 6.0'),
+        what="all six requests in the supervisor's metrics",
+    )
     assert len(control_plane.instances("ledger")) == 1
     server.proc.signal(signal.SIGTERM)
     assert _exited_cleanly(server), server.fail_report()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -18,10 +19,19 @@ def _events(plane: ControlPlane) -> list[dict[str, Any]]:
 def test_breaker_on_a_slow_dependency_opens_and_recovers(control_plane: ControlPlane, start: Callable[..., Any]) -> None:
     _, inventory = start_app(start, control_plane, "inventory", "inventory", "inventory")
     _, shop = start_app(start, control_plane, "shop", "shop", "shop")
-    breaker = fault_tolerance("inventory-slow", "http://inventory", "CircuitBreakerStrategy", {
-        "strategy": "SlowRequestRatio", "triggerRatio": "50%", "statDuration": "2s", "recoveryTimeout": "1s",
-        "minRequestAmount": 3, "slowConditions": {"maxAllowedRt": "100ms"},
-    })
+    breaker = fault_tolerance(
+        "inventory-slow",
+        "http://inventory",
+        "CircuitBreakerStrategy",
+        {
+            "strategy": "SlowRequestRatio",
+            "triggerRatio": "50%",
+            "statDuration": "2s",
+            "recoveryTimeout": "1s",
+            "minRequestAmount": 3,
+            "slowConditions": {"maxAllowedRt": "100ms"},
+        },
+    )
     with control(control_plane) as plane, httpx.Client(timeout=10) as client:
         wait_until(lambda: client.get(f"{shop}/stock").status_code == 200, what="shop to reach inventory")
         plane.apply_rules(breaker)
@@ -32,13 +42,20 @@ def test_breaker_on_a_slow_dependency_opens_and_recovers(control_plane: ControlP
             return response.status_code == 503 and response.json().get("fallback") is True
 
         wait_until(fallback_answered, what="the breaker to open on slow calls")
-        opened = wait_until(lambda: [e for e in _events(control_plane)
-                                     if e.get("type") == "breaker" and e.get("to") == "OPEN" and e.get("resource") == "http://inventory"],
-                            what="the breaker-opened event")
+        opened = wait_until(
+            lambda: [
+                e
+                for e in _events(control_plane)
+                if e.get("type") == "breaker" and e.get("to") == "OPEN" and e.get("resource") == "http://inventory"
+            ],
+            what="the breaker-opened event",
+        )
         assert opened[0]["service"] == "shop"  # type: ignore[index]
 
         client.post(f"{inventory}/delay", params={"s": "0"}).raise_for_status()
         wait_until(lambda: client.get(f"{shop}/stock").status_code == 200, what="the breaker to recover through a probe")
-        wait_until(lambda: [e for e in _events(control_plane) if e.get("type") == "breaker" and e.get("to") == "CLOSED"],
-                   what="the breaker-closed event")
+        wait_until(
+            lambda: [e for e in _events(control_plane) if e.get("type") == "breaker" and e.get("to") == "CLOSED"],
+            what="the breaker-closed event",
+        )
         assert all(client.get(f"{shop}/stock").status_code == 200 for _ in range(5))

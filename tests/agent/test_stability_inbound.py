@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -49,8 +50,13 @@ def test_hotspot_rule_limits_one_user_and_not_the_others(control_plane: ControlP
         "apiVersion": "tidegate.io/v1alpha1",
         "kind": "HotspotRule",
         "metadata": {"name": "hot-users"},
-        "spec": {"selector": {"app": "shop"}, "resource": "GET /users/{user}/orders",
-                 "parameter": {"source": "path", "name": "user"}, "threshold": 3, "duration": "1s"},
+        "spec": {
+            "selector": {"app": "shop"},
+            "resource": "GET /users/{user}/orders",
+            "parameter": {"source": "path", "name": "user"},
+            "threshold": 3,
+            "duration": "1s",
+        },
     }
     with control(control_plane) as plane, httpx.Client(timeout=10) as client:
         plane.apply_rules(document)
@@ -100,9 +106,14 @@ def test_invalid_rule_is_refused_and_the_old_one_stays(control_plane: ControlPla
         dangling = rate_limit("items-limit", ITEMS, 1)
         dangling["spec"]["strategies"] = [{"name": "no-such-strategy"}]
         plane.apply_rules(dangling)
-        events = wait_until(lambda: [e for e in httpx.get(f"{control_plane.url}/v1/events", headers=_auth()).json()
-                                     if e.get("type") == "rule-refused" and e.get("service") == "shop"],
-                            what="the agent's rule-refused event")
+        events = wait_until(
+            lambda: [
+                e
+                for e in httpx.get(f"{control_plane.url}/v1/events", headers=_auth()).json()
+                if e.get("type") == "rule-refused" and e.get("service") == "shop"
+            ],
+            what="the agent's rule-refused event",
+        )
         assert "no-such-strategy" in events[0]["error"]  # type: ignore[index]
         found, duration = statuses(client, f"{base}/items/1", 20)
         assert found.count(200) <= windows(duration), found  # the one-per-second rule is still in force
@@ -131,8 +142,10 @@ def test_adaptive_protection_sheds_inbound_load_past_its_trigger(control_plane: 
         plane.apply_rules(document)
         # Nothing has completed yet when 20 slow calls arrive together, so the measured capacity is 0:
         # past the trigger (more than 2 in flight) every further call is shed.
-        answers = wait_until(lambda: (found := asyncio.run(burst())) and any(r.status_code == 503 for r in found) and found,
-                             what="adaptive protection to shed load")
+        answers = wait_until(
+            lambda: (found := asyncio.run(burst())) and any(r.status_code == 503 for r in found) and found,
+            what="adaptive protection to shed load",
+        )
     statuses_seen = {r.status_code for r in answers}  # type: ignore[union-attr]
     assert statuses_seen == {200, 503}, statuses_seen
     shed = next(r for r in answers if r.status_code == 503)  # type: ignore[union-attr]

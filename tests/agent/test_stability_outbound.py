@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 import httpx
@@ -50,11 +51,23 @@ def runtime(library: str, server: Server) -> Iterator[AgentRuntime]:
     stability = Stability(runtime, events=StabilityEvents(lambda event: None, "consumer"))
     runtime.extras[EXTRAS_KEY] = stability
     runtime.rulebook.add_listener(stability.on_rules_changed)
-    runtime.rulebook.put(StoredRule("default", "FaultToleranceRule", "orders-limit", 1, {
-        "apiVersion": "fault-tolerance.opensergo.io/v1alpha1", "kind": "FaultToleranceRule", "metadata": {"name": "orders-limit"},
-        "spec": {"targets": [{"targetResourceName": "http://orders"}],
-                 "strategies": [{"kind": "RateLimitStrategy", "spec": {"threshold": 3, "statDurationSeconds": 1}}]},
-    }))
+    runtime.rulebook.put(
+        StoredRule(
+            "default",
+            "FaultToleranceRule",
+            "orders-limit",
+            1,
+            {
+                "apiVersion": "fault-tolerance.opensergo.io/v1alpha1",
+                "kind": "FaultToleranceRule",
+                "metadata": {"name": "orders-limit"},
+                "spec": {
+                    "targets": [{"targetResourceName": "http://orders"}],
+                    "strategies": [{"kind": "RateLimitStrategy", "spec": {"threshold": 3, "statDurationSeconds": 1}}],
+                },
+            },
+        )
+    )
     instrumentor = INSTRUMENTORS[library]
     instrumentor.instrument(runtime)
     try:
@@ -92,4 +105,3 @@ def test_a_configured_fallback_answers_instead(library: str, runtime: AgentRunti
         bodies: list[Any] = [client.get("http://orders/who").json() for _ in range(10)]
     assert {"fallback": "orders-limit/RateLimitStrategy[0]"} in bodies
     assert sum("id" in body for body in bodies) >= 3
-

@@ -43,8 +43,12 @@ def _runtime(clock: FakeClock | None = None) -> tuple[AgentRuntime, Stability, l
 
 
 def _rule(name: str, resource: str, strategy: dict[str, Any], app: str = "shop") -> dict[str, Any]:
-    return {"apiVersion": "fault-tolerance.opensergo.io/v1alpha1", "kind": "FaultToleranceRule", "metadata": {"name": name},
-            "spec": {"selector": {"app": app}, "targets": [{"targetResourceName": resource}], "strategies": [strategy]}}
+    return {
+        "apiVersion": "fault-tolerance.opensergo.io/v1alpha1",
+        "kind": "FaultToleranceRule",
+        "metadata": {"name": name},
+        "spec": {"selector": {"app": app}, "targets": [{"targetResourceName": resource}], "strategies": [strategy]},
+    }
 
 
 def _limit(threshold: int) -> dict[str, Any]:
@@ -100,8 +104,24 @@ def test_blocks_are_counted_in_metrics_and_posted_aggregated() -> None:
 def test_breaker_state_changes_are_posted() -> None:
     clock = FakeClock()
     runtime, stability, posted = _runtime(clock)
-    _put(runtime, _rule("dep", "http://inventory", {"kind": "CircuitBreakerStrategy", "spec": {
-        "strategy": "ErrorRequestCount", "triggerCount": 1, "statDuration": "10s", "recoveryTimeout": "1s", "minRequestAmount": 1}}), 1)
+    _put(
+        runtime,
+        _rule(
+            "dep",
+            "http://inventory",
+            {
+                "kind": "CircuitBreakerStrategy",
+                "spec": {
+                    "strategy": "ErrorRequestCount",
+                    "triggerCount": 1,
+                    "statDuration": "10s",
+                    "recoveryTimeout": "1s",
+                    "minRequestAmount": 1,
+                },
+            },
+        ),
+        1,
+    )
     stability.leave(stability.enter("http://inventory"), "http://inventory", error=True)
     with pytest.raises(BreakerOpenError) as refused:
         stability.enter("http://inventory")
@@ -136,9 +156,20 @@ def test_blocked_response_default_and_configured_body(monkeypatch: pytest.Monkey
 
 def test_hotspot_parameters_are_known_per_resource() -> None:
     runtime, stability, _ = _runtime()
-    runtime.rulebook.put(StoredRule("default", "HotspotRule", "hot", 1, {
-        "apiVersion": "tidegate.io/v1alpha1", "kind": "HotspotRule", "metadata": {"name": "hot"},
-        "spec": {"resource": "GET /u/{id}", "parameter": {"source": "header", "name": "X-User"}, "threshold": 1}}))
+    runtime.rulebook.put(
+        StoredRule(
+            "default",
+            "HotspotRule",
+            "hot",
+            1,
+            {
+                "apiVersion": "tidegate.io/v1alpha1",
+                "kind": "HotspotRule",
+                "metadata": {"name": "hot"},
+                "spec": {"resource": "GET /u/{id}", "parameter": {"source": "header", "name": "X-User"}, "threshold": 1},
+            },
+        )
+    )
     assert stability.hotspot_params == {"GET /u/{id}": ("header:x-user",)}
 
 
@@ -184,8 +215,12 @@ def test_only_inbound_resources_a_rule_names_go_through_the_governor() -> None:
     assert not stability.governs_inbound("GET /a")  # no rules: nothing to govern
     _put(runtime, _rule("a", "GET /a", _limit(5)), 1)
     assert stability.governs_inbound("GET /a") and not stability.governs_inbound("GET /b")
-    adaptive = {"apiVersion": "tidegate.io/v1alpha1", "kind": "AdaptiveProtection", "metadata": {"name": "sys"},
-                "spec": {"selector": {"app": "shop"}, "maxCpuUsage": 0.8}}
+    adaptive = {
+        "apiVersion": "tidegate.io/v1alpha1",
+        "kind": "AdaptiveProtection",
+        "metadata": {"name": "sys"},
+        "spec": {"selector": {"app": "shop"}, "maxCpuUsage": 0.8},
+    }
     _put(runtime, adaptive, 2)
     assert stability.governor.rules.adaptive
     assert stability.governs_inbound("GET /b")  # an adaptive rule weighs every inbound request

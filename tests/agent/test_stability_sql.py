@@ -6,7 +6,8 @@ import asyncio
 import os
 import time
 import uuid
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -135,10 +136,23 @@ def test_async_engine_blocks_a_template(runtime: AgentRuntime, table: str) -> No
 
 
 def test_slow_sql_opens_its_breaker(runtime: AgentRuntime) -> None:
-    _put(runtime, fault_tolerance("slow-sql", "sql:select pg_sleep (?)", "CircuitBreakerStrategy", {
-        "strategy": "SlowRequestRatio", "triggerRatio": "50%", "statDuration": "10s", "recoveryTimeout": "10s",
-        "minRequestAmount": 2, "slowConditions": {"maxAllowedRt": "20ms"},
-    }, app="sqltest"))
+    _put(
+        runtime,
+        fault_tolerance(
+            "slow-sql",
+            "sql:select pg_sleep (?)",
+            "CircuitBreakerStrategy",
+            {
+                "strategy": "SlowRequestRatio",
+                "triggerRatio": "50%",
+                "statDuration": "10s",
+                "recoveryTimeout": "10s",
+                "minRequestAmount": 2,
+                "slowConditions": {"maxAllowedRt": "20ms"},
+            },
+            app="sqltest",
+        ),
+    )
     engine = sqlalchemy.create_engine(_url("psycopg"))
     outcomes = []
     try:

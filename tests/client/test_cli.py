@@ -87,7 +87,10 @@ def test_status_finds_the_local_control_planes_token_in_the_default_data_dir(tmp
         assert (tmp_path / "xdg" / "tidegate" / "token").exists()
         result = subprocess.run(
             [*TIDEGATE, "status", "--control", f"http://127.0.0.1:{port}"],
-            capture_output=True, text=True, env=env, timeout=60,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
         )
         assert result.returncode == 0, result.stderr
         assert "no service registered yet" in result.stdout

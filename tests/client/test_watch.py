@@ -83,7 +83,11 @@ def test_the_disk_snapshot_is_written_and_used_when_the_control_plane_is_down(tm
         watcher, _, _ = _watcher(plane.url, snapshot_path=snapshot)
         watcher.start()
         try:
-            wait_until(lambda: snapshot.exists() and json.loads(snapshot.read_text())["directory"]["instances"], timeout=20, what="the snapshot file")
+            wait_until(
+                lambda: snapshot.exists() and json.loads(snapshot.read_text())["directory"]["instances"],
+                timeout=20,
+                what="the snapshot file",
+            )
         finally:
             watcher.stop()
     finally:

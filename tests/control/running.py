@@ -13,7 +13,9 @@ TOKEN = "test-token"
 class ControlProcess:
     """`python -m tidegate control` with its own data dir; `url` once listening."""
 
-    def __init__(self, data: Path, log: Path, ttl: float = 2.0, token: str | None = TOKEN, port: int | None = None, extra: list[str] | None = None) -> None:
+    def __init__(
+        self, data: Path, log: Path, ttl: float = 2.0, token: str | None = TOKEN, port: int | None = None, extra: list[str] | None = None
+    ) -> None:
         self.data = data
         self.port = port or free_port()
         args = [*TIDEGATE, "control", "--port", str(self.port), "--data", str(data), "--instance-ttl", str(ttl)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -37,8 +37,15 @@ WRITES = [
     ("POST", "/v1/rules/default/ServiceSettings/orders/rollback", {"json": {"revision": 1}}),
     ("POST", "/v1/events", {"json": {"type": "breaker"}}),
 ]
-READS = ["/v1/services", "/v1/services/a/instances", "/v1/rules", "/v1/rules/default/ServiceSettings/orders",
-         "/v1/rules/default/ServiceSettings/orders/history", "/v1/events", "/v1/watch"]
+READS = [
+    "/v1/services",
+    "/v1/services/a/instances",
+    "/v1/rules",
+    "/v1/rules/default/ServiceSettings/orders",
+    "/v1/rules/default/ServiceSettings/orders/history",
+    "/v1/events",
+    "/v1/watch",
+]
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +188,12 @@ def test_rule_history_rollback_and_delete(client: ControlClient, control: Contro
 
 
 def test_json_rule_bodies_and_kind_filter(client: ControlClient) -> None:
-    doc = {"apiVersion": "tidegate.io/v1", "kind": "ServiceSettings", "metadata": {"name": "pay", "namespace": "shop"}, "spec": {"service": "pay"}}
+    doc = {
+        "apiVersion": "tidegate.io/v1",
+        "kind": "ServiceSettings",
+        "metadata": {"name": "pay", "namespace": "shop"},
+        "spec": {"service": "pay"},
+    }
     [written] = client.apply_rules([doc])
     assert written.key == ("shop", "ServiceSettings", "pay")
     assert client.rules(namespace="shop", kind="ServiceSettings") == [written]

@@ -21,7 +21,12 @@ class Clock:
 
 def _settings(name: str, window: float = 60.0, namespace: str | None = None) -> dict:
     metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
-    return {"apiVersion": "tidegate.io/v1", "kind": "ServiceSettings", "metadata": metadata, "spec": {"service": name, "warmupWindowSeconds": window}}
+    return {
+        "apiVersion": "tidegate.io/v1",
+        "kind": "ServiceSettings",
+        "metadata": metadata,
+        "spec": {"service": name, "warmupWindowSeconds": window},
+    }
 
 
 @pytest.fixture
@@ -72,7 +77,11 @@ def test_every_change_takes_the_next_revision_and_is_logged(plane: ControlPlane)
     plane.delete_rule(("default", "ServiceSettings", "a"))
     assert plane.revision == start + 5
     assert [(c.event, c.data["op"]) for c in plane.log.since(start) or []] == [
-        ("instance", "put"), ("instance", "put"), ("rule", "put"), ("instance", "delete"), ("rule", "delete"),
+        ("instance", "put"),
+        ("instance", "put"),
+        ("rule", "put"),
+        ("instance", "delete"),
+        ("rule", "delete"),
     ]
 
 
@@ -112,7 +121,12 @@ def test_a_bad_registration_names_its_field_and_changes_nothing(plane: ControlPl
 
 def test_rules_are_all_or_nothing(plane: ControlPlane) -> None:
     plane.apply_rules([_settings("a", 60)])
-    bad = {"apiVersion": "tidegate.io/v1", "kind": "ServiceSettings", "metadata": {"name": "b"}, "spec": {"service": "b", "warmupWindowSeconds": -3}}
+    bad = {
+        "apiVersion": "tidegate.io/v1",
+        "kind": "ServiceSettings",
+        "metadata": {"name": "b"},
+        "spec": {"service": "b", "warmupWindowSeconds": -3},
+    }
     with pytest.raises(RuleError) as refused:
         plane.apply_rules([_settings("a", 90), bad])
     assert refused.value.field == "spec.warmupWindowSeconds"

@@ -18,7 +18,12 @@ from tidegate.core.rulebook import RuleBook
 
 
 def _settings(name: str, window: int) -> dict:
-    return {"apiVersion": "tidegate.io/v1", "kind": "ServiceSettings", "metadata": {"name": name}, "spec": {"service": name, "warmupWindowSeconds": window}}
+    return {
+        "apiVersion": "tidegate.io/v1",
+        "kind": "ServiceSettings",
+        "metadata": {"name": name},
+        "spec": {"service": name, "warmupWindowSeconds": window},
+    }
 
 
 def test_a_generated_token_is_stored_private_printed_once_and_survives_restarts(tmp_path) -> None:

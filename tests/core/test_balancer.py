@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -159,9 +159,7 @@ def test_p2c_zero_weight_instance_gets_nothing_while_others_have_weight() -> Non
 
 def test_p2c_weight_of_scales_shares_and_reweigh_applies_it() -> None:
     factor = {"old": 1.0, "new": 0.1}
-    balancer = P2CBalancer(
-        [instance("old"), instance("new")], random=random.Random(9).random, weight_of=lambda i: 100 * factor[i.id]
-    )
+    balancer = P2CBalancer([instance("old"), instance("new")], random=random.Random(9).random, weight_of=lambda i: 100 * factor[i.id])
     picks = 11_000
     counts = shares(balancer, picks)
     assert abs(counts["new"] - picks / 11) <= binomial_slack(picks, 1 / 11)

@@ -21,7 +21,9 @@ def with_breaker(rule: BreakerRule) -> tuple[Governor, list[tuple[str, str, floa
     return gov, events
 
 
-SLOW = BreakerRule("svc", "slow_ratio", 0.5, name="slow", max_allowed_rt_ms=100, min_request_amount=4, stat_interval_ms=10_000, retry_timeout_ms=2000)
+SLOW = BreakerRule(
+    "svc", "slow_ratio", 0.5, name="slow", max_allowed_rt_ms=100, min_request_amount=4, stat_interval_ms=10_000, retry_timeout_ms=2000
+)
 
 
 def test_slow_ratio_opens_on_the_call_that_reaches_the_ratio() -> None:

@@ -33,7 +33,9 @@ def test_stale_events_are_ignored_so_replays_never_double_apply() -> None:
 
 def test_only_warming_and_serving_instances_are_routable() -> None:
     d = ServiceDirectory()
-    d.replace(1, [inst(1), inst(2, state=InstanceState.WARMING), inst(3, state=InstanceState.DRAINING), inst(4, state=InstanceState.STARTING)])
+    d.replace(
+        1, [inst(1), inst(2, state=InstanceState.WARMING), inst(3, state=InstanceState.DRAINING), inst(4, state=InstanceState.STARTING)]
+    )
     assert {i.id for i in d.routable("orders")} == {"orders-1", "orders-2"}
     assert len(d.instances("orders")) == 4
 

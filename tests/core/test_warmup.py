@@ -82,8 +82,9 @@ def test_starvation_guard_at_the_threshold_edges(ages: list[float], threshold: f
 
 
 def _instance(name: str, registered_at: float, weight: int = 100) -> Instance:
-    return Instance(id=name, service="orders", host="127.0.0.1", port=1, weight=weight, registered_at=registered_at,
-                    state=InstanceState.WARMING)
+    return Instance(
+        id=name, service="orders", host="127.0.0.1", port=1, weight=weight, registered_at=registered_at, state=InstanceState.WARMING
+    )
 
 
 def test_weights_ramp_a_new_instance_among_old_ones() -> None:
@@ -121,8 +122,10 @@ def test_guard_follows_time_as_windows_end_one_by_one() -> None:
 
 
 def test_settings_in_slow_start_mode() -> None:
-    weights = WarmupWeights([_instance("a", 100.0), _instance("b", 1.0), _instance("c", 1.0)],
-                            WarmupSettings(window_s=60, aggression=2.0, min_weight_percent=10))
+    weights = WarmupWeights(
+        [_instance("a", 100.0), _instance("b", 1.0), _instance("c", 1.0)],
+        WarmupSettings(window_s=60, aggression=2.0, min_weight_percent=10),
+    )
     assert weights.weight(_instance("a", 100.0), 115.0) == pytest.approx(100 * math.sqrt(15 / 60), rel=1e-12)
 
 

@@ -25,7 +25,11 @@ def test_demo_runs_and_stops_everything(tmp_path: Path) -> None:
     marker = f"demo-test-{os.getpid()}"
     done = subprocess.run(
         [sys.executable, "-m", "tidegate", "demo", "--seconds", "1", "--rate", "50"],
-        capture_output=True, text=True, timeout=240, cwd=tmp_path, env={**os.environ, "COLUMNS": "120", "TIDEGATE_DEMO_TEST_MARK": marker},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "120", "TIDEGATE_DEMO_TEST_MARK": marker},
     )
     out = done.stdout + done.stderr
     assert done.returncode == 0, out

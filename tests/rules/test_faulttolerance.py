@@ -60,8 +60,14 @@ def test_rule_with_referenced_strategies_compiles_per_target() -> None:
         FlowRule("GET /bar", 50.0, name="my-rule/throttling-foo", behavior="throttle", max_queue_s=0.5, origin="app-a"),
     )
     slow = BreakerRule(
-        "GET /foo", "slow_ratio", 0.6, name="my-rule/circuit-breaker-slow-foo",
-        max_allowed_rt_ms=500.0, min_request_amount=5, stat_interval_ms=30_000, retry_timeout_ms=5000,
+        "GET /foo",
+        "slow_ratio",
+        0.6,
+        name="my-rule/circuit-breaker-slow-foo",
+        max_allowed_rt_ms=500.0,
+        min_request_amount=5,
+        stat_interval_ms=30_000,
+        retry_timeout_ms=5000,
     )
     assert rules.breakers[0] == slow
     gov = Governor()
@@ -114,7 +120,9 @@ spec:
 """)
     rules = compile_rules(documents, service="shop")
     assert rules.adaptive == (AdaptiveRule("protect", 0.05, 0.8, 200),)
-    assert rules.hotspot == (HotspotRule("GET /items/{id}", "header:x-user", 20, name="hot-items", burst=5, exceptions=(("vip", 200), ("42", 0))),)
+    assert rules.hotspot == (
+        HotspotRule("GET /items/{id}", "header:x-user", 20, name="hot-items", burst=5, exceptions=(("vip", 200), ("42", 0))),
+    )
     assert compile_rules(documents, service="cart").hotspot == ()
 
 
@@ -127,16 +135,37 @@ spec:
         ("kind: RateLimitStrategy\nspec: {threshold: 1, warmUpPeriod: 1s}", "RateLimitStrategy/x", "spec.warmUpPeriod", "too short"),
         ("kind: ThrottlingStrategy\nspec: {minIntervalOfRequests: fast}", "ThrottlingStrategy/x", "spec.minIntervalOfRequests", "duration"),
         ("kind: ConcurrencyLimitStrategy\nspec: {maxConcurrency: 2.5}", "ConcurrencyLimitStrategy/x", "spec.maxConcurrency", "whole"),
-        ("kind: CircuitBreakerStrategy\nspec: {strategy: SlowRequestRatio, triggerRatio: '150%', recoveryTimeout: 1s, slowConditions: {maxAllowedRt: 1s}}",
-         "CircuitBreakerStrategy/x", "spec.triggerRatio", "between 0 and 1"),
-        ("kind: CircuitBreakerStrategy\nspec: {strategy: SlowRequestRatio, triggerRatio: 0.5, recoveryTimeout: 1s}",
-         "CircuitBreakerStrategy/x", "spec.slowConditions", "maxAllowedRt"),
-        ("kind: CircuitBreakerStrategy\nspec: {strategy: ErrorRequestRatio, triggerRatio: 0.5}", "CircuitBreakerStrategy/x", "spec.recoveryTimeout", "required"),
-        ("kind: FaultToleranceRule\nspec: {targets: [{targetResourceName: a}], strategies: [{kind: RateLimitStrategy, spec: {threshold: x}}]}",
-         "FaultToleranceRule/x", "spec.strategies[0].spec.threshold", "number"),
+        (
+            "kind: CircuitBreakerStrategy\nspec: {strategy: SlowRequestRatio, triggerRatio: '150%', recoveryTimeout: 1s, slowConditions: {maxAllowedRt: 1s}}",
+            "CircuitBreakerStrategy/x",
+            "spec.triggerRatio",
+            "between 0 and 1",
+        ),
+        (
+            "kind: CircuitBreakerStrategy\nspec: {strategy: SlowRequestRatio, triggerRatio: 0.5, recoveryTimeout: 1s}",
+            "CircuitBreakerStrategy/x",
+            "spec.slowConditions",
+            "maxAllowedRt",
+        ),
+        (
+            "kind: CircuitBreakerStrategy\nspec: {strategy: ErrorRequestRatio, triggerRatio: 0.5}",
+            "CircuitBreakerStrategy/x",
+            "spec.recoveryTimeout",
+            "required",
+        ),
+        (
+            "kind: FaultToleranceRule\nspec: {targets: [{targetResourceName: a}], strategies: [{kind: RateLimitStrategy, spec: {threshold: x}}]}",
+            "FaultToleranceRule/x",
+            "spec.strategies[0].spec.threshold",
+            "number",
+        ),
         ("kind: FaultToleranceRule\nspec: {targets: [], strategies: [{name: s}]}", "FaultToleranceRule/x", "spec.targets", "non-empty"),
-        ("kind: FaultToleranceRule\nspec: {targets: [{targetResourceName: a}], strategies: [{name: s}], fallbackAction: f}",
-         "FaultToleranceRule/x", "spec.fallbackAction", "not supported"),
+        (
+            "kind: FaultToleranceRule\nspec: {targets: [{targetResourceName: a}], strategies: [{name: s}], fallbackAction: f}",
+            "FaultToleranceRule/x",
+            "spec.fallbackAction",
+            "not supported",
+        ),
     ],
 )
 def test_single_document_errors_name_document_and_field(text: str, document: str, field: str, words: str) -> None:
@@ -152,7 +181,9 @@ def test_tidegate_kind_errors() -> None:
     with pytest.raises(RuleError) as bad:
         validate(doc)
     assert bad.value.field == "spec.maxLoopLag"
-    (doc,) = load_documents("apiVersion: tidegate.io/v1alpha1\nkind: HotspotRule\nmetadata: {name: h}\nspec: {resource: r, parameter: {source: cookie, name: c}, threshold: 1}")
+    (doc,) = load_documents(
+        "apiVersion: tidegate.io/v1alpha1\nkind: HotspotRule\nmetadata: {name: h}\nspec: {resource: r, parameter: {source: cookie, name: c}, threshold: 1}"
+    )
     with pytest.raises(RuleError) as bad:
         validate(doc)
     assert bad.value.field == "spec.parameter.source"

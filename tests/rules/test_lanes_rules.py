@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from tidegate.core.coloring import RequestKey, RequestView, Source
-from tidegate.core.lanes import CanaryRule, LaneRule, group_by_tag
 from tidegate.core.instance import Instance
+from tidegate.core.lanes import CanaryRule, LaneRule, group_by_tag
 from tidegate.errors import RuleError
 from tidegate.rules import load_documents, validate
 from tidegate.rules.lanes import TrafficLane, compile_coloring, compile_lane_routing
@@ -108,11 +108,19 @@ def test_opensergo_list_form_of_headers() -> None:
         ({"lane": {"name": "gray"}, "rules": [{"http": {"uri": {"regex": "("}}}]}, "spec.rules[0].http.uri.regex", "regular expression"),
         ({"lane": {"name": "gray"}, "rules": [{"http": {"uri": {"exact": "/", "prefix": "/"}}}]}, "spec.rules[0].http.uri", "exactly one"),
         ({"lane": {"name": "gray"}, "rules": [{"http": {"uri": {"glob": "/*"}}}]}, "spec.rules[0].http.uri.glob", "unknown field"),
-        ({"lane": {"name": "gray"}, "rules": [{"http": {"headers": {"x": {"present": False}}}}]}, "spec.rules[0].http.headers.x.present", "present: true"),
+        (
+            {"lane": {"name": "gray"}, "rules": [{"http": {"headers": {"x": {"present": False}}}}]},
+            "spec.rules[0].http.headers.x.present",
+            "present: true",
+        ),
         ({"lane": {"name": "gray"}, "rules": [{"http": {"body": "x"}}]}, "spec.rules[0].http.body", "unknown field"),
         ({"lane": {"name": "gray"}, "rules": [{"percent": 101}]}, "spec.rules[0].percent", "0 to 100"),
         ({"lane": {"name": "gray"}, "rules": [{"percent": True}]}, "spec.rules[0].percent", "0 to 100"),
-        ({"lane": {"name": "gray"}, "rules": [{"percent": 5, "stickyKey": {"header": "a", "cookie": "b"}}]}, "spec.rules[0].stickyKey", "exactly one"),
+        (
+            {"lane": {"name": "gray"}, "rules": [{"percent": 5, "stickyKey": {"header": "a", "cookie": "b"}}]},
+            "spec.rules[0].stickyKey",
+            "exactly one",
+        ),
         ({"lane": {"name": "gray"}, "rules": [{"stickyKey": {"header": "a"}}]}, "spec.rules[0].stickyKey", "percent"),
     ],
 )

@@ -12,8 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import httpx
 
@@ -55,7 +55,11 @@ class Proc:
         full_env.setdefault("PYTHONUNBUFFERED", "1")
         self._log = open(log, "ab")
         self.popen = subprocess.Popen(
-            self.args, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=str(cwd) if cwd else None,
+            self.args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=str(cwd) if cwd else None,
             start_new_session=True,
         )
 

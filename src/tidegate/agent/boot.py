@@ -14,8 +14,7 @@ import logging
 import os
 import threading
 
-from tidegate.agent import lanes
-from tidegate.agent import online
+from tidegate.agent import lanes, online
 from tidegate.agent.config import AgentConfig, AgentConfigError
 from tidegate.agent.instrumentation import install_all
 from tidegate.agent.lifecycle import InstanceLifecycle

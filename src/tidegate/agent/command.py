@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
-from typing import Mapping, MutableMapping, Sequence
 
 BOOTSTRAP_DIR = str(Path(__file__).resolve().parent / "bootstrap")
 

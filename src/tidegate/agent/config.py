@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 from urllib.parse import urlsplit
 
 from tidegate.errors import TidegateError
@@ -43,15 +43,13 @@ class AgentConfig:
     lane_key: str = "tidegate.lane"  # the W3C baggage member that carries the lane
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "AgentConfig":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AgentConfig:
         env = os.environ if environ is None else environ
         service = env.get("TIDEGATE_SERVICE", "").strip()
         if not service:
             raise AgentConfigError("TIDEGATE_SERVICE", "is required (the service name this process registers as)")
         if not _SERVICE_NAME.match(service):
-            raise AgentConfigError(
-                "TIDEGATE_SERVICE", f"{service!r} is not a service name (letters, digits, '.', '_', '-'; at most 63)"
-            )
+            raise AgentConfigError("TIDEGATE_SERVICE", f"{service!r} is not a service name (letters, digits, '.', '_', '-'; at most 63)")
         tag = env.get("TIDEGATE_TAG", "").strip()
         if not _TAG.match(tag):
             raise AgentConfigError("TIDEGATE_TAG", f"{tag!r} is not a tag (letters, digits, '.', '_', '-'; at most 63)")
@@ -64,7 +62,9 @@ class AgentConfig:
         interval = _seconds(interval_text) if interval_text else None
         lane_key = env.get("TIDEGATE_LANE_KEY", "").strip() or "tidegate.lane"
         if not _LANE_KEY.match(lane_key):
-            raise AgentConfigError("TIDEGATE_LANE_KEY", f"{lane_key!r} is not a baggage key (letters, digits and !#$%&'*+.^_`|~-; at most 64)")
+            raise AgentConfigError(
+                "TIDEGATE_LANE_KEY", f"{lane_key!r} is not a baggage key (letters, digits and !#$%&'*+.^_`|~-; at most 64)"
+            )
         return cls(
             lane_key=lane_key,
             service=service,

@@ -72,7 +72,7 @@ def settings_from_env(environ: dict[str, str] | None = None) -> tuple[bool, Drai
         raise LosslessError(f"TIDEGATE_DRAIN_TIMEOUT: {text!r}: {error}") from None
 
 
-def install(runtime: "AgentRuntime") -> "LosslessOffline | None":
+def install(runtime: AgentRuntime) -> LosslessOffline | None:
     """The process's `LosslessOffline`, made once; None when switched off (or misconfigured, logged)."""
     existing = runtime.extras.get(EXTRAS_KEY)
     if existing is not None or EXTRAS_KEY in runtime.extras:
@@ -87,7 +87,7 @@ def install(runtime: "AgentRuntime") -> "LosslessOffline | None":
     return lossless
 
 
-def of(runtime: "AgentRuntime | None") -> "LosslessOffline | None":
+def of(runtime: AgentRuntime | None) -> LosslessOffline | None:
     """The runtime's `LosslessOffline`, or None (no agent, or switched off)."""
     if runtime is None:
         return None
@@ -101,7 +101,7 @@ _MISSING = object()
 class LosslessOffline:
     """This process's lossless offline: the drain (socket owner), the recent consumers, the notices heard."""
 
-    def __init__(self, runtime: "AgentRuntime", settings: DrainSettings) -> None:
+    def __init__(self, runtime: AgentRuntime, settings: DrainSettings) -> None:
         self.runtime = runtime
         self.settings = settings
         self.notices = DrainNotices(runtime.directory)
@@ -163,10 +163,15 @@ class LosslessOffline:
                 self._owner_board.draining_since = started
                 self._owner_board.publish()
         instances = lifecycle.set_serving_state(InstanceState.DRAINING) if lifecycle is not None else []
-        threading.Thread(target=self._announce, args=(instances, InstanceState.DRAINING), name="tidegate-drain-announce", daemon=True).start()
+        threading.Thread(
+            target=self._announce, args=(instances, InstanceState.DRAINING), name="tidegate-drain-announce", daemon=True
+        ).start()
         self._notify_consumers([(i.id, i.address) for i in instances])
-        log.info("tidegate: draining %s: consumers told; in-flight requests finish (at most %gs)",
-                 self.runtime.config.service, self.settings.timeout_s)
+        log.info(
+            "tidegate: draining %s: consumers told; in-flight requests finish (at most %gs)",
+            self.runtime.config.service,
+            self.settings.timeout_s,
+        )
         return True
 
     def progress(self) -> dict[str, Any]:
@@ -182,8 +187,13 @@ class LosslessOffline:
             if self.drain.phase != DrainPhase.DRAINING:
                 break
             time.sleep(self.drain.next_check_in(time.monotonic(), POLL_S) or POLL_S / 5)
-        log.info("tidegate: drain of %s %s after %.2fs (%d in flight)", self.runtime.config.service,
-                 "done" if self.drain.phase == DrainPhase.DRAINED else "ended", progress["elapsed_s"], progress["in_flight"])
+        log.info(
+            "tidegate: drain of %s %s after %.2fs (%d in flight)",
+            self.runtime.config.service,
+            "done" if self.drain.phase == DrainPhase.DRAINED else "ended",
+            progress["elapsed_s"],
+            progress["in_flight"],
+        )
         return progress
 
     def drain_before_stop(self) -> None:
@@ -237,8 +247,7 @@ class LosslessOffline:
                 for instance in instances:
                     client.set_state(instance.id, state)
         except ControlPlaneError as error:
-            log.warning("tidegate: could not tell the control plane %s is %s (other channels carry it): %s",
-                        config.service, state, error)
+            log.warning("tidegate: could not tell the control plane %s is %s (other channels carry it): %s", config.service, state, error)
 
     def _notify_consumers(self, instances: list[tuple[str, str]]) -> None:
         """The direct channel: POST /drain-notice to every recent consumer, all at once, bounded."""
@@ -249,13 +258,16 @@ class LosslessOffline:
         if not targets or not instances:
             return
         token = self.runtime.config.token
-        bodies = [json.dumps({"service": self.runtime.config.service, "instance": iid, "address": address}).encode()
-                  for iid, address in instances]
+        bodies = [
+            json.dumps({"service": self.runtime.config.service, "instance": iid, "address": address}).encode() for iid, address in instances
+        ]
 
         def tell(admin: str) -> None:
             for body in bodies:
                 request = urllib.request.Request(
-                    f"http://{admin}/drain-notice", data=body, method="POST",
+                    f"http://{admin}/drain-notice",
+                    data=body,
+                    method="POST",
                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
                 )
                 try:
@@ -316,11 +328,13 @@ class LosslessOffline:
                             self._applied_notices.add((instance_id, at))
                             self.notices.notice(instance_id, address, "direct notice (via the server's main process)")
                 in_flight = self.runtime.metrics.in_flight if self.runtime.metrics is not None else 0
-                board.report({
-                    "ack": draining_since,
-                    "in_flight": in_flight if draining_since else 0,
-                    "consumers": self.consumers.current(time.time()),
-                })
+                board.report(
+                    {
+                        "ack": draining_since,
+                        "in_flight": in_flight if draining_since else 0,
+                        "consumers": self.consumers.current(time.time()),
+                    }
+                )
             except Exception:  # the board must not stop following for one bad read
                 log.debug("tidegate: drain board follow failed", exc_info=True)
             time.sleep(POLL_S)
@@ -333,32 +347,32 @@ def _loopback(host: str) -> bool:
 # -- what the lifecycle and the admin endpoint call ------------------------------------------------
 
 
-def owner_listening(runtime: "AgentRuntime", admin_port: int | None, metrics_dir: Path | None) -> None:
+def owner_listening(runtime: AgentRuntime, admin_port: int | None, metrics_dir: Path | None) -> None:
     lossless = of(runtime)
     if lossless is not None:
         lossless.owner_listening(admin_port, metrics_dir)
 
 
-def worker_serving(runtime: "AgentRuntime", metrics_dir: str | None, owner: bool) -> None:
+def worker_serving(runtime: AgentRuntime, metrics_dir: str | None, owner: bool) -> None:
     lossless = of(runtime)
     if lossless is not None:
         lossless.worker_serving(metrics_dir, owner)
 
 
-def after_fork_in_child(runtime: "AgentRuntime") -> None:
+def after_fork_in_child(runtime: AgentRuntime) -> None:
     lossless = runtime.extras.get(EXTRAS_KEY)
     if lossless is not None:
         lossless.after_fork_in_child()
 
 
-def drain_on_signal(runtime: "AgentRuntime | None") -> None:
+def drain_on_signal(runtime: AgentRuntime | None) -> None:
     """A server's SIGTERM handler calls this: the drain begins at once, not at the server's next tick."""
     lossless = of(runtime)
     if lossless is not None and runtime is not None and runtime.lifecycle is not None and runtime.lifecycle.owner:
         lossless.signalled()
 
 
-def drain_before_stop(runtime: "AgentRuntime | None") -> None:
+def drain_before_stop(runtime: AgentRuntime | None) -> None:
     """Server hooks call this on SIGTERM, before the server's own shutdown; returns once drained."""
     lossless = of(runtime)
     if lossless is not None:
@@ -369,7 +383,7 @@ def drain_before_stop(runtime: "AgentRuntime | None") -> None:
 UNGATED_WRITES = frozenset({"/offline", "/online"})
 
 
-def admin_writes(runtime: "AgentRuntime") -> dict[str, Any]:
+def admin_writes(runtime: AgentRuntime) -> dict[str, Any]:
     """`POST /offline[?wait=false]`, `POST /online`, `POST /drain-notice` (all token-checked by the admin endpoint)."""
 
     def offline(body: Any, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
@@ -392,7 +406,11 @@ def admin_writes(runtime: "AgentRuntime") -> dict[str, Any]:
         if lossless is None:
             return 409, {"error": "lossless offline is switched off (TIDEGATE_LOSSLESS=off)"}
         if not lossless.online():
-            why = "the server is stopping (SIGTERM)" if lossless.stopping else f"no unfinished drain to undo (drain is {lossless.drain.phase})"
+            why = (
+                "the server is stopping (SIGTERM)"
+                if lossless.stopping
+                else f"no unfinished drain to undo (drain is {lossless.drain.phase})"
+            )
             return 409, {"error": why, **lossless.progress()}
         return 200, lossless.progress()
 
@@ -405,7 +423,7 @@ def admin_writes(runtime: "AgentRuntime") -> dict[str, Any]:
     return {"/offline": offline, "/online": online, "/drain-notice": drain_notice}
 
 
-def note_consumer(incoming: "RequestContext") -> None:
+def note_consumer(incoming: RequestContext) -> None:
     """Inbound adapters call this for a request whose consumer named its admin address."""
     lossless = of(get_runtime())
     if lossless is not None:

@@ -59,7 +59,7 @@ class OwnerBoard:
             log.warning("tidegate: cannot write the drain board in %s; workers will not see it", self.directory, exc_info=True)
 
     def add_notice(self, instance_id: str, address: str, at: float) -> None:
-        self.notices = [*self.notices[-(MAX_NOTICES - 1):], (instance_id, address, at)]
+        self.notices = [*self.notices[-(MAX_NOTICES - 1) :], (instance_id, address, at)]
         self.publish()
 
     def reports(self) -> list[dict[str, Any]]:

@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from tidegate.core.drain import Ejections
 from tidegate.core.instance import InstanceState
@@ -36,7 +37,7 @@ NOTICE_TTL_S = 120.0
 class DrainNotices:
     """What this process knows of the instances it calls that are draining or failing."""
 
-    def __init__(self, directory: "ServiceDirectory", clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, directory: ServiceDirectory, clock: Callable[[], float] = time.monotonic) -> None:
         self.directory = directory
         self.clock = clock
         self.ejections = Ejections()

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from tidegate.core.coloring import Coloring, Draw, RequestView
 from tidegate.core.context import RequestContext
@@ -80,8 +81,12 @@ class LaneState:
                     validate(document)
                 except RuleError as error:
                     previous = self._valid.get(stored.key)
-                    log.warning("tidegate: %s refused (%s); %s", "/".join(stored.key), error,
-                                "its previous version stays in force" if previous else "it is not applied")
+                    log.warning(
+                        "tidegate: %s refused (%s); %s",
+                        "/".join(stored.key),
+                        error,
+                        "its previous version stays in force" if previous else "it is not applied",
+                    )
                     if previous is None:
                         continue
                     document = previous

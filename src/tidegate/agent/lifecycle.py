@@ -21,11 +21,11 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from tidegate.agent import metrics_files, online
-from tidegate.agent import drain
+from tidegate.agent import drain, metrics_files, online
 from tidegate.agent.admin import AdminServer
 from tidegate.agent.forking import FORK_GATE
 from tidegate.agent.metrics import render, total_in_flight
@@ -50,7 +50,7 @@ DIRECTORY_SYNC_WAIT_S = 2.0
 class InstanceLifecycle:
     """Registration, heartbeat, admin endpoint and shutdown of this process's instances."""
 
-    def __init__(self, runtime: "AgentRuntime", client_factory: Callable[[], "ControlClient"] | None = None) -> None:
+    def __init__(self, runtime: AgentRuntime, client_factory: Callable[[], ControlClient] | None = None) -> None:
         self.runtime = runtime
         self.config = runtime.config
         self._client_factory = client_factory or self._default_client
@@ -69,7 +69,7 @@ class InstanceLifecycle:
         self.metrics_dir: Path | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._client: "ControlClient | None" = None
+        self._client: ControlClient | None = None
         self._lease_s: float | None = None  # learned from the control plane's /v1/health
         self._serving_requests = False
         self._watcher: Any = None
@@ -241,7 +241,7 @@ class InstanceLifecycle:
                 log.warning("tidegate: control plane forgot instance %s; registering it again", instance.id)
                 pending.append(instance.id)
 
-    def _register(self, client: "ControlClient", instance: Instance) -> None:
+    def _register(self, client: ControlClient, instance: Instance) -> None:
         with self._lock:
             if self._stop.is_set():
                 return
@@ -272,12 +272,12 @@ class InstanceLifecycle:
             return self.config.heartbeat_interval
         return self._lease_s / 3 if self._lease_s else DEFAULT_HEARTBEAT_S
 
-    def _control(self) -> "ControlClient":
+    def _control(self) -> ControlClient:
         if self._client is None:
             self._client = self._client_factory()
         return self._client
 
-    def _default_client(self) -> "ControlClient":
+    def _default_client(self) -> ControlClient:
         from tidegate.client.control import ControlClient
 
         return ControlClient(self.config.control, self.config.token or None, timeout=DEREGISTER_TIMEOUT_S)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import threading
 from bisect import bisect_left
-from typing import Any, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, SummaryMetricFamily
@@ -147,9 +148,7 @@ class _SnapshotCollector(Collector):
             "tidegate_inbound_requests", "Inbound requests by route template", labels=["route", "method", "status"]
         )
         errors = CounterMetricFamily("tidegate_inbound_errors", "Inbound requests answered 5xx", labels=["route", "method"])
-        latency = HistogramMetricFamily(
-            "tidegate_inbound_latency_seconds", "Inbound request latency", labels=["route", "method"]
-        )
+        latency = HistogramMetricFamily("tidegate_inbound_latency_seconds", "Inbound request latency", labels=["route", "method"])
         by_route: dict[tuple[str, str], Series] = {}
         error_counts: dict[tuple[str, str], int] = {}
         for (route, method, status), series in sorted(inbound.items()):
@@ -165,9 +164,7 @@ class _SnapshotCollector(Collector):
         yield errors
         yield latency
 
-        out_requests = CounterMetricFamily(
-            "tidegate_outbound_requests", "Outbound calls by service", labels=["service", "outcome"]
-        )
+        out_requests = CounterMetricFamily("tidegate_outbound_requests", "Outbound calls by service", labels=["service", "outcome"])
         out_errors = CounterMetricFamily("tidegate_outbound_errors", "Outbound calls that failed", labels=["service"])
         out_latency = HistogramMetricFamily("tidegate_outbound_latency_seconds", "Outbound call latency", labels=["service"])
         by_service: dict[tuple[str], Series] = {}

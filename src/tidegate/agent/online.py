@@ -10,7 +10,8 @@ start's HTTP prewarm). The hooks elsewhere are one line each.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from tidegate.agent.instrumentation.http_prewarm import CalledServices, record_calls, state_dir
 from tidegate.agent.prewarm import Prewarm
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tidegate")
 
 
-def weighting(runtime: "AgentRuntime") -> "Weighting":
+def weighting(runtime: AgentRuntime) -> Weighting:
     """The outbound router's weighting (warm-up ramps), creating the consumer warm-up once."""
     warmup = runtime.extras.get("warmup")
     if warmup is None:
@@ -34,7 +35,7 @@ def weighting(runtime: "AgentRuntime") -> "Weighting":
     return warmup.weighting  # type: ignore[no-any-return]
 
 
-def install(runtime: "AgentRuntime") -> None:
+def install(runtime: AgentRuntime) -> None:
     """Create the prewarm gate and promotion; make the router remember the services it calls."""
     warmup = runtime.extras.get("warmup") or runtime.extras.setdefault("warmup", ConsumerWarmup(runtime))
     runtime.extras["prewarm"] = Prewarm(runtime)
@@ -45,20 +46,20 @@ def install(runtime: "AgentRuntime") -> None:
         record_calls(runtime.router, called)  # type: ignore[arg-type]
 
 
-def begin(runtime: "AgentRuntime | None", addresses: Sequence[tuple[str, int]], loop: "asyncio.AbstractEventLoop | None" = None) -> None:
+def begin(runtime: AgentRuntime | None, addresses: Sequence[tuple[str, int]], loop: asyncio.AbstractEventLoop | None = None) -> None:
     """Server hook: the app's startup finished in this request-serving process."""
     prewarm = runtime.extras.get("prewarm") if runtime is not None else None
     if prewarm is not None:
         prewarm.begin(addresses, loop)
 
 
-def may_register(runtime: "AgentRuntime") -> bool:
+def may_register(runtime: AgentRuntime) -> bool:
     """Lifecycle hook: whether registration may go ahead (startup and prewarm finished)."""
     prewarm: Any = runtime.extras.get("prewarm")
     return prewarm is None or bool(prewarm.may_register())
 
 
-def state_on_register(runtime: "AgentRuntime") -> InstanceState:
+def state_on_register(runtime: AgentRuntime) -> InstanceState:
     """Lifecycle hook: WARMING when this service has a warm-up window, else SERVING."""
     promotion: Any = runtime.extras.get("promotion")
     return promotion.state_on_register() if promotion is not None else InstanceState.SERVING

@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 log = logging.getLogger("tidegate")
 
-_acted: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
-_closing: "set[asyncio.Task[None]]" = set()  # held until done, so no task is collected mid-close
+_acted: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_closing: set[asyncio.Task[None]] = set()  # held until done, so no task is collected mid-close
 
 Address = tuple[str, int]
 
@@ -43,7 +44,8 @@ def _httpcore_idle(pool: Any, addresses: Iterable[Address]) -> list[Any]:
     wanted = {(host.encode(), port) for host, port in addresses}
     with pool._optional_thread_lock:
         idle = [
-            c for c in pool._connections
+            c
+            for c in pool._connections
             if c.is_idle() and (getattr(c, "_origin", None) is not None and (c._origin.host, c._origin.port) in wanted)
         ]
         for connection in idle:

@@ -22,8 +22,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from tidegate.agent import metrics_files
 from tidegate.core.prewarm import PrewarmPlan, PrewarmSpecError, WarmupRequest, overlay, parse_seconds, plan_from_env
@@ -49,7 +50,7 @@ STEP_MODULES: tuple[tuple[str, str], ...] = (
 class Prewarm:
     """This process's startup gate and prewarm run."""
 
-    def __init__(self, runtime: "AgentRuntime", environ: dict[str, str] | None = None) -> None:
+    def __init__(self, runtime: AgentRuntime, environ: dict[str, str] | None = None) -> None:
         env = dict(os.environ if environ is None else environ)
         self.runtime = runtime
         self.local_plan, problems = plan_from_env(env)
@@ -168,4 +169,3 @@ def _send(connection: http.client.HTTPConnection, request: WarmupRequest) -> str
     except (OSError, http.client.HTTPException) as error:
         connection.close()  # the next request reconnects
         return type(error).__name__
-

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import random as random_module
 import threading
-from typing import Callable, Collection, Protocol, Sequence
+from collections.abc import Callable, Collection, Sequence
+from typing import Protocol
 
 from tidegate.core.balancer import DEFAULT_BALANCER, Balancer, BalancerFactory, InFlight, WeightOf, registered_weight
 from tidegate.core.coloring import RequestView
@@ -182,10 +183,7 @@ class OutboundRouter:
         with self._write_lock:
             tracker = self._in_flight.setdefault(service, InFlight())
             groups = group_by_tag(self._directory.routable(service))
-            balancers = {
-                tag: self._factory(members, tracker, self._random, self._weighting(members))
-                for tag, members in groups.items()
-            }
+            balancers = {tag: self._factory(members, tracker, self._random, self._weighting(members)) for tag, members in groups.items()}
             base = balancers.get(BASE) or self._factory((), tracker, self._random, self._weighting(()))
             routes = _ServiceRoutes(groups, balancers, base)
             all_routes = dict(self._routes)

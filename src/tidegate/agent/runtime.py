@@ -8,8 +8,9 @@ forked child) and publishes it with `set_runtime`; instrumentors read it with
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from tidegate.core.directory import ServiceDirectory
 from tidegate.core.rulebook import RuleBook
@@ -23,12 +24,12 @@ if TYPE_CHECKING:
 
 @dataclass
 class AgentRuntime:
-    config: "AgentConfig"
+    config: AgentConfig
     directory: ServiceDirectory = field(default_factory=ServiceDirectory)
     rulebook: RuleBook = field(default_factory=RuleBook)
-    router: "OutboundRouter | None" = None
-    metrics: "AgentMetrics | None" = None
-    lifecycle: "InstanceLifecycle | None" = None  # registration and admin endpoint; acts only in a server process
+    router: OutboundRouter | None = None
+    metrics: AgentMetrics | None = None
+    lifecycle: InstanceLifecycle | None = None  # registration and admin endpoint; acts only in a server process
     clock: Callable[[], float] = time.monotonic
     #: Headers every inbound response carries while they are here (a draining
     #: instance's notice); changed in place, shared by every wrapped app.

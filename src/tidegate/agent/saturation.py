@@ -31,7 +31,7 @@ CPU_INTERVAL_S = 0.5
 class LoopLagSampler:
     """Measures the lag of the event loop it is first ensured from."""
 
-    def __init__(self, governor: "Governor", interval_s: float = LAG_INTERVAL_S, samples: int = LAG_SAMPLES) -> None:
+    def __init__(self, governor: Governor, interval_s: float = LAG_INTERVAL_S, samples: int = LAG_SAMPLES) -> None:
         self.governor = governor
         self.interval_s = interval_s
         self._recent: deque[float] = deque(maxlen=samples)
@@ -55,7 +55,7 @@ class LoopLagSampler:
 class CpuSampler:
     """Samples this process's CPU usage (0..1 of one core) from a daemon thread."""
 
-    def __init__(self, governor: "Governor", interval_s: float = CPU_INTERVAL_S) -> None:
+    def __init__(self, governor: Governor, interval_s: float = CPU_INTERVAL_S) -> None:
         self.governor = governor
         self.interval_s = interval_s
         self._lock = threading.Lock()

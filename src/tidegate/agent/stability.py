@@ -26,7 +26,8 @@ import json
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from tidegate.agent.saturation import CpuSampler, LoopLagSampler
 from tidegate.agent.stability_events import StabilityEvents
@@ -59,7 +60,7 @@ def entrance() -> str:
 class Stability:
     """One process's Governor with its rules, events, samplers and blocked-response shape."""
 
-    def __init__(self, runtime: "AgentRuntime", events: StabilityEvents | None = None) -> None:
+    def __init__(self, runtime: AgentRuntime, events: StabilityEvents | None = None) -> None:
         self.runtime = runtime
         self.governor = Governor()
         self.clock = runtime.clock
@@ -98,8 +99,9 @@ class Stability:
                 self.governor.load(rules)
             except RuleError as error:
                 log.error("tidegate: stability rules not loaded, the rules in force stay: %s", error)
-                self.events.report({"type": "rule-refused", "service": self.service, "error": str(error),
-                                    "document": error.document, "field": error.field})
+                self.events.report(
+                    {"type": "rule-refused", "service": self.service, "error": str(error), "document": error.document, "field": error.field}
+                )
                 return False
         params: dict[str, set[str]] = {}
         for hot in rules.hotspot:
@@ -108,8 +110,11 @@ class Stability:
         self.named = _named(rules)
         self.inbound_governed = None if _needs_every_inbound(rules) else self.named
         counts = (len(rules.flow), len(rules.breakers), len(rules.hotspot), len(rules.adaptive))
-        log.log(logging.INFO if any(counts) else logging.DEBUG,
-                "tidegate: stability rules in force: %d flow, %d breaker, %d hot-spot, %d adaptive", *counts)
+        log.log(
+            logging.INFO if any(counts) else logging.DEBUG,
+            "tidegate: stability rules in force: %d flow, %d breaker, %d hot-spot, %d adaptive",
+            *counts,
+        )
         return True
 
     def governs(self, resource: str) -> bool:
@@ -187,8 +192,17 @@ class Stability:
     # -- events --------------------------------------------------------------------------
 
     def _on_breaker(self, rule: Any, from_state: str, to_state: str, now: float, snapshot: float) -> None:
-        self.events.report({"type": "breaker", "service": self.service, "resource": rule.resource, "rule": rule.label,
-                            "from": str(from_state), "to": str(to_state), "snapshot": snapshot})
+        self.events.report(
+            {
+                "type": "breaker",
+                "service": self.service,
+                "resource": rule.resource,
+                "rule": rule.label,
+                "from": str(from_state),
+                "to": str(to_state),
+                "snapshot": snapshot,
+            }
+        )
 
     def after_fork_in_child(self) -> None:
         self._reload_lock = threading.Lock()
@@ -244,7 +258,7 @@ def _body_from_env() -> Mapping[str, Any]:
     return body
 
 
-def install(runtime: "AgentRuntime") -> Stability:
+def install(runtime: AgentRuntime) -> Stability:
     """Build the process's Stability, follow the rule book, and load the rules already in it."""
     stability = Stability(runtime)
     runtime.extras[EXTRAS_KEY] = stability
@@ -255,7 +269,7 @@ def install(runtime: "AgentRuntime") -> Stability:
     return stability
 
 
-def of(runtime: "AgentRuntime | None") -> Stability | None:
+def of(runtime: AgentRuntime | None) -> Stability | None:
     """The process's Stability, or None when the agent (or its stability part) is not loaded."""
     if runtime is None:
         return None

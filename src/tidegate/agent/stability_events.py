@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from tidegate.errors import BlockedError
 
@@ -39,7 +40,7 @@ class StabilityEvents:
         self._reset()
 
     @classmethod
-    def for_runtime(cls, runtime: "AgentRuntime") -> "StabilityEvents":
+    def for_runtime(cls, runtime: AgentRuntime) -> StabilityEvents:
         config = runtime.config
         clients: dict[int, Any] = {}  # by process id: a forked child must not use its parent's connections
 
@@ -83,8 +84,9 @@ class StabilityEvents:
             blocks, self._blocks = self._blocks, {}
         pid = os.getpid()
         for (resource, rule, kind), count in blocks.items():
-            events.append({"type": "block", "service": self.service, "resource": resource, "rule": rule,
-                           "error": kind, "count": count, "pid": pid})
+            events.append(
+                {"type": "block", "service": self.service, "resource": resource, "rule": rule, "error": kind, "count": count, "pid": pid}
+            )
         for event in events:
             try:
                 self._post(event)

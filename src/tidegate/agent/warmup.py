@@ -19,7 +19,8 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from tidegate.core.balancer import WeightOf, registered_weight
 from tidegate.core.instance import Instance, InstanceState
@@ -65,7 +66,7 @@ def settings_from_env(env: Mapping[str, str]) -> WarmupSettings:
 class ConsumerWarmup:
     """Live warm-up settings per service, the router's weighting, and the reweigh timer."""
 
-    def __init__(self, runtime: "AgentRuntime", environ: Mapping[str, str] | None = None, clock: Clock = time.time) -> None:
+    def __init__(self, runtime: AgentRuntime, environ: Mapping[str, str] | None = None, clock: Clock = time.time) -> None:
         self.runtime = runtime
         self.clock = clock
         self.default = settings_from_env(os.environ if environ is None else environ)
@@ -156,7 +157,7 @@ class ConsumerWarmup:
 class Promotion:
     """Provider side: enter the registry WARMING, and become SERVING after the window."""
 
-    def __init__(self, runtime: "AgentRuntime", consumer: ConsumerWarmup) -> None:
+    def __init__(self, runtime: AgentRuntime, consumer: ConsumerWarmup) -> None:
         self.runtime = runtime
         self.consumer = consumer
 

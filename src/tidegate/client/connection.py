@@ -28,5 +28,7 @@ def token(given: str | None) -> str | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--control", default=None, metavar="URL", help=f"control plane URL (default $TIDEGATE_CONTROL or {DEFAULT_CONTROL})")
+    parser.add_argument(
+        "--control", default=None, metavar="URL", help=f"control plane URL (default $TIDEGATE_CONTROL or {DEFAULT_CONTROL})"
+    )
     parser.add_argument("--token", default=None, help="bearer token (default $TIDEGATE_TOKEN, else the local control plane's token file)")

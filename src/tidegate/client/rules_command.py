@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from tidegate.client import connection
 
@@ -15,7 +16,9 @@ if TYPE_CHECKING:  # imported in the handlers, to keep `tidegate --help` fast
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = subparsers.add_parser("rules", help="apply, list, roll back rule documents", description="Manage rule documents in the control plane.")
+    parser = subparsers.add_parser(
+        "rules", help="apply, list, roll back rule documents", description="Manage rule documents in the control plane."
+    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     apply = actions.add_parser("apply", help="apply YAML/JSON rule documents (all or nothing)")

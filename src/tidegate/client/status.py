@@ -32,7 +32,9 @@ def run(args: argparse.Namespace) -> int:
     except ControlPlaneError as error:
         print(f"tidegate status: {error}", file=sys.stderr)
         if error.status is None:
-            print(f"is the control plane running? start it with `tidegate control`, or point --control at it (tried {url})", file=sys.stderr)
+            print(
+                f"is the control plane running? start it with `tidegate control`, or point --control at it (tried {url})", file=sys.stderr
+            )
         return 1
     table = Table(title=f"tidegate at {url} (revision {revision})")
     for column in ("service", "instance", "address", "tag", "state", "weight", "age"):

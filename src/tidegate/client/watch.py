@@ -18,8 +18,9 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
@@ -184,11 +185,12 @@ class Watcher:
                     log.warning(
                         "control plane at %s is at revision %d, behind this directory's %d (was its data replaced?); "
                         "instance changes up to %d will be ignored as stale",
-                        self.base_url, revision, self.directory.revision, self.directory.revision,
+                        self.base_url,
+                        revision,
+                        self.directory.revision,
+                        self.directory.revision,
                     )
-                self.directory.replace(
-                    revision, [Instance.from_dict(item) for item in data["instances"]], data.get("services", ())
-                )
+                self.directory.replace(revision, [Instance.from_dict(item) for item in data["instances"]], data.get("services", ()))
                 self.rulebook.replace(StoredRule.from_dict(item) for item in data["rules"])
                 self._synced.set()
             elif frame.event == "instance":

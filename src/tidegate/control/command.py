@@ -16,9 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=int, default=7070, help="port to listen on (default 7070; 0 picks a free one)")
     parser.add_argument("--data", type=Path, default=None, help="data directory (default: the user data dir for tidegate)")
-    parser.add_argument("--token", default=None, help="bearer token for the API (default: $TIDEGATE_TOKEN, else DATA/token, else generated)")
+    parser.add_argument(
+        "--token", default=None, help="bearer token for the API (default: $TIDEGATE_TOKEN, else DATA/token, else generated)"
+    )
     parser.add_argument("--open-reads", action="store_true", help="let reads (services, rules, watch) through without the token")
-    parser.add_argument("--instance-ttl", type=float, default=15.0, metavar="SECONDS", help="an instance silent this long is removed (default 15)")
+    parser.add_argument(
+        "--instance-ttl", type=float, default=15.0, metavar="SECONDS", help="an instance silent this long is removed (default 15)"
+    )
     parser.set_defaults(func=run)
 
 

@@ -28,7 +28,12 @@ SPEC: dict[str, Any] = {
     "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     "security": [{"bearer": []}],
     "paths": {
-        "/v1/health": {"get": _op("Liveness, the current revision and the number of open watch streams, the instance lease: {status, revision, watchers, instance_ttl}", auth=False)},
+        "/v1/health": {
+            "get": _op(
+                "Liveness, the current revision and the number of open watch streams, the instance lease: {status, revision, watchers, instance_ttl}",
+                auth=False,
+            )
+        },
         "/v1/openapi.json": {"get": _op("This document", auth=False)},
         "/v1/services": {"get": _op("Known services: [{name, instances, tags}]")},
         "/v1/services/{name}/instances": {"get": _op("Instances of one service")},

@@ -13,7 +13,8 @@ import json
 import math
 import time
 from collections import deque
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from tidegate.control.eventlog import Change, EventLog
 from tidegate.control.fanout import Fanout
@@ -189,7 +190,9 @@ class ControlPlane:
         for entry in self.storage.history(key):
             if entry.rule.revision == revision:
                 if entry.op != "put":
-                    raise RequestError(409, f"revision {revision} deleted {'/'.join(key)}; roll back to a revision that wrote it", field="revision")
+                    raise RequestError(
+                        409, f"revision {revision} deleted {'/'.join(key)}; roll back to a revision that wrote it", field="revision"
+                    )
                 return self.apply_rules([dict(entry.rule.document)])[0]
         raise RequestError(404, f"rule {'/'.join(key)} has no revision {revision}", field="revision")
 
@@ -227,7 +230,7 @@ class ControlPlane:
             "rules": [r.to_dict() for r in self.storage.rules()],
         }
 
-    def watch(self, since: int | None) -> tuple[dict[str, Any] | None, list[Change], "asyncio.Queue[bytes | None]"]:
+    def watch(self, since: int | None) -> tuple[dict[str, Any] | None, list[Change], asyncio.Queue[bytes | None]]:
         """Subscribe a watcher: (snapshot or None, changes to replay, live queue).
 
         Done in one step on the loop thread, so nothing falls between the

@@ -11,9 +11,10 @@ import json
 import os
 import secrets
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from tidegate.core.rulebook import RuleKey, StoredRule
 
@@ -173,7 +174,7 @@ class SqliteStorage:
     def close(self) -> None:
         self._db.close()
 
-    def _transaction(self) -> "_Transaction":
+    def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
 
 

@@ -24,8 +24,8 @@ Sentinel's system rules check only inbound traffic.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from tidegate.core.stat import StatNode
 from tidegate.errors import RuleError
@@ -47,13 +47,17 @@ class AdaptiveRule:
     def validate(self) -> None:
         doc = f"adaptive rule {self.label!r}"
         if self.max_loop_lag_s is None and self.max_cpu_usage is None and self.max_concurrency is None:
-            raise RuleError("set at least one trigger: max_loop_lag_s, max_cpu_usage or max_concurrency", document=doc, field="max_loop_lag_s")
+            raise RuleError(
+                "set at least one trigger: max_loop_lag_s, max_cpu_usage or max_concurrency", document=doc, field="max_loop_lag_s"
+            )
         for field, value in (("max_loop_lag_s", self.max_loop_lag_s), ("max_cpu_usage", self.max_cpu_usage)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value <= 0):
                 raise RuleError("must be a number > 0", document=doc, field=field)
         if self.max_cpu_usage is not None and self.max_cpu_usage > 1:
             raise RuleError("is a fraction of one: 0 < usage <= 1", document=doc, field="max_cpu_usage")
-        if self.max_concurrency is not None and (isinstance(self.max_concurrency, bool) or not isinstance(self.max_concurrency, int) or self.max_concurrency < 1):
+        if self.max_concurrency is not None and (
+            isinstance(self.max_concurrency, bool) or not isinstance(self.max_concurrency, int) or self.max_concurrency < 1
+        ):
             raise RuleError("must be a whole number >= 1", document=doc, field="max_concurrency")
 
 

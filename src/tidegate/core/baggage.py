@@ -15,8 +15,9 @@ the reason is returned for the caller to log.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 from urllib.parse import unquote
 
 #: The member tidegate owns.

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_right
+from collections.abc import Callable, Collection, Sequence
 from itertools import accumulate
-from typing import Callable, Collection, Protocol, Sequence
+from typing import Protocol
 
 from tidegate.core.instance import Instance
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from tidegate.core.stat import Window
 from tidegate.errors import RuleError
@@ -85,7 +85,19 @@ StateListener = Callable[[BreakerRule, str, str, float, "float | None"], None]
 class CircuitBreaker:
     """The state machine of one breaker rule, with its own statistics window."""
 
-    __slots__ = ("rule", "state", "next_retry_ms", "window", "listeners", "_slow", "_max_rt_ms", "_count", "_threshold", "_min_amount", "_lock")
+    __slots__ = (
+        "rule",
+        "state",
+        "next_retry_ms",
+        "window",
+        "listeners",
+        "_slow",
+        "_max_rt_ms",
+        "_count",
+        "_threshold",
+        "_min_amount",
+        "_lock",
+    )
 
     def __init__(self, rule: BreakerRule, listeners: list[StateListener] | None = None) -> None:
         self.rule = rule

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Callable, Iterable, Mapping
 from urllib.parse import parse_qsl
 
 #: Percentages resolve to 1/100 of a percent.
@@ -127,7 +127,7 @@ class StringMatch:
     pattern: re.Pattern[str] | None = None
 
     @classmethod
-    def regex(cls, expression: str) -> "StringMatch":
+    def regex(cls, expression: str) -> StringMatch:
         """Raises re.error for a bad expression (rule parsing turns it into a RuleError)."""
         return cls(MatchKind.REGEX, expression, re.compile(expression))
 

@@ -41,10 +41,10 @@ class RequestContext:
     #: when no lane rule was in force at entry.
     request: RequestView | None = None
 
-    def with_lane(self, lane: str) -> "RequestContext":
+    def with_lane(self, lane: str) -> RequestContext:
         return RequestContext(lane, self.baggage, self.origin, self.origin_admin, self.problem, self.request)
 
-    def with_request(self, lane: str, request: RequestView) -> "RequestContext":
+    def with_request(self, lane: str, request: RequestView) -> RequestContext:
         """This context with the lane coloring gave and the request its canaries read."""
         return RequestContext(lane, self.baggage, self.origin, self.origin_admin, self.problem, request)
 

@@ -9,7 +9,8 @@ the request path get immutable tuples swapped in whole, so they never lock.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from tidegate.core.instance import Instance, InstanceState
 
@@ -149,11 +150,7 @@ class ServiceDirectory:
 
     def _refresh(self, service: str) -> None:
         local = self._local_states
-        self._routable[service] = tuple(
-            i
-            for i in self._instances.get(service, {}).values()
-            if local.get(i.id, i.state).routable
-        )
+        self._routable[service] = tuple(i for i in self._instances.get(service, {}).values() if local.get(i.id, i.state).routable)
 
     def _notify(self, services: Iterable[str]) -> None:
         for service in services:

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Iterable
+from typing import Any
 
 #: Below Kubernetes' default terminationGracePeriodSeconds (30 s), leaving the server time to stop.
 DEFAULT_TIMEOUT_S = 20.0

@@ -69,7 +69,12 @@ class FlowRule:
         doc = f"flow rule {self.label!r}"
         if not self.resource:
             raise RuleError("must name a resource", document=doc, field="resource")
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) or self.threshold < 0 or math.isnan(self.threshold):
+        if (
+            isinstance(self.threshold, bool)
+            or not isinstance(self.threshold, (int, float))
+            or self.threshold < 0
+            or math.isnan(self.threshold)
+        ):
             raise RuleError("must be a number >= 0", document=doc, field="threshold")
         if self.grade not in GRADES:
             raise RuleError(f"must be one of {', '.join(GRADES)}", document=doc, field="grade")
@@ -78,19 +83,31 @@ class FlowRule:
         if self.behavior not in BEHAVIORS:
             raise RuleError(f"must be one of {', '.join(BEHAVIORS)}", document=doc, field="behavior")
         if self.strategy != "direct" and not self.ref_resource:
-            raise RuleError(f"strategy {self.strategy!r} needs the resource (relate) or entrance (chain) it refers to", document=doc, field="ref_resource")
+            raise RuleError(
+                f"strategy {self.strategy!r} needs the resource (relate) or entrance (chain) it refers to",
+                document=doc,
+                field="ref_resource",
+            )
         if not self.origin:
             raise RuleError("must be 'default', 'other' or a caller name", document=doc, field="origin")
-        if not isinstance(self.stat_duration_s, int) or not 1 <= self.stat_duration_s <= 3600 or (self.stat_duration_s > 60 and self.stat_duration_s % 60):
+        if (
+            not isinstance(self.stat_duration_s, int)
+            or not 1 <= self.stat_duration_s <= 3600
+            or (self.stat_duration_s > 60 and self.stat_duration_s % 60)
+        ):
             raise RuleError("must be whole seconds from 1 to 60, or a multiple of 60 up to 3600", document=doc, field="stat_duration_s")
         if self.stat_duration_s != 1 and (self.strategy != "direct" or self.origin != ORIGIN_DEFAULT):
-            raise RuleError("a stat duration other than 1 s works only with strategy direct and origin default", document=doc, field="stat_duration_s")
+            raise RuleError(
+                "a stat duration other than 1 s works only with strategy direct and origin default", document=doc, field="stat_duration_s"
+            )
         if not isinstance(self.warmup_s, int) or self.warmup_s < 0:
             raise RuleError("must be whole seconds >= 0", document=doc, field="warmup_s")
         if self.warmup_s and (self.grade != "qps" or self.stat_duration_s != 1):
             raise RuleError("warm-up applies to the qps grade with a 1 s stat duration", document=doc, field="warmup_s")
         if self.warmup_s and int(2 * self.warmup_s * self.threshold / (1 + self.cold_factor)) < 1:
-            raise RuleError("too short for this threshold: warm-up needs warmup_s x threshold >= (1 + cold_factor) / 2", document=doc, field="warmup_s")
+            raise RuleError(
+                "too short for this threshold: warm-up needs warmup_s x threshold >= (1 + cold_factor) / 2", document=doc, field="warmup_s"
+            )
         if not isinstance(self.cold_factor, int) or self.cold_factor < 2:
             raise RuleError("must be a whole number >= 2", document=doc, field="cold_factor")
         if self.behavior == "throttle" and self.grade != "qps":
@@ -252,7 +269,13 @@ class FlowController:
             self.node_kind = NODE_RESOURCE
         # The common pairing (direct calculator, reject checker, qps on the resource's own second) needs no
         # calls: the Governor compares the count with this number inline.
-        plain = self.node_kind == NODE_RESOURCE and rule.grade == "qps" and not rule.warmup_s and rule.behavior == "reject" and self.window is None
+        plain = (
+            self.node_kind == NODE_RESOURCE
+            and rule.grade == "qps"
+            and not rule.warmup_s
+            and rule.behavior == "reject"
+            and self.window is None
+        )
         self.plain_limit: float | None = float(rule.threshold) if plain else None
 
     def check(self, node: StatNode, now_ms: int, now: float) -> float:

@@ -21,8 +21,8 @@ the Governor derives integer milliseconds from it once per call for the windows.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from tidegate.core.adaptive import AdaptiveGuard, AdaptiveRule, SystemReadings
 from tidegate.core.breaker import CLOSED, BreakerRule, CircuitBreaker, StateListener

@@ -46,7 +46,12 @@ class HotspotRule:
             raise RuleError("must name a resource", document=doc, field="resource")
         if not self.param:
             raise RuleError("must name the parameter", document=doc, field="param")
-        for field, value, low in (("threshold", self.threshold, 0), ("duration_s", self.duration_s, 1), ("burst", self.burst, 0), ("capacity", self.capacity, 0)):
+        for field, value, low in (
+            ("threshold", self.threshold, 0),
+            ("duration_s", self.duration_s, 1),
+            ("burst", self.burst, 0),
+            ("capacity", self.capacity, 0),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise RuleError(f"must be a whole number >= {low}", document=doc, field=field)
         for value, threshold in self.exceptions:

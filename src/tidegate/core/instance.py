@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any, Mapping
+from typing import Any
 
 
 class InstanceState(StrEnum):
@@ -68,7 +69,7 @@ class Instance:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Instance":
+    def from_dict(cls, data: Mapping[str, Any]) -> Instance:
         """Build from the registry's JSON; raises ValueError naming a bad field."""
         try:
             return cls(

@@ -14,8 +14,8 @@ a canary.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from tidegate.core.coloring import BUCKETS, Draw, RequestKey, percent_buckets, sticky_bucket
 from tidegate.core.instance import Instance

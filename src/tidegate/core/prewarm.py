@@ -11,8 +11,8 @@ Warm-up requests are written `METHOD /path xN`, comma separated:
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Mapping
 
 _REQUEST = re.compile(r"^(?P<method>[A-Za-z]+)\s+(?P<path>/\S*)(?:\s+[xX](?P<count>\d+))?$")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -107,7 +107,11 @@ def plan_from_env(env: Mapping[str, str]) -> tuple[PrewarmPlan, list[PrewarmSpec
             plan = replace(plan, sqlalchemy=on, redis=on, http=on)
         except PrewarmSpecError as bad:
             problems.append(bad)
-    for field, variable in (("sqlalchemy", "TIDEGATE_PREWARM_SQLALCHEMY"), ("redis", "TIDEGATE_PREWARM_REDIS"), ("http", "TIDEGATE_PREWARM_HTTP")):
+    for field, variable in (
+        ("sqlalchemy", "TIDEGATE_PREWARM_SQLALCHEMY"),
+        ("redis", "TIDEGATE_PREWARM_REDIS"),
+        ("http", "TIDEGATE_PREWARM_HTTP"),
+    ):
         text = env.get(variable, "").strip()
         if text:
             try:

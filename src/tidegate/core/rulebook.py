@@ -7,8 +7,9 @@ was written, so a replayed or reordered event never rolls a rule back.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 RuleKey = tuple[str, str, str]  # (namespace, kind, name)
 
@@ -35,7 +36,7 @@ class StoredRule:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "StoredRule":
+    def from_dict(cls, data: Mapping[str, Any]) -> StoredRule:
         return cls(
             namespace=str(data["namespace"]),
             kind=str(data["kind"]),

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 from tidegate.core.instance import Instance
 

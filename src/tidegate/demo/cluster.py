@@ -13,9 +13,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import httpx
 
@@ -80,7 +80,11 @@ class Cluster:
         log = self.workdir / f"{name}.log"
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         popen = subprocess.Popen(
-            args, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
+            args,
+            stdout=open(log, "wb"),
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            start_new_session=True,
             cwd=str(self.workdir),
         )
         process = Process(name, popen, log, port)
@@ -91,8 +95,20 @@ class Cluster:
         port = free_port()
         process = self._spawn(
             "control",
-            [sys.executable, "-m", "tidegate", "control", "--port", str(port), "--data", str(self.workdir / "control-data"),
-             "--token", self.token, "--instance-ttl", str(instance_ttl_s)],
+            [
+                sys.executable,
+                "-m",
+                "tidegate",
+                "control",
+                "--port",
+                str(port),
+                "--data",
+                str(self.workdir / "control-data"),
+                "--token",
+                self.token,
+                "--instance-ttl",
+                str(instance_ttl_s),
+            ],
             port=port,
         )
         self.control_url = f"http://127.0.0.1:{port}"
@@ -112,6 +128,7 @@ class Cluster:
         def enough() -> bool:
             live = [i for i in self.client.instances(service) if i.state.routable]
             return len(live) >= count
+
         self._wait(enough, None, f"{count} instances of {service!r} to register", timeout)
 
     def _wait(self, ready: Callable[[], bool], process: Process | None, what: str, timeout: float = 60.0) -> None:

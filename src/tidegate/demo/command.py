@@ -24,11 +24,7 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     import tidegate
-    from tidegate.demo import spread
-    from tidegate.demo import scale_out
-    from tidegate.demo import lanes
-    from tidegate.demo import flash_sale
-    from tidegate.demo import rolling
+    from tidegate.demo import flash_sale, lanes, rolling, scale_out, spread
     from tidegate.demo.cluster import Cluster, DemoError
 
     if args.seconds <= 0 or args.rate <= 0:

@@ -94,8 +94,9 @@ def run(cluster: Cluster, console: Console) -> int:
     first = _warehouse(cluster, "warehouse-1")
     cluster.start_service("storefront", "storefront-1", "tidegate.demo.services.storefront:app")
     cluster.wait_registered("storefront", 1)
-    console.print(f"[green]✓[/] warehouse (capacity {CAPACITY_PER_S}/s) and storefront registered; "
-                  f"burst: {BURST_PER_S}/s for {BURST_S:g} s")
+    console.print(
+        f"[green]✓[/] warehouse (capacity {CAPACITY_PER_S}/s) and storefront registered; burst: {BURST_PER_S}/s for {BURST_S:g} s"
+    )
     without = asyncio.run(_burst())
 
     first.terminate(timeout=2.0)  # deregisters at once; its backlog is dropped with it
@@ -112,16 +113,29 @@ def run(cluster: Cluster, console: Console) -> int:
         sent = max(phase.result.sent, 1)
         failed = phase.result.outcomes.get("error", 0) + phase.result.failed
         bad = phase.warehouse.get("timeout", 0) + phase.warehouse.get("error", 0)
-        table.add_row(label, "storefront", f"{phase.share('ok'):.0%}", f"{phase.share('shed'):.0%}", f"{failed / sent:.0%}",
-                      f"{phase.result.percentile_ms(0.99):.0f}")
-        table.add_row("", "warehouse", f"{phase.warehouse.get('served', 0) / sent:.0%}", f"{phase.warehouse.get('shed', 0) / sent:.0%}",
-                      f"{bad / sent:.0%}", f"{_p99(phase.warehouse_ms):.0f}")
+        table.add_row(
+            label,
+            "storefront",
+            f"{phase.share('ok'):.0%}",
+            f"{phase.share('shed'):.0%}",
+            f"{failed / sent:.0%}",
+            f"{phase.result.percentile_ms(0.99):.0f}",
+        )
+        table.add_row(
+            "",
+            "warehouse",
+            f"{phase.warehouse.get('served', 0) / sent:.0%}",
+            f"{phase.warehouse.get('shed', 0) / sent:.0%}",
+            f"{bad / sent:.0%}",
+            f"{_p99(phase.warehouse_ms):.0f}",
+        )
     console.print(table)
     return with_rule.result.outcomes.get("error", 0) + with_rule.result.failed
 
 
 def _wait_rule(cluster: Cluster) -> None:
     """Until the warehouse answers a burst with a 429 (the rule reached it through the watch stream)."""
+
     async def shed_seen() -> bool:
         async with httpx.AsyncClient(timeout=5.0) as client:
             answers = await asyncio.gather(*(client.get(f"http://warehouse/reserve/probe-{i}") for i in range(40)))

@@ -53,8 +53,7 @@ def start_services(cluster: Cluster, console: Console) -> str:
     stream_env: dict[str, str] = {}
     if shutil.which("redis-server"):
         port = free_port()
-        cluster._spawn("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
-                       port=port)
+        cluster._spawn("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"], port=port)
         stream_env = {"REDIS_URL": f"redis://127.0.0.1:{port}/0", "STREAM": "orders"}
         cluster.start_service("billing", "billing", BILLING, env=stream_env)
         cluster.start_service("billing", "billing-gray", BILLING, tag="gray", env=stream_env)
@@ -68,7 +67,9 @@ def start_services(cluster: Cluster, console: Console) -> str:
     frontend = cluster.start_service("frontend", "frontend-lanes", SHOP, env={"SHOP_NEXT": "cart"})
     for service, count in (("stock", 2), ("pricing", 1), ("cart", 2), ("frontend", 1)) + ((("billing", 2),) if stream_env else ()):
         cluster.wait_registered(service, count)
-    console.print("[green]✓[/] frontend, cart (+gray), pricing, stock (+gray)" + (", billing (+gray)" if stream_env else "") + " registered")
+    console.print(
+        "[green]✓[/] frontend, cart (+gray), pricing, stock (+gray)" + (", billing (+gray)" if stream_env else "") + " registered"
+    )
     return f"http://127.0.0.1:{frontend.port}"
 
 
@@ -102,6 +103,7 @@ def wait_for_lane(cluster: Cluster, frontend: str) -> None:
     def colored() -> bool:
         body = httpx.get(f"{frontend}/order/probe", headers={"x-lane": "gray"}, timeout=5).json()
         return "cart:gray" in body.get("served", [])
+
     cluster._wait(colored, None, "the TrafficLane rule to reach the frontend and gray cart to be routable")
 
 
@@ -142,8 +144,10 @@ def _run(cluster: Cluster, console: Console, total: int) -> int:
         table.add_row(kind, path, str(count))
     console.print(table)
     if any(p.name == "billing" for p in cluster.processes):
+
         def all_consumed() -> bool:
             return set(order_class) <= set(consumed(cluster, "billing")) | set(consumed(cluster, "billing-gray"))
+
         try:
             cluster._wait(all_consumed, None, "billing to consume every order", timeout=30)
         except DemoError as error:

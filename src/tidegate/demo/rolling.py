@@ -15,7 +15,7 @@ import asyncio
 import itertools
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import httpx
 from rich.console import Console
@@ -104,7 +104,9 @@ def run(cluster: Cluster, console: Console, rate: float) -> int:
     on = _with_lossless(cluster, rate)
     table.add_row("on", "push, direct notice, response header", str(on.sent), str(on.failed), f"{on.percentile_ms(0.99):.0f} ms")
     off = _without_lossless(cluster, rate)
-    table.add_row("off", f"a list refreshed every {LIST_REFRESH_S:g} s", str(off.sent), str(off.failed), f"{off.percentile_ms(0.99):.0f} ms")
+    table.add_row(
+        "off", f"a list refreshed every {LIST_REFRESH_S:g} s", str(off.sent), str(off.failed), f"{off.percentile_ms(0.99):.0f} ms"
+    )
     console.print(table)
     for reason, count in off.failures.most_common(2):
         console.print(f"  off: {count} x {reason}")

@@ -49,8 +49,14 @@ async def _phases(cluster: Cluster, service: str, rate: float) -> tuple[TrafficR
 
 def _one(cluster: Cluster, mode: str, rate: float) -> tuple[TrafficResult, TrafficResult]:
     service = f"catalog-{mode}"
-    cluster.client.apply_rules({"apiVersion": "tidegate.io/v1alpha1", "kind": "ServiceSettings", "metadata": {"name": service},
-                                "spec": {"service": service, **SETTINGS[mode]}})
+    cluster.client.apply_rules(
+        {
+            "apiVersion": "tidegate.io/v1alpha1",
+            "kind": "ServiceSettings",
+            "metadata": {"name": service},
+            "spec": {"service": service, **SETTINGS[mode]},
+        }
+    )
     first = [cluster.start_service(service, f"{service}-{n}", "tidegate.demo.services.catalog:app") for n in (1, 2)]
     cluster.wait_registered(service, 2)
     for process in first:  # they stand for instances that have served for hours: caches loaded
@@ -63,8 +69,10 @@ def run(cluster: Cluster, console: Console, rate: float) -> int:
     """Both runs and their table; returns the failed requests."""
     console.rule("[bold]Scene — scale-out 2 -> 4 under load, warm-up off vs on")
     console.print(f"catalog: cache misses cost 40 ms; warm-up window {WINDOW_S:g} s (demo-short; default 120 s)")
-    table = Table(title=f"latency at {rate:g} req/s: {STEADY_S:g} s on 2 instances, then {AFTER_S:g} s after starting 2 more "
-                        f"(p99 x: after/steady; >={SLOW_MS}ms: slow requests after; to new: share the new instances took)")
+    table = Table(
+        title=f"latency at {rate:g} req/s: {STEADY_S:g} s on 2 instances, then {AFTER_S:g} s after starting 2 more "
+        f"(p99 x: after/steady; >={SLOW_MS}ms: slow requests after; to new: share the new instances took)"
+    )
     for column in ("warm-up", "steady p50", "steady p99", "after p50", "after p99", "p99 x", f">={SLOW_MS}ms", "to new"):
         table.add_column(column, justify="right")
     failed = 0
@@ -73,8 +81,15 @@ def run(cluster: Cluster, console: Console, rate: float) -> int:
         failed += steady.failed + after.failed
         new = sum(count for name, count in after.outcomes.items() if name.endswith(("-3", "-4")))
         ratio = after.percentile_ms(0.99) / max(steady.percentile_ms(0.99), 0.001)
-        table.add_row(mode, f"{steady.percentile_ms(0.5):.1f} ms", f"{steady.percentile_ms(0.99):.1f} ms",
-                      f"{after.percentile_ms(0.5):.1f} ms", f"{after.percentile_ms(0.99):.1f} ms", f"{ratio:.2f}x",
-                      str(sum(1 for latency in after.latencies_s if latency * 1000 >= SLOW_MS)), f"{new / max(after.sent, 1):.0%}")
+        table.add_row(
+            mode,
+            f"{steady.percentile_ms(0.5):.1f} ms",
+            f"{steady.percentile_ms(0.99):.1f} ms",
+            f"{after.percentile_ms(0.5):.1f} ms",
+            f"{after.percentile_ms(0.99):.1f} ms",
+            f"{ratio:.2f}x",
+            str(sum(1 for latency in after.latencies_s if latency * 1000 >= SLOW_MS)),
+            f"{new / max(after.sent, 1):.0%}",
+        )
     console.print(table)
     return failed

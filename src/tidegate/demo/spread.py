@@ -39,7 +39,9 @@ async def send_traffic(rate: float, seconds: float, console: Console) -> Traffic
                 raise DemoError(body.get("error", f"HTTP {response.status_code}"))
             return f"{body['frontend']} -> {body['orders']}"
 
-        with Progress(TextColumn("sending {task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True) as progress:
+        with Progress(
+            TextColumn("sending {task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True
+        ) as progress:
             task = progress.add_task(f"{int(rate * seconds)} requests at {rate:g}/s to http://frontend/", total=1.0)
             return await run_open_loop(call, rate, seconds, lambda done: progress.update(task, completed=done))
 

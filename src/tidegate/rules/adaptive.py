@@ -16,8 +16,9 @@ spec:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from tidegate.core.adaptive import AdaptiveRule
 from tidegate.errors import RuleError

@@ -72,8 +72,9 @@ refused (a refused call gets 429, or 503 from a breaker or adaptive protection).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from tidegate.core.breaker import BreakerRule
 from tidegate.core.flow import FlowRule
@@ -108,7 +109,9 @@ class Strategy:
     def build(self, resource: str, name: str, target_document: str, target_field: str) -> FlowRule | BreakerRule:
         """The core rule for `resource`; RuleError points at the document field that made it invalid."""
         params = dict(self.params)
-        rule: FlowRule | BreakerRule = BreakerRule(resource, name=name, **params) if self.kind == CIRCUIT_BREAKER else FlowRule(resource, name=name, **params)
+        rule: FlowRule | BreakerRule = (
+            BreakerRule(resource, name=name, **params) if self.kind == CIRCUIT_BREAKER else FlowRule(resource, name=name, **params)
+        )
         try:
             rule.validate()
         except RuleError as bad:
@@ -171,7 +174,12 @@ def parse_strategy(kind: str, name: str, document: str, spec: Any, prefix: str) 
     params: dict[str, Any] = {}
     names: dict[str, str] = {}
     if kind == RATE_LIMIT:
-        fields = SpecFields(document, spec, prefix, ("metricType", "limitMode", "threshold", "statDurationSeconds", "statDuration", *_WARM_UP, *_FLOW_EXTRAS))
+        fields = SpecFields(
+            document,
+            spec,
+            prefix,
+            ("metricType", "limitMode", "threshold", "statDurationSeconds", "statDuration", *_WARM_UP, *_FLOW_EXTRAS),
+        )
         fields.choice("metricType", ("RequestAmount",), "RequestAmount")
         _local_only(fields)
         params["threshold"] = fields.number("threshold")
@@ -205,7 +213,16 @@ def parse_strategy(kind: str, name: str, document: str, spec: Any, prefix: str) 
             document,
             spec,
             prefix,
-            ("strategy", "triggerRatio", "triggerCount", "statDuration", "recoveryTimeout", "minRequestAmount", "slowConditions", "errorConditions"),
+            (
+                "strategy",
+                "triggerRatio",
+                "triggerCount",
+                "statDuration",
+                "recoveryTimeout",
+                "minRequestAmount",
+                "slowConditions",
+                "errorConditions",
+            ),
         )
         strategy = _BREAKER_STRATEGIES[fields.choice("strategy", tuple(_BREAKER_STRATEGIES))]
         params["strategy"] = strategy

@@ -23,8 +23,9 @@ spec:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from tidegate.core.hotspot import HotspotRule
 from tidegate.errors import RuleError
@@ -47,7 +48,12 @@ def parse(document: Mapping[str, Any]) -> HotspotDocument:
     label = f"{KIND}/{name}"
     if document["apiVersion"] != API_VERSION:
         raise RuleError(f"must be {API_VERSION!r} for {KIND}", document=label, field="apiVersion")
-    fields = SpecFields(label, document.get("spec") or {}, "spec", ("selector", "resource", "parameter", "threshold", "duration", "burst", "capacity", "exceptions"))
+    fields = SpecFields(
+        label,
+        document.get("spec") or {},
+        "spec",
+        ("selector", "resource", "parameter", "threshold", "duration", "burst", "capacity", "exceptions"),
+    )
     selector = fields.mapping("selector", ("app",))
     resource = fields.text("resource")
     if not resource:

@@ -54,8 +54,9 @@ spec:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from tidegate.core import lanes as core_lanes
 from tidegate.core.baggage import is_valid_lane
@@ -125,7 +126,7 @@ class _Spec:
         self.only(value, field, tuple(sources))
         if len(value) != 1:
             raise self.fail(field, "must name exactly one of header, cookie, query")
-        (where, name), = value.items()
+        ((where, name),) = value.items()
         if not isinstance(name, str) or not name:
             raise self.fail(f"{field}.{where}", "must be a non-empty name")
         return RequestKey(sources[where], name.lower() if where == "header" else name)
@@ -138,7 +139,7 @@ class _Spec:
         self.only(value, field, kinds)
         if len(value) != 1:
             raise self.fail(field, f"must have exactly one of {', '.join(kinds)}")
-        (how, text), = value.items()
+        ((how, text),) = value.items()
         where = f"{field}.{how}"
         if how == MatchKind.PRESENT:
             if text is not True:
@@ -281,8 +282,10 @@ def compile_lane_routing(
     lanes, problems = _parse_all(lane_documents, LANE_KIND)
     canary_docs = sorted(
         (doc for doc in canary_documents if isinstance(doc, Mapping)),
-        key=lambda doc: (str((doc.get("metadata") or {}).get("namespace") or "default"),
-                         str((doc.get("metadata") or {}).get("name") or "")),
+        key=lambda doc: (
+            str((doc.get("metadata") or {}).get("namespace") or "default"),
+            str((doc.get("metadata") or {}).get("name") or ""),
+        ),
     )
     canaries, canary_problems = _parse_all(canary_docs, CANARY_KIND)
     problems.extend(canary_problems)
@@ -297,11 +300,21 @@ def _canary_conflicts(canaries: list[core_lanes.CanaryRule]) -> list[RuleError]:
         by_service.setdefault(canary.service, []).append(canary)
     for service, rules in by_service.items():
         if sum(rule.percent for rule in rules) > 100:
-            problems.append(RuleError(f"canaries of service {service!r} add up to more than 100%; the last ones are cut",
-                                      document=CANARY_KIND, field="spec.percent"))
+            problems.append(
+                RuleError(
+                    f"canaries of service {service!r} add up to more than 100%; the last ones are cut",
+                    document=CANARY_KIND,
+                    field="spec.percent",
+                )
+            )
         if len({rule.sticky_key for rule in rules}) > 1:
-            problems.append(RuleError(f"canaries of service {service!r} name different sticky keys; the first applies",
-                                      document=CANARY_KIND, field="spec.stickyKey"))
+            problems.append(
+                RuleError(
+                    f"canaries of service {service!r} name different sticky keys; the first applies",
+                    document=CANARY_KIND,
+                    field="spec.stickyKey",
+                )
+            )
     return problems
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from tidegate.errors import RuleError
 
@@ -86,11 +87,11 @@ class SpecFields:
         """A duration in seconds: "1s", "500ms", "2m", "1h" or a number of seconds."""
         value = self.spec.get(key, default)
         if value is None:
-            raise self.error(key, "is required (a duration such as \"1s\" or \"500ms\")")
+            raise self.error(key, 'is required (a duration such as "1s" or "500ms")')
         if isinstance(value, str):
             match = _DURATION.match(value)
             if match is None:
-                raise self.error(key, f"must be a duration such as \"1s\", \"500ms\", \"2m\" or a number of seconds, got {value!r}")
+                raise self.error(key, f'must be a duration such as "1s", "500ms", "2m" or a number of seconds, got {value!r}')
             return float(match.group(1)) * _UNIT_S[match.group(2)]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
             raise self.error(key, f"must be a duration >= 0, got {value!r}")
@@ -100,11 +101,11 @@ class SpecFields:
         """A ratio in [0, 1]: "60%" or 0.6."""
         value = self.spec.get(key, default)
         if value is None:
-            raise self.error(key, "is required (a ratio such as \"60%\" or 0.6)")
+            raise self.error(key, 'is required (a ratio such as "60%" or 0.6)')
         if isinstance(value, str):
             match = _PERCENT.match(value)
             if match is None:
-                raise self.error(key, f"must be a percentage such as \"60%\" or a number in [0, 1], got {value!r}")
+                raise self.error(key, f'must be a percentage such as "60%" or a number in [0, 1], got {value!r}')
             result = float(match.group(1)) / 100.0
         elif isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
             raise self.error(key, f"must be a ratio, got {value!r}")
@@ -114,7 +115,7 @@ class SpecFields:
             raise self.error(key, f"must be between 0 and 1 (0% and 100%), got {value!r}")
         return result
 
-    def mapping(self, key: str, known: tuple[str, ...]) -> "SpecFields | None":
+    def mapping(self, key: str, known: tuple[str, ...]) -> SpecFields | None:
         value = self.spec.get(key)
         if value is None:
             return None

@@ -7,8 +7,9 @@ typo never silently leaves a default in force.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from tidegate.core.prewarm import PrewarmSpecError, parse_services, parse_warmup_requests
 from tidegate.errors import RuleError

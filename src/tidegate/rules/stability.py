@@ -10,7 +10,8 @@ field, and nothing is compiled, so the caller keeps the set in force.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from tidegate.core.breaker import BreakerRule
 from tidegate.core.flow import FlowRule
@@ -73,5 +74,7 @@ def _resolve(
         raise RuleError(f"{kind} {item.name!r} not found in namespace {rule.namespace!r}", document=rule.document, field=item.field)
     if len(found) > 1:
         kinds = ", ".join(sorted(s.kind for s in found))
-        raise RuleError(f"{item.name!r} names several strategies ({kinds}): add kind to choose one", document=rule.document, field=item.field)
+        raise RuleError(
+            f"{item.name!r} names several strategies ({kinds}): add kind to choose one", document=rule.document, field=item.field
+        )
     return found[0]

@@ -22,7 +22,8 @@ spec:
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from tidegate.core.warmup import WarmupSettings
 from tidegate.errors import RuleError
@@ -63,8 +64,11 @@ def compile_warmup(documents: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Wa
         label = f"{KIND}/{document['metadata']['name']}"
         if settings.service in by_service:
             problems.append(
-                RuleError(f"service {settings.service!r} is already set by {owner[settings.service]}; ignored",
-                          document=label, field="spec.service")
+                RuleError(
+                    f"service {settings.service!r} is already set by {owner[settings.service]}; ignored",
+                    document=label,
+                    field="spec.service",
+                )
             )
             continue
         by_service[settings.service] = warmup_settings(settings)

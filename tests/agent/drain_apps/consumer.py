@@ -9,7 +9,8 @@ call failed, 502 {"error": "<what failed>"}.
 from __future__ import annotations
 
 import json
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qs
 
 import httpx

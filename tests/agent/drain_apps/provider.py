@@ -9,7 +9,8 @@ import asyncio
 import json
 import os
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qs
 
 INSTANCE_ID = os.environ.get("INSTANCE_ID", "unnamed")

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aio_pika
 from starlette.applications import Starlette
@@ -68,7 +69,11 @@ async def health(request: Request) -> JSONResponse:
 
 
 app = Starlette(
-    routes=[Route("/publish", publish, methods=["POST"]), Route("/consumed", consumed_orders),
-            Route("/live-tags", live_tags), Route("/health", health)],
+    routes=[
+        Route("/publish", publish, methods=["POST"]),
+        Route("/consumed", consumed_orders),
+        Route("/live-tags", live_tags),
+        Route("/health", health),
+    ],
     lifespan=lifespan,
 )

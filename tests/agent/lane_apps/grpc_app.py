@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import grpc
 import httpx
@@ -72,12 +73,15 @@ async def aio_bidi_stream(requests: AsyncIterator[bytes], ctx: Any) -> AsyncIter
 
 def handlers(aio: bool) -> grpc.GenericRpcHandler:
     same = {"request_deserializer": None, "response_serializer": None}
-    return grpc.method_handlers_generic_handler("lanes.Probe", {
-        "Unary": grpc.unary_unary_rpc_method_handler(aio_unary if aio else unary, **same),
-        "ServerStream": grpc.unary_stream_rpc_method_handler(aio_server_stream if aio else server_stream, **same),
-        "ClientStream": grpc.stream_unary_rpc_method_handler(aio_client_stream if aio else client_stream, **same),
-        "BidiStream": grpc.stream_stream_rpc_method_handler(aio_bidi_stream if aio else bidi_stream, **same),
-    })
+    return grpc.method_handlers_generic_handler(
+        "lanes.Probe",
+        {
+            "Unary": grpc.unary_unary_rpc_method_handler(aio_unary if aio else unary, **same),
+            "ServerStream": grpc.unary_stream_rpc_method_handler(aio_server_stream if aio else server_stream, **same),
+            "ClientStream": grpc.stream_unary_rpc_method_handler(aio_client_stream if aio else client_stream, **same),
+            "BidiStream": grpc.stream_stream_rpc_method_handler(aio_bidi_stream if aio else bidi_stream, **same),
+        },
+    )
 
 
 async def serve_aio() -> None:

@@ -71,6 +71,11 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"ok": True})
 
 
-app = Starlette(routes=[
-    Route("/echo", echo), Route("/probe", probe), Route("/background", background), Route("/health", health),
-])
+app = Starlette(
+    routes=[
+        Route("/echo", echo),
+        Route("/probe", probe),
+        Route("/background", background),
+        Route("/health", health),
+    ]
+)

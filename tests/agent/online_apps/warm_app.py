@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -35,9 +36,11 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     if url:
         from sqlalchemy import create_engine, event
 
-        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1),
-                               pool_size=int(os.environ.get("ONLINE_POOL_SIZE", "5")),
-                               connect_args={"application_name": os.environ.get("ONLINE_APP_NAME", "warm_app")})
+        engine = create_engine(
+            url.replace("postgresql://", "postgresql+psycopg://", 1),
+            pool_size=int(os.environ.get("ONLINE_POOL_SIZE", "5")),
+            connect_args={"application_name": os.environ.get("ONLINE_APP_NAME", "warm_app")},
+        )
         event.listen(engine, "connect", lambda *args: state["connects"].append(time.time()))
         engines.append(engine)
     async_url = os.environ.get("ONLINE_ASYNC_DB")
@@ -69,8 +72,14 @@ async def catalog(request: Request) -> JSONResponse:
 async def stats(request: Request) -> JSONResponse:
     pool = engines[0].pool if engines else None
     redis_pool = clients[0].connection_pool if clients else None
-    return JSONResponse({**state, "pool_checkedin": pool.checkedin() if pool else None, "pool_size": pool.size() if pool else None,
-                         "redis_idle": len(redis_pool._available_connections) if redis_pool else None})
+    return JSONResponse(
+        {
+            **state,
+            "pool_checkedin": pool.checkedin() if pool else None,
+            "pool_size": pool.size() if pool else None,
+            "redis_idle": len(redis_pool._available_connections) if redis_pool else None,
+        }
+    )
 
 
 app = Starlette(routes=[Route("/catalog", catalog), Route("/stats", stats)], lifespan=lifespan)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import aiohttp
 import httpx
@@ -44,8 +45,20 @@ def start_servers(ids: list[str], logs: Path) -> Iterator[list[Server]]:
         for server_id in ids:
             port = free_port()
             proc = Proc(
-                [PYTHON, "-m", "uvicorn", "--app-dir", str(APPS), "--host", "127.0.0.1", "--port", str(port),
-                 "--log-level", "warning", "instance_app:app"],
+                [
+                    PYTHON,
+                    "-m",
+                    "uvicorn",
+                    "--app-dir",
+                    str(APPS),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    "warning",
+                    "instance_app:app",
+                ],
                 logs / f"{server_id}.log",
                 env={"INSTANCE_ID": server_id},
             )
@@ -90,6 +103,7 @@ def _decode(status: int, text: str) -> Reply:
 
 async def _httpx_async(urls: list[str], **kw: Any) -> list[Reply]:
     async with httpx.AsyncClient(trust_env=False, timeout=10, **kw) as client:
+
         async def one(url: str) -> Reply:
             response = await client.get(url)
             return _decode(response.status_code, response.text)
@@ -99,6 +113,7 @@ async def _httpx_async(urls: list[str], **kw: Any) -> list[Reply]:
 
 async def _aiohttp(urls: list[str], **kw: Any) -> list[Reply]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10), **kw) as session:
+
         async def one(url: str) -> Reply:
             async with session.get(url) as response:
                 return _decode(response.status, await response.text())

@@ -43,6 +43,7 @@ def _outcome(call: Any) -> Any:
 
 async def _async_httpx(n: int) -> list[Any]:
     async with httpx.AsyncClient(timeout=5, trust_env=False) as client:
+
         async def one() -> Any:
             try:
                 return (await client.get(URL)).json()["id"]
@@ -54,6 +55,7 @@ async def _async_httpx(n: int) -> list[Any]:
 
 async def _aiohttp(n: int) -> list[Any]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+
         async def one() -> Any:
             try:
                 async with session.get(URL) as response:

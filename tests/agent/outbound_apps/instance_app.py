@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 INSTANCE_ID = os.environ.get("INSTANCE_ID", "unnamed")
 

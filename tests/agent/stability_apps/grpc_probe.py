@@ -35,10 +35,13 @@ async def aio_fail(request: bytes, ctx: Any) -> bytes:
 
 def handlers(aio: bool) -> grpc.GenericRpcHandler:
     same = {"request_deserializer": None, "response_serializer": None}
-    return grpc.method_handlers_generic_handler("stab.Probe", {
-        "Ok": grpc.unary_unary_rpc_method_handler(aio_ok if aio else ok, **same),
-        "Fail": grpc.unary_unary_rpc_method_handler(aio_fail if aio else fail, **same),
-    })
+    return grpc.method_handlers_generic_handler(
+        "stab.Probe",
+        {
+            "Ok": grpc.unary_unary_rpc_method_handler(aio_ok if aio else ok, **same),
+            "Fail": grpc.unary_unary_rpc_method_handler(aio_fail if aio else fail, **same),
+        },
+    )
 
 
 async def serve_aio() -> None:

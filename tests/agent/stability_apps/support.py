@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
@@ -25,8 +26,7 @@ def fault_tolerance(name: str, resource: str, kind: str, spec: dict[str, Any], a
         "apiVersion": "fault-tolerance.opensergo.io/v1alpha1",
         "kind": "FaultToleranceRule",
         "metadata": {"name": name},
-        "spec": {"selector": {"app": app}, "targets": [{"targetResourceName": resource}],
-                 "strategies": [{"kind": kind, "spec": spec}]},
+        "spec": {"selector": {"app": app}, "targets": [{"targetResourceName": resource}], "strategies": [{"kind": kind, "spec": spec}]},
     }
 
 
@@ -34,8 +34,9 @@ def rate_limit(name: str, resource: str, threshold: int, app: str = "shop") -> d
     return fault_tolerance(name, resource, "RateLimitStrategy", {"threshold": threshold, "statDurationSeconds": 1}, app)
 
 
-def start_app(start: Callable[..., Agented], plane: ControlPlane, name: str, service: str, module: str,
-              env: dict[str, str] | None = None) -> tuple[Agented, str]:
+def start_app(
+    start: Callable[..., Agented], plane: ControlPlane, name: str, service: str, module: str, env: dict[str, str] | None = None
+) -> tuple[Agented, str]:
     """`module:app` under uvicorn under `tidegate run`; (the program, its base URL) once it answers."""
     port = free_port()
     program = start(name, service, uvicorn(f"{module}:app", "--app-dir", str(HERE), "--port", str(port)), plane.url, env=env)

@@ -44,7 +44,7 @@ MODULES: tuple[str, ...] = (
 )
 
 
-def install_all(runtime: "AgentRuntime", modules: tuple[str, ...] = MODULES) -> list[Any]:
+def install_all(runtime: AgentRuntime, modules: tuple[str, ...] = MODULES) -> list[Any]:
     """Apply every available instrumentor; return those applied."""
     applied = []
     for name in modules:

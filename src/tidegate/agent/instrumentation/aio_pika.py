@@ -24,7 +24,8 @@ consumes through it) but its loop runs in no particular lane;
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from tidegate.agent.instrumentation.inbound import InboundInstrumentor
 from tidegate.core import context
@@ -62,7 +63,7 @@ class AioPikaInstrumentor(InboundInstrumentor):
             return set()
         return {i.tag for i in runtime.directory.routable(runtime.config.service) if i.tag}
 
-    def _patch(self, module: "ModuleType") -> None:
+    def _patch(self, module: ModuleType) -> None:
         from aio_pika.channel import Channel
         from aio_pika.exchange import Exchange
         from aio_pika.message import Message
@@ -122,10 +123,17 @@ class AioPikaInstrumentor(InboundInstrumentor):
                     await queue.channel.declare_queue(target, durable=queue.durable)
                     declared.add(target)
                 copy = message_type(
-                    message.body, headers=dict(message.headers or {}), content_type=message.content_type,
-                    content_encoding=message.content_encoding, delivery_mode=message.delivery_mode,
-                    priority=message.priority, correlation_id=message.correlation_id, reply_to=message.reply_to,
-                    message_id=message.message_id, type=message.type, app_id=message.app_id,
+                    message.body,
+                    headers=dict(message.headers or {}),
+                    content_type=message.content_type,
+                    content_encoding=message.content_encoding,
+                    delivery_mode=message.delivery_mode,
+                    priority=message.priority,
+                    correlation_id=message.correlation_id,
+                    reply_to=message.reply_to,
+                    message_id=message.message_id,
+                    type=message.type,
+                    app_id=message.app_id,
                 )
                 await queue.channel.default_exchange.publish(copy, routing_key=target)
                 await message.ack()

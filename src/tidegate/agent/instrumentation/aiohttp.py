@@ -10,7 +10,8 @@ response headers arrive (`_request` returns then; the body is read later).
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from tidegate.agent import pools
 from tidegate.agent.instrumentation.outbound import OutboundInstrumentor
@@ -43,7 +44,7 @@ def _with_header(kwargs: dict[str, Any], name: str, value: str) -> dict[str, Any
     return {**kwargs, "headers": headers}
 
 
-def _with_baggage(instrumentor: OutboundInstrumentor, session: "aiohttp.ClientSession", kwargs: dict[str, Any]) -> dict[str, Any]:
+def _with_baggage(instrumentor: OutboundInstrumentor, session: aiohttp.ClientSession, kwargs: dict[str, Any]) -> dict[str, Any]:
     given = kwargs.get("headers")
     existing = None
     if given:
@@ -105,9 +106,7 @@ class AiohttpInstrumentor(OutboundInstrumentor):
                 while True:
                     started, ok = instrumentor.clock(), False
                     try:
-                        response = await original_request(
-                            session, method, url.with_host(route.host).with_port(route.port), **kwargs
-                        )
+                        response = await original_request(session, method, url.with_host(route.host).with_port(route.port), **kwargs)
                         ok = response.status < 500
                         instrumentor.answered(route, response.headers.get(DRAINING_HEADER))
                         return response

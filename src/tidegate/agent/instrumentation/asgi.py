@@ -9,7 +9,8 @@ resolver hook leaves `scope["tidegate.route"]`; otherwise `fallback_route`.
 from __future__ import annotations
 
 import time
-from typing import Any, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 from tidegate.agent import drain, lanes
 from tidegate.agent.instrumentation.inbound import fallback_route
@@ -78,7 +79,10 @@ class InboundASGI:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 if extra_headers:
-                    message["headers"] = [*message.get("headers", ()), *((k.encode("latin-1"), v.encode("latin-1")) for k, v in extra_headers)]
+                    message["headers"] = [
+                        *message.get("headers", ()),
+                        *((k.encode("latin-1"), v.encode("latin-1")) for k, v in extra_headers),
+                    ]
             await send(message)
 
         metrics = self.metrics
@@ -89,9 +93,7 @@ class InboundASGI:
             await self.app(scope, receive, send_and_note_status)
         finally:
             context.leave(token)
-            metrics.observe_inbound(
-                route_template(scope), scope.get("method", ""), status, time.perf_counter() - started, finished=True
-            )
+            metrics.observe_inbound(route_template(scope), scope.get("method", ""), status, time.perf_counter() - started, finished=True)
 
 
 def wrap_asgi(app: Any, metrics: AgentMetrics, response_headers: list[tuple[str, str]] | None = None) -> Any:

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from tidegate.agent.instrumentation.grpc_stability import governed
 from tidegate.agent.instrumentation.inbound import InboundInstrumentor
 from tidegate.core import context
-
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -66,6 +66,7 @@ def incoming_context(metadata: Any) -> context.RequestContext:
 def _in_context(carried: context.RequestContext, behaviour: Callable[..., Any]) -> Callable[..., Any]:
     """`behaviour` (a handler function of any of the four shapes, sync or async) run inside `carried`."""
     if inspect.isasyncgenfunction(behaviour):
+
         @functools.wraps(behaviour)
         async def async_stream(*args: Any) -> AsyncIterator[Any]:
             token = context.enter(carried)
@@ -74,8 +75,10 @@ def _in_context(carried: context.RequestContext, behaviour: Callable[..., Any]) 
                     yield item
             finally:
                 context.leave(token)
+
         return async_stream
     if inspect.iscoroutinefunction(behaviour):
+
         @functools.wraps(behaviour)
         async def async_call(*args: Any) -> Any:
             token = context.enter(carried)
@@ -83,8 +86,10 @@ def _in_context(carried: context.RequestContext, behaviour: Callable[..., Any]) 
                 return await behaviour(*args)
             finally:
                 context.leave(token)
+
         return async_call
     if inspect.isgeneratorfunction(behaviour):
+
         @functools.wraps(behaviour)
         def stream(*args: Any) -> Iterator[Any]:
             token = context.enter(carried)
@@ -92,6 +97,7 @@ def _in_context(carried: context.RequestContext, behaviour: Callable[..., Any]) 
                 yield from behaviour(*args)
             finally:
                 context.leave(token)
+
         return stream
 
     @functools.wraps(behaviour)
@@ -104,6 +110,7 @@ def _in_context(carried: context.RequestContext, behaviour: Callable[..., Any]) 
         if inspect.isgenerator(result):  # a plain function returning a generator: iterate it in context too
             return _iterate_in(carried, result)
         return result
+
     return call
 
 
@@ -129,7 +136,7 @@ def _handler_in_context(handler: Any, metadata: Any) -> Any:
     return handler
 
 
-def _build_interceptors(grpc: "ModuleType") -> tuple[Any, list[Any], tuple[Any, Any]]:
+def _build_interceptors(grpc: ModuleType) -> tuple[Any, list[Any], tuple[Any, Any]]:
     """(sync client interceptor, aio client interceptors, (sync, aio) server interceptors) for this grpc."""
     import collections
 
@@ -145,12 +152,20 @@ def _build_interceptors(grpc: "ModuleType") -> tuple[Any, list[Any], tuple[Any, 
         metadata = outgoing_metadata(details.metadata)
         if metadata is details.metadata:
             return details
-        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
-                            getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
 
     class ClientInterceptor(
-        grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-        grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor,
+        grpc.UnaryUnaryClientInterceptor,
+        grpc.UnaryStreamClientInterceptor,
+        grpc.StreamUnaryClientInterceptor,
+        grpc.StreamStreamClientInterceptor,
     ):
         def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
             return continuation(with_baggage(details), request)
@@ -169,8 +184,7 @@ def _build_interceptors(grpc: "ModuleType") -> tuple[Any, list[Any], tuple[Any, 
         metadata = outgoing_metadata(given)
         if metadata is given:
             return details
-        return aio.ClientCallDetails(details.method, details.timeout, aio.Metadata(*metadata),
-                                     details.credentials, details.wait_for_ready)
+        return aio.ClientCallDetails(details.method, details.timeout, aio.Metadata(*metadata), details.credentials, details.wait_for_ready)
 
     class AioUnaryUnary(aio.UnaryUnaryClientInterceptor):
         async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
@@ -190,13 +204,21 @@ def _build_interceptors(grpc: "ModuleType") -> tuple[Any, list[Any], tuple[Any, 
 
     class ServerInterceptor(grpc.ServerInterceptor):
         def intercept_service(self, continuation: Any, details: Any) -> Any:
-            return governed(_handler_in_context(continuation(details), details.invocation_metadata),
-                            details.method, incoming_context(details.invocation_metadata).origin, grpc)
+            return governed(
+                _handler_in_context(continuation(details), details.invocation_metadata),
+                details.method,
+                incoming_context(details.invocation_metadata).origin,
+                grpc,
+            )
 
     class AioServerInterceptor(aio.ServerInterceptor):
         async def intercept_service(self, continuation: Any, details: Any) -> Any:
-            return governed(_handler_in_context(await continuation(details), details.invocation_metadata),
-                            details.method, incoming_context(details.invocation_metadata).origin, grpc)
+            return governed(
+                _handler_in_context(await continuation(details), details.invocation_metadata),
+                details.method,
+                incoming_context(details.invocation_metadata).origin,
+                grpc,
+            )
 
     aio_client = [AioUnaryUnary(), AioUnaryStream(), AioStreamUnary(), AioStreamStream()]
     return ClientInterceptor(), aio_client, (ServerInterceptor(), AioServerInterceptor())
@@ -206,7 +228,7 @@ class GrpcInstrumentor(InboundInstrumentor):
     library = "grpc"
     supported = "grpcio >= 1.50"
 
-    def _patch(self, module: "ModuleType") -> None:
+    def _patch(self, module: ModuleType) -> None:
         grpc = module
         client, aio_client, (server_interceptor, aio_server_interceptor) = _build_interceptors(grpc)
 
@@ -215,6 +237,7 @@ class GrpcInstrumentor(InboundInstrumentor):
 
         def interceptors_first(interceptors: list[Any], position: int) -> Callable[..., Any]:
             """A wrapper putting `interceptors` first in the `interceptors` argument (at `position` when positional)."""
+
             def make(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
                 if len(args) > position:
                     given = list(args[position] or ())
@@ -222,6 +245,7 @@ class GrpcInstrumentor(InboundInstrumentor):
                 else:
                     kwargs = {**kwargs, "interceptors": [*interceptors, *(kwargs.get("interceptors") or ())]}
                 return wrapped(*args, **kwargs)
+
             return make
 
         def serving(interceptors: list[Any]) -> Callable[..., Any]:
@@ -235,6 +259,7 @@ class GrpcInstrumentor(InboundInstrumentor):
                 if lifecycle is not None:
                     self.safely(lifecycle.serving_requests)
                 return server
+
             return make
 
         self.wrap(grpc, "insecure_channel", channel)

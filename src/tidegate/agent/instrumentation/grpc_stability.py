@@ -14,7 +14,8 @@ import asyncio
 import functools
 import inspect
 import time
-from typing import Any, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 from tidegate.agent.runtime import get_runtime
 from tidegate.agent.stability import Stability, of
@@ -34,8 +35,9 @@ def governed(handler: Any, method: str, origin: str, grpc: Any) -> Any:
     stability = of(get_runtime())
     if handler is None or stability is None or not method:
         return handler
-    changes = {name: _govern(stability, method, origin, grpc, getattr(handler, name))
-               for name in _BEHAVIOURS if getattr(handler, name, None)}
+    changes = {
+        name: _govern(stability, method, origin, grpc, getattr(handler, name)) for name in _BEHAVIOURS if getattr(handler, name, None)
+    }
     if hasattr(handler, "_replace"):
         return handler._replace(**changes)
     for name, behaviour in changes.items():  # a handler class of the app's own
@@ -57,6 +59,7 @@ def _govern(stability: Stability, resource: str, origin: str, grpc: Any, behavio
         return status_code(grpc, error), str(error)
 
     if inspect.isasyncgenfunction(behaviour):
+
         @functools.wraps(behaviour)
         async def async_stream(request: Any, servicer_context: Any) -> AsyncIterator[Any]:
             try:
@@ -72,8 +75,10 @@ def _govern(stability: Stability, resource: str, origin: str, grpc: Any, behavio
                 failed = False
             finally:
                 stability.leave(entry, resource, failed)
+
         return async_stream
     if inspect.iscoroutinefunction(behaviour):
+
         @functools.wraps(behaviour)
         async def async_call(request: Any, servicer_context: Any) -> Any:
             try:
@@ -89,8 +94,10 @@ def _govern(stability: Stability, resource: str, origin: str, grpc: Any, behavio
                 return result
             finally:
                 stability.leave(entry, resource, failed)
+
         return async_call
     if inspect.isgeneratorfunction(behaviour):
+
         @functools.wraps(behaviour)
         def stream(request: Any, servicer_context: Any) -> Iterator[Any]:
             try:
@@ -105,6 +112,7 @@ def _govern(stability: Stability, resource: str, origin: str, grpc: Any, behavio
                 failed = False
             finally:
                 stability.leave(entry, resource, failed)
+
         return stream
 
     @functools.wraps(behaviour)
@@ -124,6 +132,7 @@ def _govern(stability: Stability, resource: str, origin: str, grpc: Any, behavio
             return _iterate(stability, entry, resource, result)
         stability.leave(entry, resource, False)
         return result
+
     return call
 
 

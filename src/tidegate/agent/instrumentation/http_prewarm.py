@@ -18,9 +18,10 @@ import os
 import tempfile
 import threading
 import weakref
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from tidegate.agent.instrumentation.inbound import InboundInstrumentor
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tidegate")
 
-SESSIONS: "weakref.WeakSet[Any]" = weakref.WeakSet()
+SESSIONS: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 class RequestsSessionTracker(InboundInstrumentor):
@@ -89,7 +90,7 @@ class CalledServices:
                 log.warning("tidegate: could not remember called services in %s: %s", self.path, error)
 
 
-def record_calls(router: "OutboundRouter", called: CalledServices) -> None:
+def record_calls(router: OutboundRouter, called: CalledServices) -> None:
     """Make `router.route` remember each service name it routes."""
     route: Callable[..., Any] = router.route
 
@@ -119,7 +120,7 @@ def open_connections(sessions: Iterable[Any], urls: Iterable[str]) -> int:
     return opened
 
 
-def prewarm(runtime: "AgentRuntime", plan: "PrewarmPlan", loop: asyncio.AbstractEventLoop | None) -> str:
+def prewarm(runtime: AgentRuntime, plan: PrewarmPlan, loop: asyncio.AbstractEventLoop | None) -> str:
     called = runtime.extras.get("called_services")
     services = sorted(set(plan.services) | (called.names if called is not None else set()))
     if not services:

@@ -10,7 +10,8 @@ the instance is released when the response headers arrive.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from tidegate.agent import pools
 from tidegate.agent.instrumentation.outbound import OutboundInstrumentor, netloc
@@ -31,14 +32,14 @@ def no_instance_error_type() -> type[NoInstanceError]:
     import httpx
 
     class HttpxNoInstanceError(NoInstanceError, httpx.ConnectError):
-        def __init__(self, service: str, lane: str = "", request: "httpx.Request | None" = None) -> None:
+        def __init__(self, service: str, lane: str = "", request: httpx.Request | None = None) -> None:
             NoInstanceError.__init__(self, service, lane)
             self._request = request
 
     return HttpxNoInstanceError
 
 
-def _first_route(router: "OutboundRouter", request: "httpx.Request") -> "Route | None":
+def _first_route(router: OutboundRouter, request: httpx.Request) -> Route | None:
     url = request.url
     try:
         current = context.current()
@@ -47,13 +48,13 @@ def _first_route(router: "OutboundRouter", request: "httpx.Request") -> "Route |
         raise no_instance_error_type()(error.service, error.lane, request) from None
 
 
-def _propagate(instrumentor: OutboundInstrumentor, request: "httpx.Request") -> None:
+def _propagate(instrumentor: OutboundInstrumentor, request: httpx.Request) -> None:
     baggage = instrumentor.baggage(request.headers.get("baggage"))
     if baggage is not None:
         request.headers["baggage"] = baggage
 
 
-def _aim(request: "httpx.Request", url: "httpx.URL", route: "Route") -> None:
+def _aim(request: httpx.Request, url: httpx.URL, route: Route) -> None:
     request.url = url.copy_with(host=route.host, port=route.port)
     request.headers["Host"] = netloc(route.instance)
     consumer = INSTRUMENTOR.consumer()
@@ -61,7 +62,7 @@ def _aim(request: "httpx.Request", url: "httpx.URL", route: "Route") -> None:
         request.headers[CONSUMER_HEADER] = consumer
 
 
-def _restore(request: "httpx.Request", url: "httpx.URL", host_header: str | None) -> None:
+def _restore(request: httpx.Request, url: httpx.URL, host_header: str | None) -> None:
     request.url = url
     if host_header is None:
         request.headers.pop("Host", None)

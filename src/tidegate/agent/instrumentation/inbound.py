@@ -11,8 +11,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 import re
+from collections.abc import Callable
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import wrapt
 
@@ -48,7 +49,7 @@ class InboundInstrumentor:
     hook_module: str = ""
 
     def __init__(self) -> None:
-        self.runtime: "AgentRuntime | None" = None
+        self.runtime: AgentRuntime | None = None
         self._hooked = False
         self._patched = False
         self._patches: list[tuple[Any, str, Any]] = []
@@ -61,7 +62,7 @@ class InboundInstrumentor:
             return False
         return True
 
-    def instrument(self, runtime: "AgentRuntime") -> None:
+    def instrument(self, runtime: AgentRuntime) -> None:
         self.runtime = runtime
         if not self._hooked:
             self._hooked = True

@@ -33,19 +33,19 @@ import importlib.util
 import logging
 import re
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from tidegate.agent import pools
 from tidegate.core import context
-
 from tidegate.errors import BlockedError, NoInstanceError
 
 if TYPE_CHECKING:
     from tidegate.agent.drain import LosslessOffline
     from tidegate.agent.routing import OutboundRouter, Route
+    from tidegate.agent.runtime import AgentRuntime
     from tidegate.agent.stability import Stability
     from tidegate.core.governor import Entry
-    from tidegate.agent.runtime import AgentRuntime
     from tidegate.core.instance import Instance
 
 log = logging.getLogger("tidegate.agent")
@@ -86,7 +86,7 @@ def installed_version_meets(requirement: str) -> bool:
     return parsed.specifier.contains(installed, prereleases=True)
 
 
-def netloc(instance: "Instance") -> str:
+def netloc(instance: Instance) -> str:
     """`host:port` of an instance, with an IPv6 host in brackets."""
     host = f"[{instance.host}]" if ":" in instance.host else instance.host
     return f"{host}:{instance.port}"
@@ -107,7 +107,7 @@ class OutboundInstrumentor:
     blocked_base: str = ""
 
     def __init__(self) -> None:
-        self.runtime: "AgentRuntime | None" = None
+        self.runtime: AgentRuntime | None = None
 
     def available(self) -> bool:
         """True when the library is importable and its version is supported; logs why not."""
@@ -118,7 +118,7 @@ class OutboundInstrumentor:
             return False
         return True
 
-    def instrument(self, runtime: "AgentRuntime") -> None:
+    def instrument(self, runtime: AgentRuntime) -> None:
         """Patch the library so that calls to service names are routed; a second call only swaps the runtime."""
         first = self.runtime is None
         self.runtime = runtime
@@ -131,7 +131,7 @@ class OutboundInstrumentor:
             self._unpatch()
             self.runtime = None
 
-    def router(self) -> "OutboundRouter | None":
+    def router(self) -> OutboundRouter | None:
         """The router calls go through, or None when the agent has none (calls go out untouched)."""
         runtime = self.runtime
         return runtime.router if runtime is not None else None
@@ -154,7 +154,7 @@ class OutboundInstrumentor:
         runtime = self.runtime
         return runtime.clock() if runtime is not None else 0.0
 
-    def retry_route(self, router: "OutboundRouter", service: str, tried: list[str]) -> "Route | None":
+    def retry_route(self, router: OutboundRouter, service: str, tried: list[str]) -> Route | None:
         """Another instance for a call whose connection failed before sending, or None to give up.
         The instance that failed is ejected passively (lossless offline); with TIDEGATE_LOSSLESS=off
         nothing is retried."""
@@ -170,7 +170,7 @@ class OutboundInstrumentor:
         except NoInstanceError:
             return None
 
-    def lossless(self) -> "LosslessOffline | None":
+    def lossless(self) -> LosslessOffline | None:
         from tidegate.agent.drain import of
 
         return of(self.runtime)
@@ -190,7 +190,7 @@ class OutboundInstrumentor:
                 pools.acted(client, sequence)
                 drop(client, notices.drops_since(seen))
 
-    def answered(self, route: "Route", draining: str | None) -> None:
+    def answered(self, route: Route, draining: str | None) -> None:
         """A response came back; `draining` is its `x-tidegate-draining` header (the third channel)."""
         lossless = self.lossless()
         if lossless is None:
@@ -200,7 +200,7 @@ class OutboundInstrumentor:
         else:
             lossless.notices.ejections.succeeded(route.instance.id)
 
-    def closed_idle(self, route: "Route", tried: list[str]) -> bool:
+    def closed_idle(self, route: Route, tried: list[str]) -> bool:
         """The server closed the connection without answering: retry once elsewhere when the instance
         said it drains (a draining server closes only connections it has read nothing from)."""
         lossless = self.lossless()
@@ -211,14 +211,14 @@ class OutboundInstrumentor:
         tried.append(route.instance.id)
         return True
 
-    def finish(self, route: "Route", ok: bool, started: float) -> None:
+    def finish(self, route: Route, ok: bool, started: float) -> None:
         """End one attempt: release the instance and record the outcome."""
         route.done(ok)
         runtime = self.runtime
         if runtime is not None and runtime.metrics is not None:
             runtime.metrics.observe_outbound(route.service, ok, runtime.clock() - started)
 
-    def admit(self, route: "Route") -> "Guarded":
+    def admit(self, route: Route) -> Guarded:
         """Enter the outbound resource `http://<service>` for a call routed by `route`, waiting out a
         throttling queue. Refused: the route is released and the library's BlockedError raised, or
         the service's configured fallback answers (`Guarded.refused`, `Guarded.fallback`)."""
@@ -227,14 +227,14 @@ class OutboundInstrumentor:
             time.sleep(guarded.wait_s)
         return guarded
 
-    async def admit_async(self, route: "Route") -> "Guarded":
+    async def admit_async(self, route: Route) -> Guarded:
         """`admit` for async clients: the throttling wait does not block the event loop."""
         guarded = self._enter(route)
         if guarded.wait_s > 0.0:
             await asyncio.sleep(guarded.wait_s)
         return guarded
 
-    def _enter(self, route: "Route") -> "Guarded":
+    def _enter(self, route: Route) -> Guarded:
         stability = self._stability()
         if stability is None:
             return Guarded(None, None, "")
@@ -251,7 +251,7 @@ class OutboundInstrumentor:
             raise library_blocked_error(error, self.blocked_base) from None
         return Guarded(stability, entry, resource)
 
-    def _stability(self) -> "Stability | None":
+    def _stability(self) -> Stability | None:
         from tidegate.agent.stability import of
 
         return of(self.runtime)
@@ -268,7 +268,9 @@ class Guarded:
 
     __slots__ = ("_stability", "_entry", "resource", "fallback", "refused", "wait_s")
 
-    def __init__(self, stability: "Stability | None", entry: "Entry | None", resource: str, fallback: Any = None, refused: bool = False) -> None:
+    def __init__(
+        self, stability: Stability | None, entry: Entry | None, resource: str, fallback: Any = None, refused: bool = False
+    ) -> None:
         self._stability = stability
         self._entry = entry
         self.resource = resource

@@ -27,8 +27,8 @@ log = logging.getLogger("tidegate")
 
 DEFAULT_CONNECTIONS = 2
 ASYNC_FILL_TIMEOUT_S = 30.0
-SYNC_POOLS: "weakref.WeakSet[Any]" = weakref.WeakSet()
-ASYNC_POOLS: "weakref.WeakSet[Any]" = weakref.WeakSet()
+SYNC_POOLS: weakref.WeakSet[Any] = weakref.WeakSet()
+ASYNC_POOLS: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 class RedisPrewarmInstrumentor(InboundInstrumentor):
@@ -43,7 +43,7 @@ class RedisPrewarmInstrumentor(InboundInstrumentor):
         self.wrap(AsyncPool, "__init__", _tracker(ASYNC_POOLS))
 
 
-def _tracker(into: "weakref.WeakSet[Any]") -> Any:
+def _tracker(into: weakref.WeakSet[Any]) -> Any:
     def track(wrapped: Any, pool: Any, args: Any, kwargs: Any) -> Any:
         result = wrapped(*args, **kwargs)
         into.add(pool)
@@ -87,7 +87,7 @@ async def fill_async(pool: Any) -> int:
     return len(held)
 
 
-def prewarm(runtime: "AgentRuntime", plan: "PrewarmPlan", loop: asyncio.AbstractEventLoop | None) -> str:
+def prewarm(runtime: AgentRuntime, plan: PrewarmPlan, loop: asyncio.AbstractEventLoop | None) -> str:
     opened = 0
     pools = 0
     for pool in list(SYNC_POOLS):

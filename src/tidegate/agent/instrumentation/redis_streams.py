@@ -28,8 +28,9 @@ a batch), `lane_of(fields)` tells a message's lane.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from tidegate.agent.instrumentation.inbound import InboundInstrumentor
 from tidegate.core import context
@@ -141,11 +142,9 @@ class RedisStreamsInstrumentor(InboundInstrumentor):
         runtime = self.runtime
         assert runtime is not None
         directory, service = runtime.directory, runtime.config.service
-        return StreamLanes(
-            runtime.config.tag, service, lambda: {i.tag for i in directory.routable(service) if i.tag}
-        )
+        return StreamLanes(runtime.config.tag, service, lambda: {i.tag for i in directory.routable(service) if i.tag})
 
-    def _patch(self, module: "ModuleType") -> None:
+    def _patch(self, module: ModuleType) -> None:
         import redis.asyncio.client
         import redis.client
         from redis.commands.core import StreamCommands
@@ -211,8 +210,15 @@ class RedisStreamsInstrumentor(InboundInstrumentor):
                 xack(client, stream, group, *ids)
             return plan.filtered(lost)
 
-        async def _read_async(client: Any, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                              lanes: StreamLanes, group: Any, streams: Any) -> Any:
+        async def _read_async(
+            client: Any,
+            wrapped: Callable[..., Any],
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+            lanes: StreamLanes,
+            group: Any,
+            streams: Any,
+        ) -> Any:
             if lanes.tag:
                 for stream in streams:
                     await instrumentor._ensure_group_async(client, stream, group, xgroup_create)

@@ -10,7 +10,8 @@ its URL back after the call; `response.url` is the instance's address. With
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, urlsplit
 
 from tidegate.agent import pools
@@ -32,7 +33,7 @@ def no_instance_error_type() -> type[NoInstanceError]:
     import requests
 
     class RequestsNoInstanceError(NoInstanceError, requests.ConnectionError):
-        def __init__(self, service: str, lane: str = "", request: "requests.PreparedRequest | None" = None) -> None:
+        def __init__(self, service: str, lane: str = "", request: requests.PreparedRequest | None = None) -> None:
             NoInstanceError.__init__(self, service, lane)
             self.request = request
             self.response = None
@@ -40,7 +41,7 @@ def no_instance_error_type() -> type[NoInstanceError]:
     return RequestsNoInstanceError
 
 
-def _first_route(router: "OutboundRouter", request: "requests.PreparedRequest", parts: SplitResult) -> "Route | None":
+def _first_route(router: OutboundRouter, request: requests.PreparedRequest, parts: SplitResult) -> Route | None:
     try:
         current = context.current()
         return router.route(parts.hostname or "", parts.port, current.lane, request=current.request)

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from tidegate.agent.stability import Stability, of
@@ -32,7 +33,7 @@ SCOPE_KEY = "tidegate.entry"  # where an admitted request's entry waits for its 
 Lookup = Callable[[str], "str | None"]
 
 
-def stability_of(runtime: "AgentRuntime | None") -> Stability | None:
+def stability_of(runtime: AgentRuntime | None) -> Stability | None:
     return of(runtime)
 
 
@@ -92,8 +93,9 @@ async def govern_asgi(stability: Stability, route: Any, wrapped: Callable[..., A
         entry = admit(stability, resource, scope.get("path_params") or {}, query_value, header_value)
     except BlockedError as error:
         status, headers, body = stability.blocked_response(error)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]})
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]}
+        )
         await send({"type": "http.response.body", "body": body})
         return
     scope[SCOPE_KEY] = entry

@@ -46,7 +46,11 @@ class SQLAlchemyInstrumentor(InboundInstrumentor):
             from sqlalchemy import event
             from sqlalchemy.engine import Engine
 
-            for name, listener in (("before_cursor_execute", self._before), ("after_cursor_execute", self._after), ("handle_error", self._error)):
+            for name, listener in (
+                ("before_cursor_execute", self._before),
+                ("after_cursor_execute", self._after),
+                ("handle_error", self._error),
+            ):
                 if event.contains(Engine, name, listener):
                     event.remove(Engine, name, listener)
         super().uninstrument()
@@ -84,7 +88,7 @@ def _wait(seconds: float) -> None:
     """Sleep `seconds`; inside an AsyncEngine's call, on the event loop (it must not block)."""
     from sqlalchemy.util import concurrency
 
-    await_ = getattr(concurrency, "await_", None) or getattr(concurrency, "await_only")
+    await_ = getattr(concurrency, "await_", None) or concurrency.await_only
     if concurrency.in_greenlet():
         await_(asyncio.sleep(seconds))
     else:

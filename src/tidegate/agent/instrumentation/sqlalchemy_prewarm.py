@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tidegate")
 
 ASYNC_FILL_TIMEOUT_S = 30.0
-ENGINES: "weakref.WeakSet[Any]" = weakref.WeakSet()
+ENGINES: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 class SQLAlchemyPrewarmInstrumentor(InboundInstrumentor):
@@ -78,7 +78,7 @@ async def fill_async(engine: Any) -> int:
     return len(held)
 
 
-def prewarm(runtime: "AgentRuntime", plan: "PrewarmPlan", loop: asyncio.AbstractEventLoop | None) -> str:
+def prewarm(runtime: AgentRuntime, plan: PrewarmPlan, loop: asyncio.AbstractEventLoop | None) -> str:
     """Fill every tracked engine's pool; a summary for the log."""
     done = []
     for engine in list(ENGINES):

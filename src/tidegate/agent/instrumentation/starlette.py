@@ -25,7 +25,7 @@ class StarletteInstrumentor(InboundInstrumentor):
     supported = "starlette >= 0.27"
     hook_module = "starlette.routing"
 
-    def instrument(self, runtime: "AgentRuntime") -> None:
+    def instrument(self, runtime: AgentRuntime) -> None:
         first = not self._hooked
         super().instrument(runtime)
         if first:

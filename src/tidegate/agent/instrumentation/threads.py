@@ -16,7 +16,8 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import threading
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from tidegate.core import context
 
@@ -43,7 +44,7 @@ class ThreadsInstrumentor:
     def available(self) -> bool:
         return True
 
-    def instrument(self, runtime: "AgentRuntime") -> None:
+    def instrument(self, runtime: AgentRuntime) -> None:
         if self._original_submit is not None:
             return
         self._original_submit = original_submit = concurrent.futures.ThreadPoolExecutor.submit

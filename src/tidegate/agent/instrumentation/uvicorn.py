@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+from collections.abc import Iterable
 from types import ModuleType
-from typing import Any, Iterable
+from typing import Any
 
 from tidegate.agent import online
 from tidegate.agent.drain import drain_before_stop, drain_on_signal

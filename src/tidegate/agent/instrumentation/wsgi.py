@@ -9,7 +9,8 @@ The request ends when the app returns its response iterable.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from tidegate.agent import drain, lanes
 from tidegate.agent.instrumentation.inbound import fallback_route

@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import os
 import threading
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -34,7 +35,7 @@ stopping = threading.Event()
 
 def _record(reply: Any) -> list[tuple[str, bytes]]:
     acked = []
-    for stream, messages in (reply.items() if isinstance(reply, dict) else reply or ()):
+    for stream, messages in reply.items() if isinstance(reply, dict) else reply or ():
         for message_id, fields in messages:
             consumed.append(fields[b"order"].decode())
             acked.append((stream, message_id))
@@ -102,7 +103,11 @@ async def health(request: Request) -> JSONResponse:
 
 
 app = Starlette(
-    routes=[Route("/publish", publish, methods=["POST"]), Route("/consumed", consumed_orders),
-            Route("/live-tags", live_tags), Route("/health", health)],
+    routes=[
+        Route("/publish", publish, methods=["POST"]),
+        Route("/consumed", consumed_orders),
+        Route("/live-tags", live_tags),
+        Route("/health", health),
+    ],
     lifespan=lifespan,
 )
