@@ -24,7 +24,6 @@ def register_kind(kind: str, parser: KindParser) -> None:
 
 
 def registered_kinds() -> frozenset[str]:
-    _load_builtin_kinds()
     return frozenset(_parsers)
 
 
@@ -92,25 +91,12 @@ def validate(document: Any) -> Any:
 
 def parse_kind(document: Mapping[str, Any]) -> Any:
     """Run the kind's parser; unknown kinds are refused so typos don't pass silently."""
-    _load_builtin_kinds()
     kind = document["kind"]
     parser = _parsers.get(kind)
     if parser is None:
         known = ", ".join(sorted(_parsers)) or "none yet"
         raise RuleError(f"unknown kind {kind!r} (known: {known})", document=f"{kind}/{document['metadata']['name']}", field="kind")
     return parser(document)
-
-
-_builtins_loaded = False
-
-
-def _load_builtin_kinds() -> None:
-    """Import the modules that register tidegate's own kinds (once, lazily, to avoid import cycles)."""
-    global _builtins_loaded
-    if _builtins_loaded:
-        return
-    _builtins_loaded = True
-    from tidegate.rules import kinds  # noqa: F401  (registers on import)
 
 
 def dumps(document: Mapping[str, Any]) -> str:

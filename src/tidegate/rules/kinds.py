@@ -1,4 +1,4 @@
-"""Imports every module that registers a rule kind, so `validate` knows them all."""
+"""Imports every module that registers a rule kind, so `validate` knows them all (imported by the package `__init__`)."""
 
 from tidegate.rules import (
     adaptive,  # noqa: F401
