@@ -21,8 +21,9 @@ the Governor derives integer milliseconds from it once per call for the windows.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar
 
 from tidegate.core.adaptive import AdaptiveGuard, AdaptiveRule, SystemReadings
 from tidegate.core.breaker import CLOSED, BreakerRule, CircuitBreaker, StateListener
@@ -30,6 +31,31 @@ from tidegate.core.flow import BLOCKED, NODE_CONTEXT, NODE_ORIGIN, NODE_RELATE, 
 from tidegate.core.hotspot import HotspotLimiter, HotspotRule
 from tidegate.core.stat import StatNode, Window
 from tidegate.errors import BreakerOpenError, FlowBlockedError, HotspotBlockedError, SystemBlockedError
+
+
+class _Rule(Protocol):
+    """What the rule managers need of every rule: it checks itself (raising RuleError)."""
+
+    def validate(self) -> None: ...
+
+
+class _ResourceRule(_Rule, Hashable, Protocol):
+    """A rule whose controllers live in the slot of the resource it names."""
+
+    @property
+    def resource(self) -> str: ...
+
+
+class _Controller(Protocol):
+    """A rule's controller; an unchanged rule keeps its controller (and so its state) across reloads."""
+
+    @property
+    def rule(self) -> Hashable: ...
+
+
+_RuleT = TypeVar("_RuleT", bound=_Rule)
+_ResourceRuleT = TypeVar("_ResourceRuleT", bound=_ResourceRule)
+_ControllerT = TypeVar("_ControllerT", bound=_Controller)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +68,8 @@ class RuleSet:
     hotspot: tuple[HotspotRule, ...] = ()
 
     def validate(self) -> None:
-        for rule in (*self.flow, *self.breakers, *self.adaptive, *self.hotspot):
+        rules: tuple[_Rule, ...] = (*self.flow, *self.breakers, *self.adaptive, *self.hotspot)
+        for rule in rules:
             rule.validate()
 
 
@@ -170,6 +197,7 @@ class Governor:
                     raise SystemBlockedError(resource, guard.label, why)
 
         wait = 0.0
+        node: StatNode | None  # the statistics the rule reads (None: the rule does not apply to this call)
         for ctrl in slot.flow:
             limit = ctrl.plain_limit
             if limit is not None:
@@ -318,77 +346,69 @@ class Governor:
             self._swap_adaptive(rules.adaptive)
 
     def load_flow_rules(self, rules: Iterable[FlowRule]) -> None:
-        new = tuple(rules)
-        for rule in new:
-            rule.validate()
-        with self._lock:
-            self._swap_flow(new)
+        self._load(tuple(rules), self._swap_flow)
 
     def load_breaker_rules(self, rules: Iterable[BreakerRule]) -> None:
-        new = tuple(rules)
-        for rule in new:
-            rule.validate()
-        with self._lock:
-            self._swap_breakers(new)
+        self._load(tuple(rules), self._swap_breakers)
 
     def load_hotspot_rules(self, rules: Iterable[HotspotRule]) -> None:
-        new = tuple(rules)
-        for rule in new:
-            rule.validate()
-        with self._lock:
-            self._swap_hotspot(new)
+        self._load(tuple(rules), self._swap_hotspot)
 
     def load_adaptive_rules(self, rules: Iterable[AdaptiveRule]) -> None:
-        new = tuple(rules)
-        for rule in new:
+        self._load(tuple(rules), self._swap_adaptive)
+
+    def _load(self, rules: tuple[_RuleT, ...], swap: Callable[[tuple[_RuleT, ...]], None]) -> None:
+        for rule in rules:
             rule.validate()
         with self._lock:
-            self._swap_adaptive(new)
+            swap(rules)
 
-    def _swap_flow(self, rules: tuple[FlowRule, ...]) -> None:
-        kept = {c.rule: c for slot in self._slots.values() for c in slot.flow}
-        grouped: dict[str, list[FlowController]] = {}
+    def _swap(
+        self,
+        rules: tuple[_ResourceRuleT, ...],
+        in_force: Callable[[ResourceSlot], tuple[_ControllerT, ...]],
+        build: Callable[[_ResourceRuleT], _ControllerT],
+    ) -> dict[str, tuple[_ControllerT, ...]]:
+        """The controllers of `rules` for every slot's resource (a slot made for each resource a rule names);
+        a rule equal to one in force keeps that rule's controller, the others get `build(rule)`. Under the lock."""
+        kept = {ctrl.rule: ctrl for slot in self._slots.values() for ctrl in in_force(slot)}
+        grouped: dict[str, list[_ControllerT]] = {}
         for rule in rules:
             ctrl = kept.pop(rule, None)
             if ctrl is None:
-                ref = self._slot_locked(rule.ref_resource).stat if rule.strategy == "relate" else None
-                ctrl = FlowController(rule, ref)
+                ctrl = build(rule)
             grouped.setdefault(rule.resource, []).append(ctrl)
         for resource in grouped:
             self._slot_locked(resource)
+        return {resource: tuple(grouped.get(resource, ())) for resource in self._slots}
+
+    def _swap_flow(self, rules: tuple[FlowRule, ...]) -> None:
+        controllers = self._swap(rules, lambda slot: slot.flow, self._flow_controller)
         for resource, slot in self._slots.items():
-            ctrls = tuple(grouped.get(resource, ()))
+            ctrls = controllers[resource]
             slot.named_origins = frozenset(c.rule.origin for c in ctrls if c.rule.origin not in (ORIGIN_DEFAULT, ORIGIN_OTHER))
             slot.track_origin = any(c.rule.origin != ORIGIN_DEFAULT for c in ctrls)
             slot.track_context = any(c.rule.strategy == "chain" for c in ctrls)
             slot.rule_windows = tuple(c.window for c in ctrls if c.window is not None)
             slot.flow = ctrls
-        self._rules = RuleSet(rules, self._rules.breakers, self._rules.adaptive, self._rules.hotspot)
+        self._rules = replace(self._rules, flow=rules)
+
+    def _flow_controller(self, rule: FlowRule) -> FlowController:
+        ref = self._slot_locked(rule.ref_resource).stat if rule.strategy == "relate" else None
+        return FlowController(rule, ref)
 
     def _swap_breakers(self, rules: tuple[BreakerRule, ...]) -> None:
-        kept = {b.rule: b for slot in self._slots.values() for b in slot.breakers}
-        grouped: dict[str, list[CircuitBreaker]] = {}
-        for rule in rules:
-            breaker = kept.pop(rule, None) or CircuitBreaker(rule, self._listeners)
-            grouped.setdefault(rule.resource, []).append(breaker)
-        for resource in grouped:
-            self._slot_locked(resource)
+        breakers = self._swap(rules, lambda slot: slot.breakers, lambda rule: CircuitBreaker(rule, self._listeners))
         for resource, slot in self._slots.items():
-            slot.breakers = tuple(grouped.get(resource, ()))
-        self._rules = RuleSet(self._rules.flow, rules, self._rules.adaptive, self._rules.hotspot)
+            slot.breakers = breakers[resource]
+        self._rules = replace(self._rules, breakers=rules)
 
     def _swap_hotspot(self, rules: tuple[HotspotRule, ...]) -> None:
-        kept = {h.rule: h for slot in self._slots.values() for h in slot.hotspot}
-        grouped: dict[str, list[HotspotLimiter]] = {}
-        for rule in rules:
-            limiter = kept.pop(rule, None) or HotspotLimiter(rule)
-            grouped.setdefault(rule.resource, []).append(limiter)
-        for resource in grouped:
-            self._slot_locked(resource)
+        limiters = self._swap(rules, lambda slot: slot.hotspot, HotspotLimiter)
         for resource, slot in self._slots.items():
-            slot.hotspot = tuple(grouped.get(resource, ()))
-        self._rules = RuleSet(self._rules.flow, self._rules.breakers, self._rules.adaptive, rules)
+            slot.hotspot = limiters[resource]
+        self._rules = replace(self._rules, hotspot=rules)
 
     def _swap_adaptive(self, rules: tuple[AdaptiveRule, ...]) -> None:
         self._adaptive = AdaptiveGuard(rules) if rules else None
-        self._rules = RuleSet(self._rules.flow, self._rules.breakers, rules, self._rules.hotspot)
+        self._rules = replace(self._rules, adaptive=rules)
