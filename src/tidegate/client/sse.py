@@ -19,7 +19,8 @@ PING = Frame("ping", None, "")
 def frames(lines: Iterable[str]) -> Iterator[Frame]:
     """Frames from the stream's lines (without their line endings). A comment
     line yields `PING`, so a reader can act on keep-alives too."""
-    event, event_id, data = "", None, []
+    event, event_id = "", None
+    data: list[str] = []
     for line in lines:
         if not line:
             if data or event:

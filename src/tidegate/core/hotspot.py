@@ -54,9 +54,9 @@ class HotspotRule:
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise RuleError(f"must be a whole number >= {low}", document=doc, field=field)
-        for value, threshold in self.exceptions:
+        for excepted, threshold in self.exceptions:
             if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
-                raise RuleError(f"threshold of value {value!r} must be a whole number >= 0", document=doc, field="exceptions")
+                raise RuleError(f"threshold of value {excepted!r} must be a whole number >= 0", document=doc, field="exceptions")
 
     @property
     def cache_size(self) -> int:

@@ -11,8 +11,11 @@ Warm-up requests are written `METHOD /path xN`, comma separated:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 _REQUEST = re.compile(r"^(?P<method>[A-Za-z]+)\s+(?P<path>/\S*)(?:\s+[xX](?P<count>\d+))?$")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -98,51 +101,49 @@ def parse_services(text: str, setting: str = "TIDEGATE_PREWARM_SERVICES") -> tup
 
 def plan_from_env(env: Mapping[str, str]) -> tuple[PrewarmPlan, list[PrewarmSpecError]]:
     """The local plan; each malformed variable is reported and leaves its default in force."""
-    plan = PrewarmPlan()
     problems: list[PrewarmSpecError] = []
-    everything = env.get("TIDEGATE_PREWARM", "").strip()
-    if everything:
-        try:
-            on = parse_switch(everything, "TIDEGATE_PREWARM")
-            plan = replace(plan, sqlalchemy=on, redis=on, http=on)
-        except PrewarmSpecError as bad:
-            problems.append(bad)
-    for field, variable in (
-        ("sqlalchemy", "TIDEGATE_PREWARM_SQLALCHEMY"),
-        ("redis", "TIDEGATE_PREWARM_REDIS"),
-        ("http", "TIDEGATE_PREWARM_HTTP"),
-    ):
+
+    def setting(variable: str, parse: Callable[[str, str], _T], default: _T) -> _T:
         text = env.get(variable, "").strip()
         if text:
             try:
-                plan = replace(plan, **{field: parse_switch(text, variable)})
+                return parse(text, variable)
             except PrewarmSpecError as bad:
                 problems.append(bad)
-    parsers = (
-        ("services", "TIDEGATE_PREWARM_SERVICES", parse_services),
-        ("warmup_requests", "TIDEGATE_WARMUP_REQUESTS", parse_warmup_requests),
-        ("register_delay_s", "TIDEGATE_REGISTER_DELAY", parse_seconds),
+        return default
+
+    defaults = PrewarmPlan()
+    everything = setting("TIDEGATE_PREWARM", parse_switch, None)
+
+    def switch(variable: str, default: bool) -> bool:
+        return setting(variable, parse_switch, default if everything is None else everything)
+
+    plan = replace(
+        defaults,
+        sqlalchemy=switch("TIDEGATE_PREWARM_SQLALCHEMY", defaults.sqlalchemy),
+        redis=switch("TIDEGATE_PREWARM_REDIS", defaults.redis),
+        http=switch("TIDEGATE_PREWARM_HTTP", defaults.http),
+        services=setting("TIDEGATE_PREWARM_SERVICES", parse_services, defaults.services),
+        warmup_requests=setting("TIDEGATE_WARMUP_REQUESTS", parse_warmup_requests, defaults.warmup_requests),
+        register_delay_s=setting("TIDEGATE_REGISTER_DELAY", parse_seconds, defaults.register_delay_s),
     )
-    for field, variable, parser in parsers:
-        text = env.get(variable, "").strip()
-        if text:
-            try:
-                plan = replace(plan, **{field: parser(text, variable)})  # type: ignore[operator]
-            except PrewarmSpecError as bad:
-                problems.append(bad)
     return plan, problems
 
 
-def overlay(plan: PrewarmPlan, live: Mapping[str, object]) -> PrewarmPlan:
-    """`plan` with the prewarm fields a `ServiceSettings` document sets (already validated)."""
-    changes: dict[str, object] = {}
-    for field, key in (("sqlalchemy", "prewarmSqlAlchemy"), ("redis", "prewarmRedis"), ("http", "prewarmHttp")):
-        if key in live:
-            changes[field] = bool(live[key])
-    if "prewarmServices" in live:
-        changes["services"] = parse_services(str(live["prewarmServices"]), "spec.prewarmServices")
-    if "warmupRequests" in live:
-        changes["warmup_requests"] = parse_warmup_requests(str(live["warmupRequests"]), "spec.warmupRequests")
-    if "registerDelaySeconds" in live:
-        changes["register_delay_s"] = float(live["registerDelaySeconds"])  # type: ignore[arg-type]
-    return replace(plan, **changes)  # type: ignore[arg-type]
+def overlay(plan: PrewarmPlan, live: Mapping[str, Any]) -> PrewarmPlan:
+    """`plan` with the prewarm fields a `ServiceSettings` document's spec sets (already validated)."""
+
+    def switch(key: str, current: bool) -> bool:
+        return bool(live[key]) if key in live else current
+
+    return replace(
+        plan,
+        sqlalchemy=switch("prewarmSqlAlchemy", plan.sqlalchemy),
+        redis=switch("prewarmRedis", plan.redis),
+        http=switch("prewarmHttp", plan.http),
+        services=parse_services(str(live["prewarmServices"]), "spec.prewarmServices") if "prewarmServices" in live else plan.services,
+        warmup_requests=(
+            parse_warmup_requests(str(live["warmupRequests"]), "spec.warmupRequests") if "warmupRequests" in live else plan.warmup_requests
+        ),
+        register_delay_s=float(live["registerDelaySeconds"]) if "registerDelaySeconds" in live else plan.register_delay_s,
+    )

@@ -55,6 +55,7 @@ def warmup_factor(
     if window_s <= 0 or age_s >= window_s:
         return 1.0
     time_factor = max(age_s, _MIN_AGE_S) / window_s
+    ramp: float  # a positive base to a real power: a float (typeshed says Any, as a negative base gives a complex)
     if aggression is None:
         floor = CURVE_MIN_WEIGHT_PERCENT if min_weight_percent is None else min_weight_percent
         ramp = time_factor**curve

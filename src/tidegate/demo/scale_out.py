@@ -24,7 +24,7 @@ WINDOW_S = 8.0
 STEADY_S = 3.0
 AFTER_S = 8.0
 SLOW_MS = 40  # a cache miss costs this much
-SETTINGS = {
+SETTINGS: dict[str, dict[str, object]] = {
     "off": {"warmupWindowSeconds": 0, "prewarmSqlAlchemy": False, "prewarmRedis": False, "prewarmHttp": False},
     "on": {"warmupWindowSeconds": WINDOW_S, "warmupRequests": "GET /catalog"},
 }

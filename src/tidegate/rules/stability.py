@@ -57,7 +57,10 @@ def compile_rules(documents: Iterable[Mapping[str, Any]], service: str | None = 
         for strategy in resolved:
             for i, target in enumerate(rule.targets):
                 core = strategy.build(target, f"{rule.name}/{strategy.name}", rule.document, f"spec.targets[{i}].targetResourceName")
-                (breakers if isinstance(core, BreakerRule) else flow).append(core)
+                if isinstance(core, BreakerRule):
+                    breakers.append(core)
+                else:
+                    flow.append(core)
     return RuleSet(flow=tuple(flow), breakers=tuple(breakers), adaptive=tuple(adaptive_rules), hotspot=tuple(hotspot_rules))
 
 

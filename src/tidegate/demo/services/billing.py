@@ -83,7 +83,7 @@ producer = redis.asyncio.Redis.from_url(URL)
 
 async def publish(request: Request) -> JSONResponse:
     message_id = await producer.xadd(STREAM, {"order": request.query_params["order"]})
-    return JSONResponse({"id": message_id.decode()})
+    return JSONResponse({"id": message_id.decode() if isinstance(message_id, bytes) else message_id})
 
 
 async def consumed_orders(request: Request) -> JSONResponse:
