@@ -22,7 +22,7 @@ from typing import Any
 
 from tidegate.core.adaptive import AdaptiveRule
 from tidegate.errors import RuleError
-from tidegate.rules.document import register_kind
+from tidegate.rules.document import check_api_version, register_kind
 from tidegate.rules.quantities import SpecFields
 
 API_VERSION = "tidegate.io/v1alpha1"
@@ -36,16 +36,13 @@ class AdaptiveProtection:
 
 
 def parse(document: Mapping[str, Any]) -> AdaptiveProtection:
-    name = str(document["metadata"]["name"])
-    label = f"{KIND}/{name}"
-    if document["apiVersion"] != API_VERSION:
-        raise RuleError(f"must be {API_VERSION!r} for {KIND}", document=label, field="apiVersion")
+    label = check_api_version(document, API_VERSION)
     fields = SpecFields(label, document.get("spec") or {}, "spec", ("selector", "maxLoopLag", "maxCpuUsage", "maxConcurrency"))
-    selector = fields.mapping("selector", ("app",))
+    app = fields.selector_app()
     if not (fields.has("maxLoopLag") or fields.has("maxCpuUsage") or fields.has("maxConcurrency")):
         raise fields.error("maxLoopLag", "set at least one trigger: maxLoopLag, maxCpuUsage or maxConcurrency")
     rule = AdaptiveRule(
-        name=name,
+        name=str(document["metadata"]["name"]),
         max_loop_lag_s=fields.seconds("maxLoopLag") if fields.has("maxLoopLag") else None,
         max_cpu_usage=fields.ratio("maxCpuUsage") if fields.has("maxCpuUsage") else None,
         max_concurrency=fields.whole("maxConcurrency", minimum=1) if fields.has("maxConcurrency") else None,
@@ -55,7 +52,7 @@ def parse(document: Mapping[str, Any]) -> AdaptiveProtection:
     except RuleError as bad:
         field = {"max_loop_lag_s": "maxLoopLag", "max_cpu_usage": "maxCpuUsage", "max_concurrency": "maxConcurrency"}[bad.field]
         raise RuleError(bad.reason, document=label, field=f"spec.{field}") from None
-    return AdaptiveProtection(selector.text("app") if selector is not None else "", rule)
+    return AdaptiveProtection(app, rule)
 
 
 register_kind(KIND, parse)

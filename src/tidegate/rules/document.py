@@ -59,6 +59,14 @@ def document_key(document: Mapping[str, Any], default_namespace: str = "default"
     return (str(metadata.get("namespace") or default_namespace), str(document["kind"]), str(metadata["name"]))
 
 
+def check_api_version(document: Mapping[str, Any], api_version: str) -> str:
+    """For a kind's parser: the document's label (`kind/name`) once its apiVersion is `api_version`."""
+    label = f"{document['kind']}/{document['metadata']['name']}"
+    if document["apiVersion"] != api_version:
+        raise RuleError(f"must be {api_version!r} for {document['kind']}", document=label, field="apiVersion")
+    return label
+
+
 def validate(document: Any) -> Any:
     """Check a document; return its typed form (None for kinds without a parser).
 

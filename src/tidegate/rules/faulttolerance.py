@@ -79,7 +79,7 @@ from typing import Any
 from tidegate.core.breaker import BreakerRule
 from tidegate.core.flow import FlowRule
 from tidegate.errors import RuleError
-from tidegate.rules.document import register_kind
+from tidegate.rules.document import check_api_version, register_kind
 from tidegate.rules.quantities import SpecFields
 
 API_VERSION = "fault-tolerance.opensergo.io/v1alpha1"
@@ -257,31 +257,20 @@ def parse_strategy(kind: str, name: str, document: str, spec: Any, prefix: str) 
     return strategy_rule
 
 
-def _label(document: Mapping[str, Any]) -> str:
-    return f"{document['kind']}/{document['metadata']['name']}"
-
-
-def _check_api_version(document: Mapping[str, Any]) -> None:
-    if document["apiVersion"] != API_VERSION:
-        raise RuleError(f"must be {API_VERSION!r} for {document['kind']}", document=_label(document), field="apiVersion")
-
-
 def parse_strategy_document(document: Mapping[str, Any]) -> Strategy:
-    _check_api_version(document)
+    label = check_api_version(document, API_VERSION)
     name = str(document["metadata"]["name"])
-    return parse_strategy(str(document["kind"]), name, _label(document), document.get("spec") or {}, "spec")
+    return parse_strategy(str(document["kind"]), name, label, document.get("spec") or {}, "spec")
 
 
 def parse_rule_document(document: Mapping[str, Any]) -> FaultToleranceRule:
     """Parse a FaultToleranceRule; inline strategies are checked fully, references are resolved later."""
-    _check_api_version(document)
-    label = _label(document)
+    label = check_api_version(document, API_VERSION)
     metadata = document["metadata"]
     fields = SpecFields(label, document.get("spec") or {}, "spec", ("selector", "targets", "strategies", "fallbackAction"))
     if fields.has("fallbackAction"):
         raise fields.error("fallbackAction", "is not supported: a refused call gets 429, or 503 from a breaker or adaptive protection")
-    selector = fields.mapping("selector", ("app",))
-    app = selector.text("app") if selector is not None else ""
+    app = fields.selector_app()
     targets_raw = fields.required("targets")
     if not isinstance(targets_raw, list) or not targets_raw:
         raise fields.error("targets", "must be a non-empty list of {targetResourceName: ...}")

@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidegate.core.hotspot import HotspotRule
-from tidegate.errors import RuleError
-from tidegate.rules.document import register_kind
+from tidegate.rules.document import check_api_version, register_kind
 from tidegate.rules.quantities import SpecFields
 
 API_VERSION = "tidegate.io/v1alpha1"
@@ -44,17 +43,14 @@ class HotspotDocument:
 
 
 def parse(document: Mapping[str, Any]) -> HotspotDocument:
-    name = str(document["metadata"]["name"])
-    label = f"{KIND}/{name}"
-    if document["apiVersion"] != API_VERSION:
-        raise RuleError(f"must be {API_VERSION!r} for {KIND}", document=label, field="apiVersion")
+    label = check_api_version(document, API_VERSION)
     fields = SpecFields(
         label,
         document.get("spec") or {},
         "spec",
         ("selector", "resource", "parameter", "threshold", "duration", "burst", "capacity", "exceptions"),
     )
-    selector = fields.mapping("selector", ("app",))
+    app = fields.selector_app()
     resource = fields.text("resource")
     if not resource:
         raise fields.error("resource", "is required: the resource whose parameter is limited")
@@ -82,14 +78,14 @@ def parse(document: Mapping[str, Any]) -> HotspotDocument:
         resource=resource,
         param=f"{source}:{param_name.lower() if source == 'header' else param_name}",
         threshold=fields.whole("threshold"),
-        name=name,
+        name=str(document["metadata"]["name"]),
         duration_s=int(duration),
         burst=fields.whole("burst", 0),
         exceptions=tuple(exceptions),
         capacity=fields.whole("capacity", 0, minimum=1) if fields.has("capacity") else 0,
     )
     rule.validate()
-    return HotspotDocument(selector.text("app") if selector is not None else "", rule)
+    return HotspotDocument(app, rule)
 
 
 register_kind(KIND, parse)

@@ -115,6 +115,11 @@ class SpecFields:
             raise self.error(key, f"must be between 0 and 1 (0% and 100%), got {value!r}")
         return result
 
+    def selector_app(self) -> str:
+        """The app `selector: {app: ...}` names; "" when there is no selector (the rule applies to every service)."""
+        selector = self.mapping("selector", ("app",))
+        return selector.text("app") if selector is not None else ""
+
     def mapping(self, key: str, known: tuple[str, ...]) -> SpecFields | None:
         value = self.spec.get(key)
         if value is None:
