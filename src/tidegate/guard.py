@@ -56,6 +56,15 @@ def load_documents(documents: Any) -> None:
     _local_governor.load(compile_rules(documents))
 
 
+class _Refused:
+    """A decorated call that was refused, and what its fallback answered instead."""
+
+    __slots__ = ("answer",)
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+
 class Guard:
     """One guarded resource: a context manager (sync and async) and a decorator."""
 
@@ -85,6 +94,15 @@ class Guard:
             return stability, stability.enter(self.name, args=self.args)
         gov = self._governor or _local_governor
         return None, gov.entry(self.name, self._clock(), context=entrance(), args=self.args)
+
+    def _admit(self) -> tuple[Stability | None, Entry] | _Refused:
+        """`_enter` for the decorator: a refusal is the fallback's answer, or raises when there is no fallback."""
+        try:
+            return self._enter()
+        except BlockedError as error:
+            if self.fallback is None:
+                raise
+            return _Refused(self.fallback(error))
 
     def _exit(self, held: tuple[Stability | None, Entry], error: bool) -> None:
         stability, entry = held
@@ -124,12 +142,9 @@ class Guard:
 
             @functools.wraps(function)
             async def guarded_async(*args: Any, **kwargs: Any) -> Any:
-                try:
-                    held = self._enter()
-                except BlockedError as error:
-                    if self.fallback is None:
-                        raise
-                    return self.fallback(error)
+                held = self._admit()
+                if isinstance(held, _Refused):
+                    return held.answer
                 if held[1].wait_s > 0.0:
                     await asyncio.sleep(held[1].wait_s)
                 failed = True
@@ -144,12 +159,9 @@ class Guard:
 
         @functools.wraps(function)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            try:
-                held = self._enter()
-            except BlockedError as error:
-                if self.fallback is None:
-                    raise
-                return self.fallback(error)
+            held = self._admit()
+            if isinstance(held, _Refused):
+                return held.answer
             if held[1].wait_s > 0.0:
                 time.sleep(held[1].wait_s)
             failed = True
