@@ -99,7 +99,19 @@ def _weights(instances: Sequence[Instance], weight_of: WeightOf) -> list[float]:
     return weights
 
 
-class P2CBalancer:
+class _CountsInFlight:
+    """What every balancer does alike: count the calls in flight on the `InFlight` it was given."""
+
+    _in_flight: InFlight
+
+    def acquire(self, instance: Instance) -> None:
+        self._in_flight.acquire(instance.id)
+
+    def release(self, instance: Instance) -> None:
+        self._in_flight.release(instance.id)
+
+
+class P2CBalancer(_CountsInFlight):
     """Power of two choices, least in flight relative to weight."""
 
     def __init__(
@@ -153,14 +165,8 @@ class P2CBalancer:
             return b
         return a
 
-    def acquire(self, instance: Instance) -> None:
-        self._in_flight.acquire(instance.id)
 
-    def release(self, instance: Instance) -> None:
-        self._in_flight.release(instance.id)
-
-
-class RoundRobinBalancer:
+class RoundRobinBalancer(_CountsInFlight):
     """Smooth weighted round robin, as nginx does it.
 
     Every pick adds each instance's weight to its running score, takes the
@@ -210,12 +216,6 @@ class RoundRobinBalancer:
                 return None
             scores[best] -= total
         return instances[best]
-
-    def acquire(self, instance: Instance) -> None:
-        self._in_flight.acquire(instance.id)
-
-    def release(self, instance: Instance) -> None:
-        self._in_flight.release(instance.id)
 
 
 #: The balancer the agent uses unless told otherwise (bench/balancer.py says why).
