@@ -30,24 +30,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     listing.add_argument("--namespace", default=None)
     listing.set_defaults(func=_list)
 
-    history = actions.add_parser("history", help="every revision of one rule, newest first")
-    history.add_argument("kind")
-    history.add_argument("name")
-    history.add_argument("--namespace", default="default")
-    history.set_defaults(func=_history)
+    def one_rule(action: str, help: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        """An action on one rule, named by kind and name (and namespace)."""
+        parser = actions.add_parser(action, help=help)
+        parser.add_argument("kind")
+        parser.add_argument("name")
+        parser.add_argument("--namespace", default="default")
+        parser.set_defaults(func=func)
+        return parser
 
-    rollback = actions.add_parser("rollback", help="write an old revision again, as a new revision")
-    rollback.add_argument("kind")
-    rollback.add_argument("name")
+    history = one_rule("history", "every revision of one rule, newest first", _history)
+    rollback = one_rule("rollback", "write an old revision again, as a new revision", _rollback)
     rollback.add_argument("revision", type=int)
-    rollback.add_argument("--namespace", default="default")
-    rollback.set_defaults(func=_rollback)
-
-    delete = actions.add_parser("delete", help="delete a rule")
-    delete.add_argument("kind")
-    delete.add_argument("name")
-    delete.add_argument("--namespace", default="default")
-    delete.set_defaults(func=_delete)
+    delete = one_rule("delete", "delete a rule", _delete)
 
     for action in (apply, listing, history, rollback, delete):
         connection.add_arguments(action)
