@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tidegate.demo.cluster import Cluster, DemoError, Process
-from tidegate.demo.traffic import Call, TrafficResult, run_open_loop
+from tidegate.demo.traffic import Call, TrafficResult, instance_of, run_open_loop
 
 APP = "tidegate.demo.services.orders:app"
 TRAFFIC_S = 12.0
@@ -58,10 +58,7 @@ def _with_lossless(cluster: Cluster, rate: float) -> TrafficResult:
         async with httpx.AsyncClient(timeout=30.0) as client:
 
             async def call(i: int) -> str:
-                response = await client.get(f"http://orders/orders/{i}")
-                if response.status_code != 200:
-                    raise DemoError(f"HTTP {response.status_code}")
-                return str(response.json()["instance"])
+                return await instance_of(client, f"http://orders/orders/{i}")
 
             return await _traffic(call, rate, lambda: _roll(cluster, "orders", old, {}, 3))
 
@@ -84,10 +81,7 @@ def _without_lossless(cluster: Cluster, rate: float) -> TrafficResult:
                 if not servers or time.monotonic() - refreshed[0] > LIST_REFRESH_S:
                     servers[:] = [i.address for i in await asyncio.to_thread(cluster.client.instances, service) if i.state.routable]
                     refreshed[0] = time.monotonic()
-                response = await client.get(f"http://{servers[next(turn) % len(servers)]}/orders/{i}")
-                if response.status_code != 200:
-                    raise DemoError(f"HTTP {response.status_code}")
-                return str(response.json()["instance"])
+                return await instance_of(client, f"http://{servers[next(turn) % len(servers)]}/orders/{i}")
 
             return await _traffic(call, rate, lambda: _roll(cluster, service, old, env, 3))
 

@@ -17,8 +17,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from tidegate.demo.cluster import Cluster, DemoError
-from tidegate.demo.traffic import TrafficResult, run_open_loop
+from tidegate.demo.cluster import Cluster
+from tidegate.demo.traffic import TrafficResult, instance_of, run_open_loop
 
 WINDOW_S = 8.0
 STEADY_S = 3.0
@@ -35,10 +35,7 @@ async def _phases(cluster: Cluster, service: str, rate: float) -> tuple[TrafficR
     async with httpx.AsyncClient(timeout=10.0) as client:
 
         async def call(i: int) -> str:
-            response = await client.get(f"http://{service}/price/{i * 7919}")
-            if response.status_code != 200:
-                raise DemoError(f"HTTP {response.status_code}")
-            return str(response.json()["instance"])
+            return await instance_of(client, f"http://{service}/price/{i * 7919}")
 
         steady = await run_open_loop(call, rate, STEADY_S)
         for n in (3, 4):

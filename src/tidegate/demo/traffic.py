@@ -12,7 +12,19 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import httpx
+
+from tidegate.demo.cluster import DemoError
+
 Call = Callable[[int], Awaitable[str]]  # returns the outcome label of request i
+
+
+async def instance_of(client: httpx.AsyncClient, url: str) -> str:
+    """GET `url` of a demo service: the name of the instance that answered (DemoError unless HTTP 200)."""
+    response = await client.get(url)
+    if response.status_code != 200:
+        raise DemoError(f"HTTP {response.status_code}")
+    return str(response.json()["instance"])
 
 
 @dataclass
