@@ -1,4 +1,4 @@
-"""Fixtures every test directory may use: a real control plane process and a client of it."""
+"""Fixtures every test directory may use: a real control plane process and a client of it, and a fake clock."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.control.running import TOKEN, ControlProcess
+from tests.support.clock import FakeClock
 from tidegate.client.control import ControlClient
 
 
@@ -23,3 +24,9 @@ def control(tmp_path) -> Iterator[ControlProcess]:
 def client(control: ControlProcess) -> Iterator[ControlClient]:
     with ControlClient(control.url, TOKEN) as c:
         yield c
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A FakeClock at 1000.0 s; move it with `clock.advance(seconds)`."""
+    return FakeClock()

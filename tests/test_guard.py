@@ -8,6 +8,7 @@ import importlib
 import pytest
 
 import tidegate
+from tests.support.clock import FakeClock
 from tidegate.core.breaker import BreakerRule
 from tidegate.core.flow import FlowRule
 from tidegate.core.governor import Governor, RuleSet
@@ -16,22 +17,13 @@ from tidegate.errors import BreakerOpenError, FlowBlockedError, HotspotBlockedEr
 from tidegate.guard import load_documents, local_governor
 
 
-class FakeClock:
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def governed(*flow: FlowRule, breakers: tuple[BreakerRule, ...] = (), hotspot: tuple[HotspotRule, ...] = ()) -> Governor:
     gov = Governor()
     gov.load(RuleSet(flow=flow, breakers=breakers, hotspot=hotspot))
     return gov
 
 
-def test_context_manager_admits_up_to_the_threshold_then_raises() -> None:
-    clock = FakeClock()
+def test_context_manager_admits_up_to_the_threshold_then_raises(clock: FakeClock) -> None:
     gov = governed(FlowRule("pricing", 2))
     for _ in range(2):
         with tidegate.guard("pricing", governor=gov, clock=clock):
@@ -41,13 +33,12 @@ def test_context_manager_admits_up_to_the_threshold_then_raises() -> None:
             pytest.fail("the body of a refused guard must not run")
     assert refused.value.resource == "pricing"
     assert isinstance(refused.value, tidegate.BlockedError)
-    clock.now += 1.0  # the next second has its own budget
+    clock.advance(1.0)  # the next second has its own budget
     with tidegate.guard("pricing", governor=gov, clock=clock):
         pass
 
 
-def test_exception_in_the_body_counts_as_error_and_propagates() -> None:
-    clock = FakeClock()
+def test_exception_in_the_body_counts_as_error_and_propagates(clock: FakeClock) -> None:
     gov = Governor()
     with pytest.raises(KeyError):
         with tidegate.guard("lookup", governor=gov, clock=clock):
@@ -57,8 +48,7 @@ def test_exception_in_the_body_counts_as_error_and_propagates() -> None:
     assert gov.stat_node("lookup").concurrency == 0  # type: ignore[union-attr]
 
 
-def test_async_context_manager() -> None:
-    clock = FakeClock()
+def test_async_context_manager(clock: FakeClock) -> None:
     gov = governed(FlowRule("async-res", 1))
 
     async def run() -> list[str]:
@@ -74,8 +64,7 @@ def test_async_context_manager() -> None:
     assert asyncio.run(run()) == ["ran", "blocked", "blocked"]
 
 
-def test_decorator_with_fallback_and_without() -> None:
-    clock = FakeClock()
+def test_decorator_with_fallback_and_without(clock: FakeClock) -> None:
     gov = governed(FlowRule("price", 1), FlowRule("stock", 1))
     calls: list[int] = []
 
@@ -97,8 +86,7 @@ def test_decorator_with_fallback_and_without() -> None:
         stock()
 
 
-def test_async_decorator_with_fallback() -> None:
-    clock = FakeClock()
+def test_async_decorator_with_fallback(clock: FakeClock) -> None:
     gov = governed(FlowRule("remote", 1))
 
     @tidegate.guard("remote", governor=gov, clock=clock, fallback=lambda error: "cached")
@@ -112,8 +100,7 @@ def test_async_decorator_with_fallback() -> None:
     assert asyncio.run(run()) == ["fresh", "cached"]
 
 
-def test_failures_open_the_breaker_and_the_fallback_answers() -> None:
-    clock = FakeClock()
+def test_failures_open_the_breaker_and_the_fallback_answers(clock: FakeClock) -> None:
     breaker = BreakerRule("flaky", "error_count", 2, min_request_amount=2, retry_timeout_ms=5000)
     gov = governed(breakers=(breaker,))
 
@@ -125,7 +112,7 @@ def test_failures_open_the_breaker_and_the_fallback_answers() -> None:
         with pytest.raises(ConnectionError):
             flaky()
     assert flaky() == "BreakerOpenError"
-    clock.now += 5.0  # recovery timeout passed: a probe is let through (and fails again)
+    clock.advance(5.0)  # recovery timeout passed: a probe is let through (and fails again)
     with pytest.raises(ConnectionError):
         flaky()
     assert flaky() == "BreakerOpenError"
@@ -134,8 +121,7 @@ def test_failures_open_the_breaker_and_the_fallback_answers() -> None:
             pass
 
 
-def test_hotspot_args_limit_one_value() -> None:
-    clock = FakeClock()
+def test_hotspot_args_limit_one_value(clock: FakeClock) -> None:
     gov = governed(hotspot=(HotspotRule("by-user", "arg:user", 1),))
     with tidegate.guard("by-user", governor=gov, clock=clock, args={"arg:user": "alice"}):
         pass
@@ -146,8 +132,7 @@ def test_hotspot_args_limit_one_value() -> None:
         pass
 
 
-def test_throttling_wait_is_slept_before_the_body(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = FakeClock()
+def test_throttling_wait_is_slept_before_the_body(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
     gov = governed(FlowRule("paced", 10, behavior="throttle", max_queue_s=1.0))
     slept: list[float] = []
     guard_module = importlib.import_module("tidegate.guard")  # the attribute tidegate.guard is the function

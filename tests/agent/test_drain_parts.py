@@ -14,6 +14,7 @@ import httpx
 import pytest
 import requests
 
+from tests.support.clock import FakeClock
 from tidegate.agent import pools
 from tidegate.agent.config import AgentConfig
 from tidegate.agent.drain import LosslessError, LosslessOffline, install, settings_from_env
@@ -22,14 +23,6 @@ from tidegate.agent.runtime import AgentRuntime
 from tidegate.core.directory import ServiceDirectory
 from tidegate.core.drain import DrainSettings
 from tidegate.core.instance import Instance
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _directory() -> ServiceDirectory:
@@ -44,7 +37,7 @@ def _routable(directory: ServiceDirectory) -> set[str]:
 
 def test_a_notice_takes_the_instance_out_at_once_and_asks_clients_to_drop_connections() -> None:
     directory = _directory()
-    notices = DrainNotices(directory, FakeClock())
+    notices = DrainNotices(directory, FakeClock(100.0))
     assert notices.notice("a", "127.0.0.1:8001", "direct notice")
     assert not notices.notice("a", "127.0.0.1:8001", "response header")  # the first channel won
     assert _routable(directory) == {"b"}
@@ -54,12 +47,12 @@ def test_a_notice_takes_the_instance_out_at_once_and_asks_clients_to_drop_connec
 
 def test_a_notice_by_address_alone_finds_the_instance() -> None:
     directory = _directory()
-    DrainNotices(directory, FakeClock()).notice("", "127.0.0.1:8002", "response header")
+    DrainNotices(directory, FakeClock(100.0)).notice("", "127.0.0.1:8002", "response header")
     assert _routable(directory) == {"a"}
 
 
 def test_passive_ejection_lets_the_instance_back_after_the_backoff_but_not_a_draining_one() -> None:
-    directory, clock = _directory(), FakeClock()
+    directory, clock = _directory(), FakeClock(100.0)
     notices = DrainNotices(directory, clock)
     notices.connect_failed("a")
     notices.connect_failed("b")

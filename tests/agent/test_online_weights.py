@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.clock import FakeClock
 from tidegate.agent.config import AgentConfig
 from tidegate.agent.routing import OutboundRouter
 from tidegate.agent.runtime import AgentRuntime
@@ -15,14 +16,6 @@ from tidegate.core.instance import Instance
 from tidegate.core.rulebook import StoredRule
 from tidegate.core.warmup import WarmupSettings
 from tidegate.rules.settings import KIND
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _instance(name: str, registered_at: float) -> Instance:
@@ -41,8 +34,8 @@ def _weights(router: OutboundRouter) -> dict[str, float]:
 
 
 @pytest.fixture
-def setup() -> Iterator[tuple[AgentRuntime, ConsumerWarmup, OutboundRouter, Clock]]:
-    clock = Clock(10_000.0)
+def setup() -> Iterator[tuple[AgentRuntime, ConsumerWarmup, OutboundRouter, FakeClock]]:
+    clock = FakeClock(10_000.0)
     runtime = AgentRuntime(config=AgentConfig(service="shop"))
     warmup = ConsumerWarmup(runtime, environ={"TIDEGATE_WARMUP_WINDOW": "100"}, clock=clock)
     router = OutboundRouter(runtime.directory, weighting=warmup.weighting)

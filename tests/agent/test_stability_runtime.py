@@ -11,6 +11,7 @@ import httpx
 import pytest
 import requests
 
+from tests.support.clock import FakeClock
 from tidegate.agent.config import AgentConfig
 from tidegate.agent.instrumentation.outbound import library_blocked_error
 from tidegate.agent.metrics import AgentMetrics
@@ -20,14 +21,6 @@ from tidegate.agent.stability import BODY_ENV, EXTRAS_KEY, Stability, retry_afte
 from tidegate.agent.stability_events import StabilityEvents
 from tidegate.core.rulebook import StoredRule
 from tidegate.errors import BlockedError, BreakerOpenError, FlowBlockedError, SystemBlockedError
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _runtime(clock: FakeClock | None = None) -> tuple[AgentRuntime, Stability, list[dict[str, Any]]]:
@@ -83,7 +76,7 @@ def test_a_set_that_does_not_compile_keeps_the_rules_in_force_and_is_reported() 
 
 
 def test_blocks_are_counted_in_metrics_and_posted_aggregated() -> None:
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     runtime, stability, posted = _runtime(clock)
     _put(runtime, _rule("a", "GET /a", _limit(2)), 1)
     refused = 0
@@ -102,7 +95,7 @@ def test_blocks_are_counted_in_metrics_and_posted_aggregated() -> None:
 
 
 def test_breaker_state_changes_are_posted() -> None:
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     runtime, stability, posted = _runtime(clock)
     _put(
         runtime,

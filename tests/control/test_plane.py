@@ -6,17 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.clock import FakeClock
 from tidegate.control.plane import ControlPlane, RequestError
 from tidegate.control.storage import SqliteStorage
 from tidegate.errors import RuleError
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _settings(name: str, window: float = 60.0, namespace: str | None = None) -> dict:
@@ -30,12 +23,7 @@ def _settings(name: str, window: float = 60.0, namespace: str | None = None) -> 
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def plane(tmp_path: Path, clock: Clock):
+def plane(tmp_path: Path, clock: FakeClock):
     storage = SqliteStorage(tmp_path)
     yield ControlPlane(storage, instance_ttl=15.0, clock=clock, wall_clock=lambda: 1_700_000_000.0)
     storage.close()
@@ -48,21 +36,21 @@ def test_register_defaults_the_id_and_stamps_registration(plane: ControlPlane) -
     assert plane.services() == [{"name": "orders", "instances": 1, "tags": ["gray"]}]
 
 
-def test_reaper_removes_exactly_the_instances_whose_heartbeats_stopped(plane: ControlPlane, clock: Clock) -> None:
+def test_reaper_removes_exactly_the_instances_whose_heartbeats_stopped(plane: ControlPlane, clock: FakeClock) -> None:
     plane.register({"service": "orders", "host": "h", "port": 1})
     plane.register({"service": "orders", "host": "h", "port": 2})
-    clock.now += 10
+    clock.advance(10)
     plane.heartbeat("orders@h:2")
-    clock.now += 5  # port 1 is exactly at its deadline: still alive
+    clock.advance(5)  # port 1 is exactly at its deadline: still alive
     assert plane.reap() == []
-    clock.now += 0.5
+    clock.advance(0.5)
     assert plane.reap() == ["orders@h:1"]
     assert [i.id for i in plane.instances("orders")] == ["orders@h:2"]
     with pytest.raises(RequestError) as refused:
         plane.heartbeat("orders@h:1")
     assert refused.value.status == 404
     # the service name outlives its instances
-    clock.now += 100
+    clock.advance(100)
     plane.reap()
     assert plane.services() == [{"name": "orders", "instances": 0, "tags": []}]
 
@@ -177,7 +165,7 @@ def test_watch_replays_from_the_log_or_sends_a_snapshot(plane: ControlPlane) -> 
     assert [r["name"] for r in snapshot["rules"]] == ["a"]
 
 
-def test_a_restart_keeps_rules_and_revisions_and_forces_snapshots(tmp_path: Path, clock: Clock) -> None:
+def test_a_restart_keeps_rules_and_revisions_and_forces_snapshots(tmp_path: Path, clock: FakeClock) -> None:
     storage = SqliteStorage(tmp_path)
     first = ControlPlane(storage, clock=clock)
     first.register({"service": "a", "host": "h", "port": 1})
