@@ -31,7 +31,7 @@ def test_httpx_no_instance_is_a_connect_error_carrying_the_request() -> None:
     assert isinstance(error, httpx.ConnectError) and isinstance(error, httpx.HTTPError)
     assert (error.service, error.lane) == ("orders", "gray")
     assert str(error) == str(NoInstanceError("orders", "gray"))
-    assert error.request is request  # type: ignore[attr-defined]
+    assert error.request is request
     assert type(error).__name__ == "HttpxNoInstanceError"
 
 
@@ -59,11 +59,11 @@ def test_requests_errors_carry_the_prepared_request_and_no_response() -> None:
     missing = REQUESTS.no_instance(NoInstanceError("orders"), request)
     assert isinstance(missing, NoInstanceError) and isinstance(missing, requests.ConnectionError)
     assert isinstance(missing, requests.RequestException)
-    assert missing.request is request and missing.response is None  # type: ignore[attr-defined]
+    assert missing.request is request and missing.response is None
     assert type(missing).__name__ == "RequestsNoInstanceError"
     refused = REQUESTS.blocked(REFUSAL, request)
     assert isinstance(refused, BreakerOpenError) and isinstance(refused, requests.RequestException)
-    assert refused.request is request and refused.response is None  # type: ignore[attr-defined]
+    assert refused.request is request and refused.response is None
 
 
 def test_aiohttp_errors_are_client_connection_errors() -> None:
