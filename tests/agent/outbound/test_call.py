@@ -448,3 +448,15 @@ def test_a_pipeline_needs_only_a_router() -> None:
     assert not call.failed(ErrorKind.NOTHING_SENT)  # no drain signals: no retry
     call.finish()
     assert world.of("done") == [("done", "o1", False)]
+
+
+def test_a_router_failure_after_admission_leaves_it() -> None:
+    world = World(governed=GOVERNED)
+
+    def broken(*args: Any) -> None:
+        raise KeyError("a bug in the router")
+
+    world.router.route = broken  # type: ignore[method-assign,assignment]
+    with pytest.raises(KeyError):
+        world.call()
+    assert world.of("enter", "leave") == [("enter", "http://orders"), ("leave", "http://orders", True)]

@@ -247,7 +247,9 @@ class OutboundPipeline:
         (a canary's sticky key is read from it). Raises `errors.blocked(...)` when a
         rule refuses the call and the service has no fallback, `errors.no_instance(...)`
         when no instance may take it; both carry `request` (the library's own
-        request object) when the library's errors do.
+        request object) when the library's errors do. A host some rule names is
+        admitted before it is routed, so such a host that turns out to be no
+        service name leaves its admission at once (not as an error) and goes out.
         """
         admission = self.admission
         entry = None
@@ -270,6 +272,10 @@ class OutboundPipeline:
             if entry is not None and admission is not None:
                 admission.leave(entry, resource, True)
             raise errors.no_instance(error, request) from None
+        except BaseException:
+            if entry is not None and admission is not None:
+                admission.leave(entry, resource, True)
+            raise
         if route is None:
             if entry is not None and admission is not None:
                 # A rule names the host but it is no service name: nothing to govern after all.
