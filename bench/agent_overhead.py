@@ -1,15 +1,19 @@
-"""Agent overhead: requests per second of a hello-world FastAPI app, bare vs under `tidegate run`.
+"""Agent overhead: requests per second of hello-world apps, bare vs under `tidegate run`.
 
-Anchor: the same app on the same uvicorn (one worker, access log off), without
-the agent, measured in the same run. The agent run has a control plane up, so
-the instance registers, heartbeats and watches as in production. Both servers
-run side by side; a load generator in a separate process (keep-alive HTTP/1.1
-over raw asyncio streams, so the client is cheap and the server is the
-bottleneck) sends a fixed number of requests from N concurrent connections,
-alternating bare and agent rounds three times. Figures are the medians.
+Two pairs, each measured against its own anchor in the same run:
+  - FastAPI on uvicorn (one process, access log off), keep-alive connections;
+  - Flask on gunicorn with one sync worker, which closes every connection
+    (sync workers do not keep connections alive), so each request is a new one.
+The anchor is the same app on the same server without the agent. The agent
+run has a control plane up, so the instance registers, heartbeats and watches
+as in production. The servers run side by side; a load generator in a separate
+process (HTTP/1.1 over raw asyncio streams, so the client is cheap and the
+server is the bottleneck) sends a fixed number of requests from N concurrent
+connections, alternating bare and agent rounds. Figures are the medians.
 
 Run: `.venv/bin/python bench/agent_overhead.py`. The last line is one JSON
-object: {"bare_rps": ..., "agent_rps": ..., "ratio": ...}.
+object: {"fastapi": {"bare_rps", "agent_rps", "ratio"}, "flask": {...},
+"ratio": <the lower of the two>}.
 """
 
 from __future__ import annotations
@@ -26,9 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REQUESTS = 12_000
-CONCURRENCY = 32
-ROUNDS = 3
+REQUESTS = {"fastapi": 12_000, "flask": 6_000}
+CONCURRENCY = {"fastapi": 32, "flask": 8}
+ROUNDS = 5
 WARMUP_REQUESTS = 1_000
 TOKEN = "bench-token"
 
@@ -43,24 +47,46 @@ def hello(name: str) -> dict[str, str]:
     return {"hello": name}
 """
 
+FLASK_APP = """
+from flask import Flask
+
+app = Flask(__name__)
+
+
+@app.get("/hello/<name>")
+def hello(name: str) -> dict[str, str]:
+    return {"hello": name}
+"""
+
 
 # -- load generator (runs in its own process) ---------------------------------------------
 
 
 async def _connection(port: int, count: int) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    """`count` requests, on one keep-alive connection while the server keeps it open."""
     request = f"GET /hello/world HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    reader = writer = None
     for _ in range(count):
+        if writer is None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert reader is not None
         writer.write(request)
         head = await reader.readuntil(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 200"):
             raise RuntimeError(f"unexpected answer: {head[:40]!r}")
-        length = 0
+        length, close = 0, False
         for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
+            lower = line.lower()
+            if lower.startswith(b"content-length:"):
                 length = int(line.split(b":", 1)[1])
+            elif lower.startswith(b"connection:") and b"close" in lower:
+                close = True
         await reader.readexactly(length)
-    writer.close()
+        if close:
+            writer.close()
+            reader = writer = None
+    if writer is not None:
+        writer.close()
 
 
 async def _load(port: int, total: int, concurrency: int) -> float:
@@ -74,9 +100,9 @@ def loadgen_main(port: int, total: int, concurrency: int) -> None:
     print(json.dumps({"rps": asyncio.run(_load(port, total, concurrency))}))
 
 
-def run_load(port: int, total: int) -> float:
+def run_load(port: int, total: int, concurrency: int) -> float:
     out = subprocess.run(
-        [sys.executable, __file__, "--loadgen", str(port), str(total), str(CONCURRENCY)],
+        [sys.executable, __file__, "--loadgen", str(port), str(total), str(concurrency)],
         capture_output=True,
         text=True,
         check=True,
@@ -127,74 +153,122 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of process group `pgid`
+    (a server and its workers; the agent's threads are inside them)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # field 5 of stat: the process group
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def tidegate_run(service: str, control_port: int, command: list[str]) -> list[str]:
+    control = f"http://127.0.0.1:{control_port}"
+    return [sys.executable, "-m", "tidegate", "run", "--service", service, "--control", control, "--token", TOKEN, "--", *command]
+
+
+def servers(bin_dir: Path, pair: str, port: int) -> list[str]:
+    """The command line of one of the pair's servers, listening on `port`."""
+    if pair == "fastapi":
+        return [
+            str(bin_dir / "uvicorn"),
+            "hello_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+    return [str(bin_dir / "gunicorn"), "-w", "1", "-k", "sync", "-b", f"127.0.0.1:{port}", "--log-level", "warning", "hello_flask:app"]
+
+
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="tidegate-bench-agent-"))
     (work / "hello_app.py").write_text(APP)
+    (work / "hello_flask.py").write_text(FLASK_APP)
     bin_dir = Path(sys.executable).parent
-    control_port, bare_port, agent_port = free_port(), free_port(), free_port()
-    uvicorn = [str(bin_dir / "uvicorn"), "hello_app:app", "--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"]
+    control_port = free_port()
+    pairs = ("fastapi", "flask")
+    ports = {(pair, kind): free_port() for pair in pairs for kind in ("bare", "agent")}
     procs = []
+    groups: dict[tuple[str, str], int] = {}
+    results: dict[str, dict[str, float]] = {}
     try:
-        procs.append(
-            start(
-                [
-                    sys.executable,
-                    "-m",
-                    "tidegate",
-                    "control",
-                    "--port",
-                    str(control_port),
-                    "--data",
-                    str(work / "control"),
-                    "--token",
-                    TOKEN,
-                ],
-                work / "control.log",
-                work,
-            )
-        )
+        control = [
+            sys.executable,
+            "-m",
+            "tidegate",
+            "control",
+            "--port",
+            str(control_port),
+            "--data",
+            str(work / "control"),
+            "--token",
+            TOKEN,
+        ]
+        procs.append(start(control, work / "control.log", work))
         wait_for(lambda: accepting(control_port), "the control plane")
-        procs.append(start([*uvicorn, "--port", str(bare_port)], work / "bare.log", work))
-        procs.append(
-            start(
-                [
-                    sys.executable,
-                    "-m",
-                    "tidegate",
-                    "run",
-                    "--service",
-                    "bench",
-                    "--control",
-                    f"http://127.0.0.1:{control_port}",
-                    "--token",
-                    TOKEN,
-                    "--",
-                    *uvicorn,
-                    "--port",
-                    str(agent_port),
-                ],
-                work / "agent.log",
-                work,
-            )
-        )
-        wait_for(lambda: accepting(bare_port), "the bare server")
-        wait_for(lambda: "registered bench" in (work / "agent.log").read_text(), "the agent's registration")
-        for port in (bare_port, agent_port):
-            run_load(port, WARMUP_REQUESTS)
-        bare, agent = [], []
+        for pair in pairs:
+            procs.append(start(servers(bin_dir, pair, ports[pair, "bare"]), work / f"{pair}-bare.log", work))
+            groups[pair, "bare"] = procs[-1].pid
+            agent_command = tidegate_run(f"bench-{pair}", control_port, servers(bin_dir, pair, ports[pair, "agent"]))
+            procs.append(start(agent_command, work / f"{pair}-agent.log", work))
+            groups[pair, "agent"] = procs[-1].pid
+        for pair in pairs:
+            wait_for(lambda: accepting(ports[pair, "bare"]), f"the bare {pair} server")
+            wait_for(lambda: f"registered bench-{pair}" in (work / f"{pair}-agent.log").read_text(), f"the {pair} agent's registration")
+            for kind in ("bare", "agent"):
+                run_load(ports[pair, kind], WARMUP_REQUESTS, CONCURRENCY[pair])
+        rounds: dict[tuple[str, str], list[float]] = {key: [] for key in ports}
+        cpu_us: dict[tuple[str, str], list[float]] = {key: [] for key in ports}
         for round_number in range(ROUNDS):
-            bare.append(run_load(bare_port, REQUESTS))
-            agent.append(run_load(agent_port, REQUESTS))
-            print(f"round {round_number + 1}: bare {bare[-1]:,.0f} req/s, agent {agent[-1]:,.0f} req/s")
+            for pair in pairs:
+                # Alternate which side goes first, so a drift of the shared machine hits both alike.
+                order = ("bare", "agent") if round_number % 2 == 0 else ("agent", "bare")
+                for kind in order:
+                    before = group_cpu_s(groups[pair, kind])
+                    rounds[pair, kind].append(run_load(ports[pair, kind], REQUESTS[pair], CONCURRENCY[pair]))
+                    cpu_us[pair, kind].append((group_cpu_s(groups[pair, kind]) - before) / REQUESTS[pair] * 1e6)
+                print(
+                    f"round {round_number + 1} {pair}: bare {rounds[pair, 'bare'][-1]:,.0f} req/s "
+                    f"({cpu_us[pair, 'bare'][-1]:.0f} us CPU/request), agent {rounds[pair, 'agent'][-1]:,.0f} req/s "
+                    f"({cpu_us[pair, 'agent'][-1]:.0f} us CPU/request)"
+                )
     finally:
         for proc in reversed(procs):
             stop(proc)
-    bare_rps, agent_rps = statistics.median(bare), statistics.median(agent)
-    ratio = agent_rps / bare_rps
-    print(f"anchor (bare uvicorn + FastAPI): {bare_rps:,.0f} req/s (median of {ROUNDS})")
-    print(f"under tidegate run:              {agent_rps:,.0f} req/s (median of {ROUNDS})")
-    print(f"ratio agent/bare: {ratio:.3f} (target >= 0.9)")
-    print(json.dumps({"bare_rps": round(bare_rps, 1), "agent_rps": round(agent_rps, 1), "ratio": round(ratio, 4)}))
+    anchors = {"fastapi": "bare uvicorn + FastAPI", "flask": "bare gunicorn (1 sync worker) + Flask"}
+    for pair in pairs:
+        bare_rps, agent_rps = statistics.median(rounds[pair, "bare"]), statistics.median(rounds[pair, "agent"])
+        bare_cpu, agent_cpu = statistics.median(cpu_us[pair, "bare"]), statistics.median(cpu_us[pair, "agent"])
+        ratio, cpu_ratio = agent_rps / bare_rps, bare_cpu / agent_cpu
+        results[pair] = {
+            "bare_rps": round(bare_rps, 1),
+            "agent_rps": round(agent_rps, 1),
+            "ratio": round(ratio, 4),
+            "bare_cpu_us": round(bare_cpu, 1),
+            "agent_cpu_us": round(agent_cpu, 1),
+            "agent_cost_us": round(agent_cpu - bare_cpu, 1),
+            "cpu_ratio": round(cpu_ratio, 4),
+        }
+        print(
+            f"{pair}: anchor ({anchors[pair]}) {bare_rps:,.0f} req/s, {bare_cpu:.0f} us CPU/request; under tidegate run "
+            f"{agent_rps:,.0f} req/s, {agent_cpu:.0f} us CPU/request (+{agent_cpu - bare_cpu:.1f} us); "
+            f"throughput ratio {ratio:.3f}, CPU-efficiency ratio {cpu_ratio:.3f} (target >= 0.95)"
+        )
+    # The CPU-efficiency ratio (server CPU per request, bare / agent) is the figure the shared machine moves
+    # least: throughput also depends on how much of a core each server got during its round.
+    worst = {key: min(r[key] for r in results.values()) for key in ("ratio", "cpu_ratio")}
+    print(json.dumps({**results, **worst}))
 
 
 if __name__ == "__main__":
