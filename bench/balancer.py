@@ -34,7 +34,7 @@ import httpx
 
 from tidegate.agent.config import AgentConfig
 from tidegate.agent.instrumentation.httpx import INSTRUMENTOR as HTTPX
-from tidegate.agent.routing import OutboundRouter
+from tidegate.agent.outbound.router import OutboundRouter
 from tidegate.agent.runtime import AgentRuntime
 from tidegate.core.balancer import InFlight, P2CBalancer, RoundRobinBalancer
 from tidegate.core.directory import ServiceDirectory

@@ -17,7 +17,7 @@ from tests.agent.stability_apps.support import windows
 from tidegate.agent.metrics import AgentMetrics
 from tidegate.agent.runtime import AgentRuntime
 from tidegate.agent.stability import EXTRAS_KEY, Stability
-from tidegate.agent.stability_events import StabilityEvents
+from tidegate.agent.stability.events import StabilityEvents
 from tidegate.core.rulebook import StoredRule
 
 # The library's own error a refused call also is, which apps already catch.

@@ -15,9 +15,9 @@ from tidegate.agent.config import AgentConfig
 from tidegate.agent.instrumentation.outbound import library_blocked_error
 from tidegate.agent.metrics import AgentMetrics
 from tidegate.agent.runtime import AgentRuntime
-from tidegate.agent.saturation import CpuSampler, LoopLagSampler
 from tidegate.agent.stability import BODY_ENV, EXTRAS_KEY, Stability, retry_after_header
-from tidegate.agent.stability_events import StabilityEvents
+from tidegate.agent.stability.events import StabilityEvents
+from tidegate.agent.stability.saturation import CpuSampler, LoopLagSampler
 from tidegate.core.rulebook import StoredRule
 from tidegate.errors import BlockedError, BreakerOpenError, FlowBlockedError, SystemBlockedError
 

@@ -20,7 +20,7 @@ from tidegate.agent.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from tidegate.agent.metrics import AgentMetrics
 from tidegate.agent.runtime import AgentRuntime
 from tidegate.agent.stability import EXTRAS_KEY, Stability
-from tidegate.agent.stability_events import StabilityEvents
+from tidegate.agent.stability.events import StabilityEvents
 from tidegate.core.rulebook import StoredRule
 
 POSTGRES = os.environ.get("TIDEGATE_TEST_POSTGRES", "")

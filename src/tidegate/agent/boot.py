@@ -64,7 +64,7 @@ def current_state() -> InstanceState | None:
 
 def _build_router(runtime: AgentRuntime) -> object | None:
     try:
-        from tidegate.agent.routing import OutboundRouter
+        from tidegate.agent.outbound.router import OutboundRouter
     except ImportError:
         return None
     try:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from tidegate.agent.config import AgentConfig
     from tidegate.agent.lifecycle import InstanceLifecycle
     from tidegate.agent.metrics import AgentMetrics
-    from tidegate.agent.routing import OutboundRouter
+    from tidegate.agent.outbound.router import OutboundRouter
 
 
 @dataclass

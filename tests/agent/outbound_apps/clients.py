@@ -19,7 +19,7 @@ from tidegate.agent.config import AgentConfig
 from tidegate.agent.instrumentation.aiohttp import INSTRUMENTOR as AIOHTTP
 from tidegate.agent.instrumentation.httpx import INSTRUMENTOR as HTTPX
 from tidegate.agent.instrumentation.requests import INSTRUMENTOR as REQUESTS
-from tidegate.agent.routing import OutboundRouter
+from tidegate.agent.outbound.router import OutboundRouter
 from tidegate.agent.runtime import AgentRuntime
 from tidegate.core.instance import Instance
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from tidegate.agent.instrumentation.inbound import InboundInstrumentor
 
 if TYPE_CHECKING:
-    from tidegate.agent.routing import OutboundRouter
+    from tidegate.agent.outbound.router import OutboundRouter
     from tidegate.agent.runtime import AgentRuntime
     from tidegate.core.prewarm import PrewarmPlan
 

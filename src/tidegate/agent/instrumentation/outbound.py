@@ -36,13 +36,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tidegate.agent import pools
+from tidegate.agent.offline import pools
 from tidegate.core import context
 from tidegate.errors import BlockedError, NoInstanceError
 
 if TYPE_CHECKING:
-    from tidegate.agent.drain import LosslessOffline
-    from tidegate.agent.routing import OutboundRouter, Route
+    from tidegate.agent.offline.drain import LosslessOffline
+    from tidegate.agent.outbound.router import OutboundRouter, Route
     from tidegate.agent.runtime import AgentRuntime
     from tidegate.agent.stability import Stability
     from tidegate.core.governor import Entry
@@ -171,7 +171,7 @@ class OutboundInstrumentor:
             return None
 
     def lossless(self) -> LosslessOffline | None:
-        from tidegate.agent.drain import of
+        from tidegate.agent.offline.drain import of
 
         return of(self.runtime)
 

@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from tidegate.agent import drain, lanes
+from tidegate.agent import lanes
 from tidegate.agent.instrumentation.inbound import fallback_route
 from tidegate.agent.metrics import AgentMetrics
+from tidegate.agent.offline import drain
 from tidegate.core import context
 
 ENVIRON_KEY = "tidegate.route"

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tidegate.agent import metrics_files
+from tidegate.agent.metrics import files as metrics_files
 from tidegate.core.prewarm import PrewarmPlan, PrewarmSpecError, WarmupRequest, overlay, parse_seconds, plan_from_env
 from tidegate.rules.settings import KIND as SETTINGS_KIND
 

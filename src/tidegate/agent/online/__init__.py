@@ -1,8 +1,8 @@
 """Lossless online, wired into the agent: the objects the server hooks and the router use.
 
 `install(runtime)` builds them once per process into `runtime.extras`:
-`prewarm` (the startup gate, `tidegate.agent.prewarm`), `warmup` (consumer
-weights and the reweigh timer, `tidegate.agent.warmup`), `promotion`
+`prewarm` (the startup gate, `tidegate.agent.online.prewarm`), `warmup` (consumer
+weights and the reweigh timer, `tidegate.agent.online.warmup`), `promotion`
 (WARMING, then SERVING) and `called_services` (remembered for the next
 start's HTTP prewarm). The hooks elsewhere are one line each.
 """
@@ -14,14 +14,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tidegate.agent.instrumentation.http_prewarm import CalledServices, record_calls, state_dir
-from tidegate.agent.prewarm import Prewarm
-from tidegate.agent.warmup import ConsumerWarmup, Promotion
+from tidegate.agent.online.prewarm import Prewarm
+from tidegate.agent.online.warmup import ConsumerWarmup, Promotion
 from tidegate.core.instance import InstanceState
 
 if TYPE_CHECKING:
     import asyncio
 
-    from tidegate.agent.routing import Weighting
+    from tidegate.agent.outbound.router import Weighting
     from tidegate.agent.runtime import AgentRuntime
 
 log = logging.getLogger("tidegate")

@@ -25,10 +25,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tidegate.agent import drain, metrics_files, online
-from tidegate.agent.admin import AdminServer
+from tidegate.agent import online
 from tidegate.agent.forking import FORK_GATE
+from tidegate.agent.lifecycle.admin import AdminServer
+from tidegate.agent.metrics import files as metrics_files
 from tidegate.agent.metrics import render, total_in_flight
+from tidegate.agent.offline import drain
 from tidegate.core.instance import Instance, InstanceState
 from tidegate.errors import ControlPlaneError
 
@@ -204,7 +206,7 @@ class InstanceLifecycle:
         return True
 
     def _startup_done(self) -> bool:
-        """Lossless online: the app's startup and prewarm finished (`tidegate.agent.prewarm`)."""
+        """Lossless online: the app's startup and prewarm finished (`tidegate.agent.online.prewarm`)."""
         return online.may_register(self.runtime)
 
     def _keep_registered(self) -> None:

@@ -32,9 +32,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tidegate.agent.drain_board import POLL_S, OwnerBoard, WorkerBoard
-from tidegate.agent.drain_notices import DrainNotices
 from tidegate.agent.forking import FORK_GATE
+from tidegate.agent.offline.board import POLL_S, OwnerBoard, WorkerBoard
+from tidegate.agent.offline.notices import DrainNotices
 from tidegate.agent.runtime import get_runtime
 from tidegate.core.context import DRAINING_HEADER, consumer_value
 from tidegate.core.drain import DEFAULT_TIMEOUT_S, Drain, DrainPhase, DrainSettings, RecentConsumers

@@ -11,7 +11,7 @@ keeps it in `runtime.extras["stability"]`; `of(runtime)` finds it. It:
   - reports breaker state changes and blocks (aggregated per second) as
     control-plane events from a background thread (`StabilityEvents`), never
     on the request path;
-  - feeds saturation readings to adaptive protection (`tidegate.agent.saturation`)
+  - feeds saturation readings to adaptive protection (`tidegate.agent.stability.saturation`)
     while an adaptive rule is in force.
 
 The entrance of the current request (its inbound resource) rides in a context
@@ -29,8 +29,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from tidegate.agent.saturation import CpuSampler, LoopLagSampler
-from tidegate.agent.stability_events import StabilityEvents
+from tidegate.agent.stability.events import StabilityEvents
+from tidegate.agent.stability.saturation import CpuSampler, LoopLagSampler
 from tidegate.core.governor import Entry, Governor
 from tidegate.errors import BlockedError, RuleError
 from tidegate.rules.stability import KINDS, compile_rules
