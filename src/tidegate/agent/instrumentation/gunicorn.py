@@ -18,15 +18,15 @@ from tidegate.agent import online
 from tidegate.agent.instrumentation.inbound import InboundInstrumentor
 from tidegate.agent.instrumentation.uvicorn import tcp_addresses
 from tidegate.agent.instrumentation.wsgi import wrap_wsgi
-from tidegate.agent.lifecycle import InstanceLifecycle
 from tidegate.agent.offline.drain import drain_before_stop
+from tidegate.agent.runtime import Lifecycle
 
 
 class GunicornInstrumentor(InboundInstrumentor):
     library = "gunicorn"
     supported = "gunicorn >= 21"
 
-    def _lifecycle(self) -> InstanceLifecycle | None:
+    def _lifecycle(self) -> Lifecycle | None:
         return self.runtime.lifecycle if self.runtime is not None else None
 
     def _patch(self, module: ModuleType) -> None:

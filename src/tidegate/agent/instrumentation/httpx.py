@@ -22,7 +22,7 @@ from tidegate.errors import NoInstanceError
 if TYPE_CHECKING:
     import httpx
 
-    from tidegate.agent.outbound.router import OutboundRouter, Route
+    from tidegate.agent.runtime import Route, Router
 
 
 @functools.cache
@@ -39,7 +39,7 @@ def no_instance_error_type() -> type[NoInstanceError]:
     return HttpxNoInstanceError
 
 
-def _first_route(router: OutboundRouter, request: httpx.Request) -> Route | None:
+def _first_route(router: Router, request: httpx.Request) -> Route | None:
     url = request.url
     try:
         current = context.current()

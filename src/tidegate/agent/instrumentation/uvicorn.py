@@ -25,8 +25,9 @@ from typing import Any
 from tidegate.agent import online
 from tidegate.agent.instrumentation.asgi import wrap_asgi
 from tidegate.agent.instrumentation.inbound import InboundInstrumentor
-from tidegate.agent.lifecycle import Address, InstanceLifecycle
+from tidegate.agent.lifecycle import Address
 from tidegate.agent.offline.drain import drain_before_stop, drain_on_signal
+from tidegate.agent.runtime import Lifecycle
 
 
 def tcp_addresses(sockets: Iterable[Any]) -> list[Address]:
@@ -43,7 +44,7 @@ class UvicornInstrumentor(InboundInstrumentor):
     library = "uvicorn"
     supported = "uvicorn >= 0.30"
 
-    def _lifecycle(self) -> InstanceLifecycle | None:
+    def _lifecycle(self) -> Lifecycle | None:
         return self.runtime.lifecycle if self.runtime is not None else None
 
     def _patch(self, module: ModuleType) -> None:

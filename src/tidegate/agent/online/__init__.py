@@ -1,65 +1,69 @@
-"""Lossless online, wired into the agent: the objects the server hooks and the router use.
+"""Lossless online: register only once started and prewarmed, ramp new instances up, then SERVING.
 
-`install(runtime)` builds them once per process into `runtime.extras`:
-`prewarm` (the startup gate, `tidegate.agent.online.prewarm`), `warmup` (consumer
-weights and the reweigh timer, `tidegate.agent.online.warmup`), `promotion`
-(WARMING, then SERVING) and `called_services` (remembered for the next
-start's HTTP prewarm). The hooks elsewhere are one line each.
+`LosslessOnline` is the capability, one per process, registered by `install`:
+  - `prewarm` (`prewarm.py`): the startup gate the owner asks before it
+    registers (`may_register`), and the prewarm run a serving process begins
+    when its app's startup finished (`begin`, from the server hooks);
+  - `warmup` (`warmup.py`): consumer-side weights that ramp a new instance up
+    (the outbound router's `weighting`), and the reweigh timer;
+  - `promotion` (`warmup.py`): an instance registers WARMING when its service
+    has a warm-up window (`state_on_register`), and becomes SERVING after it;
+  - `called` (`called.py`): the services this one calls, remembered for the
+    next start's HTTP prewarm.
+
+Imports the runtime, the capability base, `tidegate.core` and `tidegate.rules`;
+no other capability. The prewarm steps of each library are found by module name
+(`prewarm.STEP_MODULES`), so this package imports no instrumentation.
 """
 
 from __future__ import annotations
 
-import logging
+import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
 
-from tidegate.agent.instrumentation.http_prewarm import CalledServices, record_calls, state_dir
+from tidegate.agent.capability import Capability
+from tidegate.agent.online.called import CalledServices, record_calls, state_dir
 from tidegate.agent.online.prewarm import Prewarm
 from tidegate.agent.online.warmup import ConsumerWarmup, Promotion
+from tidegate.agent.runtime import AgentRuntime, Router
 from tidegate.core.instance import InstanceState
 
-if TYPE_CHECKING:
-    import asyncio
 
-    from tidegate.agent.outbound.router import Weighting
-    from tidegate.agent.runtime import AgentRuntime
+class LosslessOnline(Capability):
+    """This process's startup gate, prewarm, consumer warm-up and promotion."""
 
-log = logging.getLogger("tidegate")
+    def __init__(self, runtime: AgentRuntime) -> None:
+        self.runtime = runtime
+        self.warmup = ConsumerWarmup(runtime)
+        self.prewarm = Prewarm(runtime)
+        self.promotion = Promotion(runtime, self.warmup)
+        self.called: CalledServices | None = None
+
+    def remember_calls(self, router: Router) -> None:
+        """Make `router` remember the services it routes to, for the next start's prewarm."""
+        self.called = CalledServices(state_dir() / f"{self.runtime.config.service}.called.json")
+        record_calls(router, self.called)
+
+    def begin(self, addresses: Sequence[tuple[str, int]], loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """The app's startup finished in this request-serving process: prewarm, then mark it done."""
+        self.prewarm.begin(addresses, loop)
+
+    def may_register(self) -> bool:
+        """Whether startup and prewarm finished (or waiting for them timed out)."""
+        return self.prewarm.may_register()
+
+    def state_on_register(self) -> InstanceState:
+        """WARMING when this service has a warm-up window, else SERVING."""
+        return self.promotion.state_on_register()
 
 
-def weighting(runtime: AgentRuntime) -> Weighting:
-    """The outbound router's weighting (warm-up ramps), creating the consumer warm-up once."""
-    warmup = runtime.extras.get("warmup")
-    if warmup is None:
-        warmup = runtime.extras["warmup"] = ConsumerWarmup(runtime)
-    return warmup.weighting  # type: ignore[no-any-return]
-
-
-def install(runtime: AgentRuntime) -> None:
-    """Create the prewarm gate and promotion; make the router remember the services it calls."""
-    warmup = runtime.extras.get("warmup") or runtime.extras.setdefault("warmup", ConsumerWarmup(runtime))
-    runtime.extras["prewarm"] = Prewarm(runtime)
-    runtime.extras["promotion"] = Promotion(runtime, warmup)
-    if runtime.router is not None:
-        called = CalledServices(state_dir() / f"{runtime.config.service}.called.json")
-        runtime.extras["called_services"] = called
-        record_calls(runtime.router, called)  # type: ignore[arg-type]
+def install(runtime: AgentRuntime) -> LosslessOnline:
+    """Build the process's `LosslessOnline` and register it on `runtime`."""
+    return runtime.add(LosslessOnline(runtime))
 
 
 def begin(runtime: AgentRuntime | None, addresses: Sequence[tuple[str, int]], loop: asyncio.AbstractEventLoop | None = None) -> None:
     """Server hook: the app's startup finished in this request-serving process."""
-    prewarm = runtime.extras.get("prewarm") if runtime is not None else None
-    if prewarm is not None:
-        prewarm.begin(addresses, loop)
-
-
-def may_register(runtime: AgentRuntime) -> bool:
-    """Lifecycle hook: whether registration may go ahead (startup and prewarm finished)."""
-    prewarm: Any = runtime.extras.get("prewarm")
-    return prewarm is None or bool(prewarm.may_register())
-
-
-def state_on_register(runtime: AgentRuntime) -> InstanceState:
-    """Lifecycle hook: WARMING when this service has a warm-up window, else SERVING."""
-    promotion: Any = runtime.extras.get("promotion")
-    return promotion.state_on_register() if promotion is not None else InstanceState.SERVING
+    online = runtime.capability(LosslessOnline) if runtime is not None else None
+    if online is not None:
+        online.begin(addresses, loop)
