@@ -13,7 +13,7 @@ import requests
 
 import tidegate
 from tests.agent.outbound_apps.clients import INSTRUMENTORS, LIBRARIES, Server, call, make_runtime, start_servers
-from tests.agent.stability_apps.support import windows
+from tests.agent.stability.stability_apps.support import windows
 from tidegate.agent.metrics import AgentMetrics
 from tidegate.agent.runtime import AgentRuntime
 from tidegate.agent.stability import Stability

@@ -14,7 +14,7 @@ import pytest
 
 import tidegate
 from tests.agent.conftest import ControlPlane
-from tests.agent.stability_apps.support import control, fault_tolerance, rate_limit, start_app, windows
+from tests.agent.stability.stability_apps.support import control, fault_tolerance, rate_limit, start_app, windows
 from tidegate.agent.config import AgentConfig
 from tidegate.agent.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from tidegate.agent.metrics import AgentMetrics
