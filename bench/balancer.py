@@ -32,9 +32,10 @@ from collections.abc import Callable
 
 import httpx
 
+from tidegate.agent import offline
 from tidegate.agent.config import AgentConfig
 from tidegate.agent.instrumentation.httpx import INSTRUMENTOR as HTTPX
-from tidegate.agent.routing import OutboundRouter
+from tidegate.agent.outbound.router import OutboundRouter
 from tidegate.agent.runtime import AgentRuntime
 from tidegate.core.balancer import InFlight, P2CBalancer, RoundRobinBalancer
 from tidegate.core.directory import ServiceDirectory
@@ -90,6 +91,7 @@ def httpx_plain_host_costs() -> tuple[float, float]:
     runtime = AgentRuntime(config=AgentConfig(service="bench"))
     runtime.directory.replace(1, list(instances(3)))
     runtime.router = OutboundRouter(runtime.directory, rng=random.Random(1))
+    offline.install(runtime)  # as under the agent: the patched send checks for drain notices
     client = httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(200, content=b"ok")))
     get = client.get
     loops = 3_000

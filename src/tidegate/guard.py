@@ -34,7 +34,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from tidegate.agent.runtime import get_runtime
-from tidegate.agent.stability import Stability, entrance, of
+from tidegate.agent.stability import Stability, entrance
 from tidegate.core.governor import Entry, Governor
 from tidegate.errors import BlockedError
 
@@ -89,7 +89,8 @@ class Guard:
     # -- one bracket -------------------------------------------------------------------
 
     def _enter(self) -> tuple[Stability | None, Entry]:
-        stability = of(get_runtime()) if self._governor is None else None
+        runtime = get_runtime() if self._governor is None else None
+        stability = runtime.capability(Stability) if runtime is not None else None
         if stability is not None:
             return stability, stability.enter(self.name, args=self.args)
         gov = self._governor or _local_governor

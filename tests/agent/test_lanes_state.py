@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tidegate.agent import lanes
-from tidegate.agent.routing import OutboundRouter
+from tidegate.agent.outbound.router import OutboundRouter
 from tidegate.core import context
 from tidegate.core.coloring import RequestView, sticky_bucket
 from tidegate.core.directory import ServiceDirectory

@@ -1,15 +1,28 @@
 """The agent: loaded into a Python web service unmodified, it owns the instance's lifecycle.
 
 - `command.py` (`tidegate run`) and `bootstrap/sitecustomize.py` load it into
-  the program; `otel_bridge.py` does the same under `opentelemetry-instrument`.
-- `boot.py` builds the process's `AgentRuntime` (`runtime.py`) and applies the
-  instrumentors (`instrumentation/`: server hooks, inbound middleware, HTTP
-  clients).
-- `lifecycle.py`: registration, heartbeat and deregistration, done by the
-  process that owns the listening socket; `admin.py` its loopback endpoint.
-- `metrics.py` and `metrics_files.py`: per-process statistics, summed across
-  workers for the one admin endpoint; `forking.py` keeps forks safe.
-- `lanes.py`: the lane rules in force (coloring at the inbound middleware,
-  lane routing in `routing.py`); the lane follows threads (`threads.py`), gRPC
-  and message queues (`instrumentation/grpc.py`, `redis_streams.py`, `aio_pika.py`).
+  the program; `otel_bridge.py` does the same under `opentelemetry-instrument`
+  (both through `sitecustomize.boot_agent`).
+- `boot.py` builds the process's `AgentRuntime` (`runtime.py`), registers the
+  capabilities on it, gives it its lifecycle and applies the instrumentors.
+- `runtime.py`: the runtime and the protocols of what a request uses;
+  `capability.py`: the `Capability` base, its hooks and their arguments;
+  `config.py`: the settings; `forking.py`: forks wait for agent threads.
+- `lifecycle/`: registration, heartbeat, deregistration (by the process that
+  owns the listening socket) and the admin endpoint; calls every capability's hooks.
+- Capabilities, one package each: `offline/` (lossless offline: drain, notices,
+  worker board, pools), `online/` (lossless online: prewarm, warm-up, called
+  services), `stability/` (the Governor, events, saturation, blocked
+  responses), `metrics/` (statistics, per-worker files), `lanes.py` (coloring
+  and lane routing rules).
+- `outbound/`: routing of calls to service names (`router.py`).
+- `instrumentation/`: one instrumentor per patched library (servers, frameworks,
+  HTTP clients, gRPC, SQL, message queues, threads).
+
+What may import what: `runtime`, `capability`, `config` and `forking` are
+leaves (the runtime imports only `tidegate.core` and `config`); the capability
+packages import those leaves, `tidegate.core` and `tidegate.rules`, never each
+other; `lifecycle` and `outbound` import no capability package; `instrumentation`
+may import all of them; only `boot` imports `instrumentation` (online's prewarm
+runs the library steps by module name), and it wires it all.
 """

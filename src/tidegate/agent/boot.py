@@ -1,11 +1,14 @@
 """Boots the agent in this process: once, cheaply, and never at the program's expense.
 
-`start()` builds the process's `AgentRuntime` (settings, metrics, directory,
-rule book, outbound router, lifecycle), publishes it, and applies every
-instrumentor. Booting starts no thread and binds nothing: a process becomes a
-server only when a server hook says so, so a wrapper process (e.g.
-`opentelemetry-instrument` before its exec) costs nothing. A forked child gets
-fresh statistics and no ownership of its parent's registration.
+`start()` builds the process's `AgentRuntime` (settings, directory, rule book),
+registers its capabilities in the order their hooks run — metrics, lanes,
+lossless online, the outbound router, lossless offline, stability — gives it
+its lifecycle, publishes it, and applies every instrumentor. Booting starts no
+thread and binds nothing: a process becomes a server only when a server hook
+says so, so a wrapper process (e.g. `opentelemetry-instrument` before its
+exec) costs nothing. A forked child gets one at-fork call: every capability's
+`after_fork_in_child`, then the lifecycle's (no ownership of its parent's
+registration).
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import logging
 import os
 import threading
 
-from tidegate.agent import lanes, online
+from tidegate.agent import lanes, offline, online, stability
+from tidegate.agent.capability import Capabilities
 from tidegate.agent.config import AgentConfig, AgentConfigError
 from tidegate.agent.instrumentation import install_all
 from tidegate.agent.lifecycle import InstanceLifecycle
 from tidegate.agent.metrics import AgentMetrics
+from tidegate.agent.outbound.router import OutboundRouter
 from tidegate.agent.runtime import AgentRuntime, get_runtime, set_runtime
 from tidegate.core import context
 from tidegate.core.instance import InstanceState
@@ -40,13 +45,18 @@ def start(config: AgentConfig | None = None) -> AgentRuntime | None:
             log.error("tidegate: agent not started: %s", error)
             return None
         _ensure_log_handler()
-        runtime = AgentRuntime(config=config, metrics=AgentMetrics())
+        metrics = AgentMetrics()
+        runtime = AgentRuntime(config=config, metrics=metrics)
         runtime.consumer = config.service
         context.set_lane_key(config.lane_key)
-        runtime.extras["lanes"] = lanes.install(runtime.rulebook, config.service, config.tag)
-        runtime.router = _build_router(runtime)
+        runtime.add(metrics)
+        lane_state = runtime.add(lanes.install(runtime.rulebook, config.service, config.tag))
+        lossless_online = online.install(runtime)
+        runtime.router = _build_router(runtime, lane_state, lossless_online)
         runtime.lifecycle = InstanceLifecycle(runtime)
-        online.install(runtime)
+        if runtime.router is not None:
+            lossless_online.remember_calls(runtime.router)
+        offline.install(runtime)
         _install_stability(runtime)
         set_runtime(runtime)
         install_all(runtime)
@@ -62,13 +72,9 @@ def current_state() -> InstanceState | None:
     return runtime.lifecycle.state
 
 
-def _build_router(runtime: AgentRuntime) -> object | None:
+def _build_router(runtime: AgentRuntime, lane_state: lanes.LaneState, lossless_online: online.LosslessOnline) -> OutboundRouter | None:
     try:
-        from tidegate.agent.routing import OutboundRouter
-    except ImportError:
-        return None
-    try:
-        return OutboundRouter(runtime.directory, lanes=runtime.extras.get("lanes"), weighting=online.weighting(runtime))
+        return runtime.add(OutboundRouter(runtime.directory, lanes=lane_state, weighting=lossless_online.warmup.weighting))
     except Exception:
         log.exception("tidegate: outbound routing not started; calls go out untouched")
         return None
@@ -76,8 +82,6 @@ def _build_router(runtime: AgentRuntime) -> object | None:
 
 def _install_stability(runtime: AgentRuntime) -> None:
     try:
-        from tidegate.agent import stability
-
         stability.install(runtime)
     except Exception:  # protection failing to start must not stop the program
         log.exception("tidegate: stability protection not started; calls are not governed")
@@ -87,11 +91,7 @@ def _after_fork_in_child() -> None:
     runtime = get_runtime()
     if runtime is None:
         return
-    if runtime.metrics is not None:
-        runtime.metrics.reset_after_fork()
-    after_fork = getattr(runtime.router, "after_fork_in_child", None)
-    if after_fork is not None:
-        after_fork()
+    Capabilities(runtime).after_fork_in_child()
     if runtime.lifecycle is not None:
         runtime.lifecycle.after_fork_in_child()
 

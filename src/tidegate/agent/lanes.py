@@ -11,6 +11,10 @@ with no lane rule in force that is one global read. Otherwise a request
 without a lane is colored by the first matching rule, and the request itself
 is kept in the context so a canary's sticky key (a header, cookie or query
 parameter) is read from it on every outbound call.
+
+`LaneState` is the lanes capability registered on the runtime (it has no
+lifecycle hooks); the outbound router reads its `routing`. This module imports
+the capability base, `tidegate.core` and `tidegate.rules`; no other capability.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import random
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from tidegate.agent.capability import Capability
 from tidegate.core.coloring import Coloring, Draw, RequestView
 from tidegate.core.context import RequestContext
 from tidegate.core.lanes import LaneRouting
@@ -33,8 +38,8 @@ log = logging.getLogger("tidegate.lanes")
 KINDS = (LANE_KIND, CANARY_KIND)
 
 
-class LaneState:
-    """Coloring and lane routing in force in this process, rebuilt on rule changes.
+class LaneState(Capability):
+    """Coloring and lane routing in force in this process, rebuilt on rule changes (the lanes capability).
 
     `service` scopes coloring rules with a selector; `tag` is this instance's
     own tag (a message consumer tagged L takes lane-L messages)."""

@@ -3,18 +3,19 @@
 OpenTelemetry's start-up applies every `opentelemetry_instrumentor` entry point;
 tidegate declares this class as one, so whichever of `tidegate run` and
 `opentelemetry-instrument` wraps the other, the agent boots. It does nothing
-unless `tidegate run` switched the agent on (TIDEGATE_AGENT=1). Only
-OpenTelemetry's loader imports this module.
+unless `tidegate run` switched the agent on (TIDEGATE_AGENT=1): it calls the
+same `boot_agent` as the injected sitecustomize. Only OpenTelemetry's loader
+imports this module.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Collection
 from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+
+from tidegate.agent.bootstrap.sitecustomize import boot_agent
 
 
 class TidegateInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -22,14 +23,7 @@ class TidegateInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return ()
 
     def _instrument(self, **kwargs: Any) -> None:
-        if os.environ.get("TIDEGATE_AGENT") != "1":
-            return
-        try:
-            from tidegate.agent import boot
-
-            boot.start()
-        except Exception:  # the agent must never break the program it is loaded into
-            logging.getLogger("tidegate").exception("tidegate: agent failed to boot under opentelemetry-instrument")
+        boot_agent("under opentelemetry-instrument")
 
     def _uninstrument(self, **kwargs: Any) -> None:
         """The agent stays: it owns the instance's registration until the process exits."""

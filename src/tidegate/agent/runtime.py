@@ -1,25 +1,119 @@
 """The one agent object of a process: what every instrumentor and the explicit API share.
 
-The bootstrap (`tidegate.agent.boot`) builds it once per process (again in a
-forked child) and publishes it with `set_runtime`; instrumentors read it with
-`get_runtime()`. Tests build their own and pass it in.
+The bootstrap (`tidegate.agent.boot`) builds it once per process and
+publishes it with `set_runtime`; instrumentors read it with `get_runtime()`.
+Tests build their own and pass it in.
+
+It holds two kinds of parts. What a request uses is a plain attribute,
+resolved once (`router`, `metrics`, `response_headers`, `consumer`), typed by
+the small protocols below so that this module imports nothing of the parts
+that implement them. The capabilities (lossless offline, lossless online,
+stability, lanes, metrics, the router) are registered with `add` and found by
+their class with `capability(Stability)`; the lifecycle calls their hooks
+(`tidegate.agent.capability`). This module imports only `tidegate.core` and
+the agent's settings.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Protocol, TypeVar, cast
 
+from tidegate.agent.config import AgentConfig
+from tidegate.core.coloring import RequestView
 from tidegate.core.directory import ServiceDirectory
+from tidegate.core.instance import Instance, InstanceState
 from tidegate.core.rulebook import RuleBook
 
-if TYPE_CHECKING:
-    from tidegate.agent.config import AgentConfig
-    from tidegate.agent.lifecycle import InstanceLifecycle
-    from tidegate.agent.metrics import AgentMetrics
-    from tidegate.agent.routing import OutboundRouter
+C = TypeVar("C")
+
+
+class Route(Protocol):
+    """Where one outbound call goes (`tidegate.agent.outbound.router.Route`)."""
+
+    service: str
+    instance: Instance
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    def done(self, ok: bool) -> None: ...
+
+
+class Router(Protocol):
+    """Chooses the instance of every outbound call (`tidegate.agent.outbound.router.OutboundRouter`)."""
+
+    def route(
+        self,
+        host: str,
+        port: int | None = None,
+        lane: str = "",
+        exclude: Collection[str] = (),
+        request: RequestView | None = None,
+    ) -> Route | None: ...
+
+    def reweigh(self) -> None: ...
+
+    def in_flight(self, service: str) -> dict[str, int]: ...
+
+
+class Metrics(Protocol):
+    """This process's request statistics (`tidegate.agent.metrics.AgentMetrics`)."""
+
+    @property
+    def in_flight(self) -> int: ...
+
+    def request_started(self) -> None: ...
+
+    def observe_inbound(self, route: str, method: str, status: int, seconds: float, *, finished: bool = False) -> None: ...
+
+    def observe_outbound(self, service: str, ok: bool, seconds: float) -> None: ...
+
+    def observe_resource(self, resource: str, error: bool, seconds: float) -> None: ...
+
+    def count_block(self, resource: str) -> None: ...
+
+    def server_text(self) -> bytes:
+        """The Prometheus text of the whole server: this process and its workers."""
+        ...
+
+    def server_in_flight(self) -> int:
+        """Inbound requests in flight in the whole server."""
+        ...
+
+
+class DirectoryWatch(Protocol):
+    """This process's watch of the registry (`tidegate.client.watch.Watcher`)."""
+
+    def wait_synced(self, timeout: float) -> bool: ...
+
+    def stop(self) -> None: ...
+
+
+class Lifecycle(Protocol):
+    """The instance's life in the registry (`tidegate.agent.lifecycle.InstanceLifecycle`)."""
+
+    state: InstanceState
+    owner: bool
+    instances: list[Instance]
+
+    @property
+    def watcher(self) -> DirectoryWatch | None: ...
+
+    def listening(self, addresses: Sequence[tuple[str, int]]) -> None: ...
+
+    def serving_requests(self) -> None: ...
+
+    def stopping(self) -> None: ...
+
+    def set_serving_state(self, state: InstanceState) -> list[Instance]: ...
+
+    def after_fork_in_child(self) -> None: ...
 
 
 @dataclass
@@ -27,9 +121,9 @@ class AgentRuntime:
     config: AgentConfig
     directory: ServiceDirectory = field(default_factory=ServiceDirectory)
     rulebook: RuleBook = field(default_factory=RuleBook)
-    router: OutboundRouter | None = None
-    metrics: AgentMetrics | None = None
-    lifecycle: InstanceLifecycle | None = None  # registration and admin endpoint; acts only in a server process
+    router: Router | None = None
+    metrics: Metrics | None = None
+    lifecycle: Lifecycle | None = None  # registration and admin endpoint; acts only in a server process
     clock: Callable[[], float] = time.monotonic
     #: Headers every inbound response carries while they are here (a draining
     #: instance's notice); changed in place, shared by every wrapped app.
@@ -37,7 +131,26 @@ class AgentRuntime:
     #: What this process's calls to other services say in `x-tidegate-consumer`:
     #: its service and, once known, its admin address (for direct drain notices).
     consumer: str = ""
-    extras: dict[str, Any] = field(default_factory=dict)  # per-capability state, keyed by capability name
+    _registered: list[object] = field(default_factory=list, init=False, repr=False)
+    _by_class: dict[type, object] = field(default_factory=dict, init=False, repr=False)
+
+    def add(self, capability: C) -> C:
+        """Register `capability` (after those registered before it); it is found by its class
+        and by each of its base classes (the first registered wins there). Returns it."""
+        if type(capability) in self._by_class:
+            raise ValueError(f"a {type(capability).__name__} is registered on this runtime already")
+        self._registered.append(capability)
+        for kind in type(capability).__mro__[:-1]:  # every class but `object`
+            self._by_class.setdefault(kind, capability)
+        return capability
+
+    def capability(self, kind: type[C]) -> C | None:
+        """The registered capability of class `kind`, or None (not loaded, or switched off)."""
+        return cast("C | None", self._by_class.get(kind))
+
+    def capabilities(self, kind: type[C]) -> tuple[C, ...]:
+        """Every registered capability that is a `kind`, in registration order."""
+        return tuple(c for c in self._registered if isinstance(c, kind))
 
 
 _runtime: AgentRuntime | None = None

@@ -1,7 +1,7 @@
 """What a starting instance does before it registers: the prewarm plan, as data.
 
 Parsed once from the environment (local defaults) and overlaid by the
-service's `ServiceSettings` pushed live; the agent (`tidegate.agent.prewarm`)
+service's `ServiceSettings` pushed live; the agent (`tidegate.agent.online.prewarm`)
 carries it out. Pure: parsing and merging only.
 
 Warm-up requests are written `METHOD /path xN`, comma separated:

@@ -10,13 +10,13 @@ import pytest
 
 from tests.agent.outbound.fakes import FakeClock, NothingSent, Response, Sleeper, Transport, drive
 from tidegate.agent.config import AgentConfig
-from tidegate.agent.drain_notices import DrainNotices
 from tidegate.agent.metrics import AgentMetrics
+from tidegate.agent.offline.notices import DrainNotices
 from tidegate.agent.outbound.call import OutboundPipeline
-from tidegate.agent.routing import OutboundRouter, Route
+from tidegate.agent.outbound.router import OutboundRouter, Route
 from tidegate.agent.runtime import AgentRuntime
 from tidegate.agent.stability import Stability
-from tidegate.agent.stability_events import StabilityEvents
+from tidegate.agent.stability.events import StabilityEvents
 from tidegate.core.balancer import RoundRobinBalancer
 from tidegate.core.instance import Instance
 from tidegate.core.rulebook import StoredRule

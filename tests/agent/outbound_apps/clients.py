@@ -15,11 +15,12 @@ import httpx
 import requests
 
 from tests.support.procs import PYTHON, Proc, free_port, http_ok, wait_until
+from tidegate.agent import offline
 from tidegate.agent.config import AgentConfig
 from tidegate.agent.instrumentation.aiohttp import INSTRUMENTOR as AIOHTTP
 from tidegate.agent.instrumentation.httpx import INSTRUMENTOR as HTTPX
 from tidegate.agent.instrumentation.requests import INSTRUMENTOR as REQUESTS
-from tidegate.agent.routing import OutboundRouter
+from tidegate.agent.outbound.router import OutboundRouter
 from tidegate.agent.runtime import AgentRuntime
 from tidegate.core.instance import Instance
 
@@ -85,6 +86,7 @@ def make_runtime(seed: int = 1) -> AgentRuntime:
     runtime = AgentRuntime(config=AgentConfig(service="consumer"))
     runtime.router = OutboundRouter(runtime.directory, rng=random.Random(seed))
     runtime.metrics = Recorder()  # type: ignore[assignment]
+    offline.install(runtime)
     return runtime
 
 

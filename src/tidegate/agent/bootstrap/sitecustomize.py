@@ -3,6 +3,11 @@
 It boots the tidegate agent, then runs the `sitecustomize` this one shadows (the
 next one on sys.path), so a program's own site customization still runs. It must
 never stop the program: every failure is logged and start-up goes on.
+
+`boot_agent` is also how `tidegate.agent.otel_bridge` boots under
+`opentelemetry-instrument`; importing this module under its package name (as
+the bridge does) runs nothing. It imports only the standard library, so a
+process the agent is off in pays nothing for it.
 """
 
 import importlib.machinery
@@ -12,7 +17,8 @@ import os
 import sys
 
 
-def _boot() -> None:
+def boot_agent(where: str) -> None:
+    """Boot the agent when `tidegate run` switched it on (TIDEGATE_AGENT=1); a failure is logged, never raised."""
     if os.environ.get("TIDEGATE_AGENT") != "1":
         return
     try:
@@ -20,7 +26,7 @@ def _boot() -> None:
 
         boot.start()
     except Exception:  # the agent must never break the program it is loaded into
-        logging.getLogger("tidegate").exception("tidegate: agent failed to boot; the program runs without it")
+        logging.getLogger("tidegate").exception("tidegate: agent failed to boot %s; the program runs without it", where)
 
 
 def _chain() -> None:
@@ -37,5 +43,6 @@ def _chain() -> None:
         logging.getLogger("tidegate").exception("tidegate: the next sitecustomize on sys.path failed")
 
 
-_boot()
-_chain()
+if __name__ == "sitecustomize":  # Python's start-up, not `otel_bridge` importing `boot_agent`
+    boot_agent("at start-up")
+    _chain()

@@ -7,6 +7,11 @@ A module here exposes `INSTRUMENTOR`, an object with:
 `install_all` applies every one whose library is importable and supported,
 logging (never raising) when one fails, so one broken patch never breaks the
 app or the others.
+
+Instrumentors find the capabilities they serve on the runtime by class
+(`runtime.capability(Stability)`); they may import every other part of the
+agent; in src/ only `tidegate.agent.boot` imports them (and lossless online's
+prewarm, which runs the `*_prewarm` steps found by module name).
 """
 
 from __future__ import annotations

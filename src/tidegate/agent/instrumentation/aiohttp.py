@@ -13,8 +13,8 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tidegate.agent import pools
 from tidegate.agent.instrumentation.outbound import OutboundInstrumentor
+from tidegate.agent.offline import pools
 from tidegate.core import context
 from tidegate.core.context import CONSUMER_HEADER, DRAINING_HEADER
 from tidegate.errors import NoInstanceError

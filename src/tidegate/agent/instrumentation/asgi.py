@@ -12,9 +12,10 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from tidegate.agent import drain, lanes
+from tidegate.agent import lanes
 from tidegate.agent.instrumentation.inbound import fallback_route
-from tidegate.agent.metrics import AgentMetrics
+from tidegate.agent.offline import drain
+from tidegate.agent.runtime import Metrics
 from tidegate.core import context
 
 Scope = MutableMapping[str, Any]
@@ -62,7 +63,7 @@ class InboundASGI:
 
     __slots__ = ("app", "metrics", "response_headers")
 
-    def __init__(self, app: ASGIApp, metrics: AgentMetrics, response_headers: list[tuple[str, str]] | None = None) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, response_headers: list[tuple[str, str]] | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self.response_headers = response_headers if response_headers is not None else []
@@ -96,6 +97,6 @@ class InboundASGI:
             metrics.observe_inbound(route_template(scope), scope.get("method", ""), status, time.perf_counter() - started, finished=True)
 
 
-def wrap_asgi(app: Any, metrics: AgentMetrics, response_headers: list[tuple[str, str]] | None = None) -> Any:
+def wrap_asgi(app: Any, metrics: Metrics, response_headers: list[tuple[str, str]] | None = None) -> Any:
     """`app` wrapped once (wrapping an already wrapped app is a no-op)."""
     return app if isinstance(app, InboundASGI) else InboundASGI(app, metrics, response_headers)

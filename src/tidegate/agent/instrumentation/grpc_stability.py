@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from tidegate.agent.runtime import get_runtime
-from tidegate.agent.stability import Stability, of
+from tidegate.agent.stability import Stability
 from tidegate.core.governor import Entry
 from tidegate.errors import BlockedError
 
@@ -32,7 +32,8 @@ def status_code(grpc: Any, error: BlockedError) -> Any:
 
 def governed(handler: Any, method: str, origin: str, grpc: Any) -> Any:
     """`handler` with each of its behaviours run under the resource `method`; as it is without the agent."""
-    stability = of(get_runtime())
+    runtime = get_runtime()
+    stability = runtime.capability(Stability) if runtime is not None else None
     if handler is None or stability is None or not method:
         return handler
     changes = {

@@ -3,7 +3,7 @@
 - `Arbiter.start`: the sockets are bound; the arbiter registers them.
 - `Arbiter.stop` (SIGTERM, SIGINT, halt): the arbiter deregisters first; a
   graceful stop (SIGTERM) drains before that, listeners still open
-  (lossless offline, `tidegate.agent.drain`).
+  (lossless offline, `tidegate.agent.offline.drain`).
 - `Worker.load_wsgi`: in each forked worker, a WSGI app is wrapped with
   `InboundWSGI` and the worker starts its own directory watch. uvicorn's
   worker is left to the uvicorn instrumentor, which wraps the ASGI app.
@@ -15,18 +15,18 @@ from types import ModuleType
 from typing import Any
 
 from tidegate.agent import online
-from tidegate.agent.drain import drain_before_stop
 from tidegate.agent.instrumentation.inbound import InboundInstrumentor
 from tidegate.agent.instrumentation.uvicorn import tcp_addresses
 from tidegate.agent.instrumentation.wsgi import wrap_wsgi
-from tidegate.agent.lifecycle import InstanceLifecycle
+from tidegate.agent.offline.drain import drain_before_stop
+from tidegate.agent.runtime import Lifecycle
 
 
 class GunicornInstrumentor(InboundInstrumentor):
     library = "gunicorn"
     supported = "gunicorn >= 21"
 
-    def _lifecycle(self) -> InstanceLifecycle | None:
+    def _lifecycle(self) -> Lifecycle | None:
         return self.runtime.lifecycle if self.runtime is not None else None
 
     def _patch(self, module: ModuleType) -> None:

@@ -13,8 +13,8 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tidegate.agent import pools
 from tidegate.agent.instrumentation.outbound import OutboundInstrumentor, netloc
+from tidegate.agent.offline import pools
 from tidegate.core import context
 from tidegate.core.context import CONSUMER_HEADER, DRAINING_HEADER
 from tidegate.errors import NoInstanceError
@@ -22,7 +22,7 @@ from tidegate.errors import NoInstanceError
 if TYPE_CHECKING:
     import httpx
 
-    from tidegate.agent.routing import OutboundRouter, Route
+    from tidegate.agent.runtime import Route, Router
 
 
 @functools.cache
@@ -39,7 +39,7 @@ def no_instance_error_type() -> type[NoInstanceError]:
     return HttpxNoInstanceError
 
 
-def _first_route(router: OutboundRouter, request: httpx.Request) -> Route | None:
+def _first_route(router: Router, request: httpx.Request) -> Route | None:
     url = request.url
     try:
         current = context.current()

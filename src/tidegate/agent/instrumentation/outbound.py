@@ -36,15 +36,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tidegate.agent import pools
+from tidegate.agent.offline import LosslessOffline, pools
+from tidegate.agent.stability import Stability
 from tidegate.core import context
 from tidegate.errors import BlockedError, NoInstanceError
 
 if TYPE_CHECKING:
-    from tidegate.agent.drain import LosslessOffline
-    from tidegate.agent.routing import OutboundRouter, Route
-    from tidegate.agent.runtime import AgentRuntime
-    from tidegate.agent.stability import Stability
+    from tidegate.agent.runtime import AgentRuntime, Route, Router
     from tidegate.core.governor import Entry
     from tidegate.core.instance import Instance
 
@@ -131,7 +129,7 @@ class OutboundInstrumentor:
             self._unpatch()
             self.runtime = None
 
-    def router(self) -> OutboundRouter | None:
+    def router(self) -> Router | None:
         """The router calls go through, or None when the agent has none (calls go out untouched)."""
         runtime = self.runtime
         return runtime.router if runtime is not None else None
@@ -154,7 +152,7 @@ class OutboundInstrumentor:
         runtime = self.runtime
         return runtime.clock() if runtime is not None else 0.0
 
-    def retry_route(self, router: OutboundRouter, service: str, tried: list[str]) -> Route | None:
+    def retry_route(self, router: Router, service: str, tried: list[str]) -> Route | None:
         """Another instance for a call whose connection failed before sending, or None to give up.
         The instance that failed is ejected passively (lossless offline); with TIDEGATE_LOSSLESS=off
         nothing is retried."""
@@ -171,9 +169,8 @@ class OutboundInstrumentor:
             return None
 
     def lossless(self) -> LosslessOffline | None:
-        from tidegate.agent.drain import of
-
-        return of(self.runtime)
+        runtime = self.runtime
+        return runtime.capability(LosslessOffline) if runtime is not None else None
 
     def prepare(self, client: Any, drop: Callable[[Any, list[tuple[str, int]]], None]) -> None:
         """Before routing a call: let ejected instances whose backoff is over back in, and have
@@ -252,9 +249,8 @@ class OutboundInstrumentor:
         return Guarded(stability, entry, resource)
 
     def _stability(self) -> Stability | None:
-        from tidegate.agent.stability import of
-
-        return of(self.runtime)
+        runtime = self.runtime
+        return runtime.capability(Stability) if runtime is not None else None
 
     def _patch(self) -> None:
         raise NotImplementedError

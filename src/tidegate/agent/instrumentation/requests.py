@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, urlsplit
 
-from tidegate.agent import pools
 from tidegate.agent.instrumentation.outbound import OutboundInstrumentor, netloc
+from tidegate.agent.offline import pools
 from tidegate.core import context
 from tidegate.core.context import CONSUMER_HEADER, DRAINING_HEADER
 from tidegate.errors import NoInstanceError
@@ -23,7 +23,7 @@ from tidegate.errors import NoInstanceError
 if TYPE_CHECKING:
     import requests
 
-    from tidegate.agent.routing import OutboundRouter, Route
+    from tidegate.agent.runtime import Route, Router
 
 
 @functools.cache
@@ -41,7 +41,7 @@ def no_instance_error_type() -> type[NoInstanceError]:
     return RequestsNoInstanceError
 
 
-def _first_route(router: OutboundRouter, request: requests.PreparedRequest, parts: SplitResult) -> Route | None:
+def _first_route(router: Router, request: requests.PreparedRequest, parts: SplitResult) -> Route | None:
     try:
         current = context.current()
         return router.route(parts.hostname or "", parts.port, current.lane, request=current.request)

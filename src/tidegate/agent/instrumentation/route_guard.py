@@ -2,10 +2,9 @@
 
 The server-side hooks (starlette.py for Starlette and FastAPI, flask.py,
 django.py) call in here. A request to `METHOD /template` is an inbound
-resource (`GET /orders/{id}`, Flask's and Django's `/orders/<int:id>`); its
-origin is the calling service (`x-tidegate-consumer`); hot-spot rules get the
-values they name from path parameters (`path:id`), query parameters
-(`query:user`) and headers (`header:x-user-id`). A refused request is answered
+resource (`GET /orders/{id}`, Flask's and Django's `/orders/<int:id>`),
+admitted by `tidegate.agent.stability.inbound.admit` with the framework's
+path parameters, query and headers. A refused request is answered
 429 (flow, hot-spot) or 503 (breaker, adaptive) with the configured JSON body
 and a `Retry-After` when the refusal says when to come back, and the handler
 never runs. An admitted request that raises (other than the framework's 4xx
@@ -16,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from tidegate.agent.stability import Stability, of
-from tidegate.core import context
-from tidegate.core.governor import Entry
+from tidegate.agent.stability import Stability
+from tidegate.agent.stability.inbound import admit, client_error
 from tidegate.errors import BlockedError
 
 if TYPE_CHECKING:
@@ -30,32 +28,9 @@ if TYPE_CHECKING:
 
 SCOPE_KEY = "tidegate.entry"  # where an admitted request's entry waits for its end (scope, environ, META)
 
-Lookup = Callable[[str], "str | None"]
-
 
 def stability_of(runtime: AgentRuntime | None) -> Stability | None:
-    return of(runtime)
-
-
-def admit(stability: Stability, resource: str, path_params: Mapping[str, Any], query: Lookup, header: Lookup) -> Entry:
-    """Enter `resource` as an inbound call (raising BlockedError when refused)."""
-    stability.measure_saturation()
-    wanted = stability.hotspot_params.get(resource)
-    args = None
-    if wanted:
-        args = {}
-        for key in wanted:
-            source, _, name = key.partition(":")
-            value = path_params.get(name) if source == "path" else query(name) if source == "query" else header(name)
-            if value is not None:
-                args[key] = str(value)
-    return stability.enter(resource, origin=context.current().origin, args=args, inbound=True)
-
-
-def _client_error(error: Exception) -> bool:
-    """An exception the framework answers with a 4xx (HTTPException(404), werkzeug's NotFound): not a failure."""
-    status = getattr(error, "status_code", None) or getattr(error, "code", None)
-    return isinstance(status, int) and 400 <= status < 500
+    return runtime.capability(Stability) if runtime is not None else None
 
 
 # -- ASGI (Starlette, FastAPI) ---------------------------------------------------------------
@@ -115,7 +90,7 @@ async def govern_asgi(stability: Stability, route: Any, wrapped: Callable[..., A
         await wrapped(scope, receive, send_noting_status)
         failed = status >= 500
     except Exception as error:
-        failed = not _client_error(error)
+        failed = not client_error(error)
         raise
     finally:
         stability.leave_request(token)
@@ -150,7 +125,7 @@ def govern_flask(stability: Stability, app: Any, wrapped: Callable[[], Any]) -> 
         failed = getattr(result, "status_code", 200) >= 500
         return result
     except Exception as error:
-        failed = not _client_error(error)
+        failed = not client_error(error)
         raise
     finally:
         stability.leave_request(token)

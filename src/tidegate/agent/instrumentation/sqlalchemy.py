@@ -22,7 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from tidegate.agent.instrumentation.inbound import InboundInstrumentor
-from tidegate.agent.stability import of
+from tidegate.agent.stability import Stability
 from tidegate.core.sql import template
 
 _ENTRY = "_tidegate_sql_entry"
@@ -55,8 +55,12 @@ class SQLAlchemyInstrumentor(InboundInstrumentor):
                     event.remove(Engine, name, listener)
         super().uninstrument()
 
+    def _stability(self) -> Stability | None:
+        runtime = self.runtime
+        return runtime.capability(Stability) if runtime is not None else None
+
     def _before(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        stability = of(self.runtime)
+        stability = self._stability()
         if stability is None or context is None:
             return
         resource = "sql:" + template(statement)
@@ -78,7 +82,7 @@ class SQLAlchemyInstrumentor(InboundInstrumentor):
         if held is None:
             return
         setattr(context, _ENTRY, None)
-        stability = of(self.runtime)
+        stability = self._stability()
         if stability is not None:
             entry, resource = held
             stability.leave(entry, resource, error)

@@ -6,7 +6,7 @@
   (`uvicorn app:app`, `uvicorn.run(...)`) and owns registration; with sockets
   handed in it is a worker of a supervisor or of gunicorn.
 - `Server.shutdown`: the owner deregisters before connections close; after
-  SIGTERM it first drains (lossless offline, `tidegate.agent.drain`), which
+  SIGTERM it first drains (lossless offline, `tidegate.agent.offline.drain`), which
   `Server.handle_exit` began the moment the signal arrived.
 - `Multiprocess.run`, `BaseReload.run` (`--workers N`, `--reload`): the
   supervisor bound the socket; it registers, and deregisters when it returns.
@@ -23,10 +23,11 @@ from types import ModuleType
 from typing import Any
 
 from tidegate.agent import online
-from tidegate.agent.drain import drain_before_stop, drain_on_signal
 from tidegate.agent.instrumentation.asgi import wrap_asgi
 from tidegate.agent.instrumentation.inbound import InboundInstrumentor
-from tidegate.agent.lifecycle import Address, InstanceLifecycle
+from tidegate.agent.lifecycle import Address
+from tidegate.agent.offline.drain import drain_before_stop, drain_on_signal
+from tidegate.agent.runtime import Lifecycle
 
 
 def tcp_addresses(sockets: Iterable[Any]) -> list[Address]:
@@ -43,7 +44,7 @@ class UvicornInstrumentor(InboundInstrumentor):
     library = "uvicorn"
     supported = "uvicorn >= 0.30"
 
-    def _lifecycle(self) -> InstanceLifecycle | None:
+    def _lifecycle(self) -> Lifecycle | None:
         return self.runtime.lifecycle if self.runtime is not None else None
 
     def _patch(self, module: ModuleType) -> None:

@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from tidegate.agent import drain, lanes
+from tidegate.agent import lanes
 from tidegate.agent.instrumentation.inbound import fallback_route
-from tidegate.agent.metrics import AgentMetrics
+from tidegate.agent.offline import drain
+from tidegate.agent.runtime import Metrics
 from tidegate.core import context
 
 ENVIRON_KEY = "tidegate.route"
@@ -28,7 +29,7 @@ class InboundWSGI:
 
     __slots__ = ("app", "metrics", "response_headers")
 
-    def __init__(self, app: WSGIApp, metrics: AgentMetrics, response_headers: list[tuple[str, str]] | None = None) -> None:
+    def __init__(self, app: WSGIApp, metrics: Metrics, response_headers: list[tuple[str, str]] | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self.response_headers = response_headers if response_headers is not None else []
@@ -66,5 +67,5 @@ class InboundWSGI:
             metrics.observe_inbound(route, environ.get("REQUEST_METHOD", ""), status, time.perf_counter() - started, finished=True)
 
 
-def wrap_wsgi(app: Any, metrics: AgentMetrics, response_headers: list[tuple[str, str]] | None = None) -> Any:
+def wrap_wsgi(app: Any, metrics: Metrics, response_headers: list[tuple[str, str]] | None = None) -> Any:
     return app if isinstance(app, InboundWSGI) else InboundWSGI(app, metrics, response_headers)

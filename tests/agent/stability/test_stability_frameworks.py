@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.agent.conftest import ControlPlane, gunicorn
-from tests.agent.stability_apps.support import control, rate_limit
+from tests.agent.stability.stability_apps.support import control, rate_limit
 from tests.support.procs import free_port, wait_until
 
 

@@ -13,11 +13,11 @@ import requests
 
 import tidegate
 from tests.agent.outbound_apps.clients import INSTRUMENTORS, LIBRARIES, Server, call, make_runtime, start_servers
-from tests.agent.stability_apps.support import windows
+from tests.agent.stability.stability_apps.support import windows
 from tidegate.agent.metrics import AgentMetrics
 from tidegate.agent.runtime import AgentRuntime
-from tidegate.agent.stability import EXTRAS_KEY, Stability
-from tidegate.agent.stability_events import StabilityEvents
+from tidegate.agent.stability import Stability
+from tidegate.agent.stability.events import StabilityEvents
 from tidegate.core.rulebook import StoredRule
 
 # The library's own error a refused call also is, which apps already catch.
@@ -49,7 +49,7 @@ def runtime(library: str, server: Server) -> Iterator[AgentRuntime]:
     runtime.metrics = AgentMetrics()
     runtime.directory.replace(1, [server.instance()], ["orders"])
     stability = Stability(runtime, events=StabilityEvents(lambda event: None, "consumer"))
-    runtime.extras[EXTRAS_KEY] = stability
+    runtime.add(stability)
     runtime.rulebook.add_listener(stability.on_rules_changed)
     runtime.rulebook.put(
         StoredRule(
@@ -99,7 +99,7 @@ def test_refused_calls_raise_the_blocked_error_that_is_also_the_librarys(library
 
 @pytest.mark.parametrize("library", ["httpx"])  # the instrumentors share the fallback path
 def test_a_configured_fallback_answers_instead(library: str, runtime: AgentRuntime) -> None:
-    stability: Stability = runtime.extras[EXTRAS_KEY]
+    stability: Stability = runtime.capability(Stability)  # type: ignore[assignment]
     stability.set_outbound_fallback("orders", lambda error: httpx.Response(200, json={"fallback": error.rule}))
     with httpx.Client(trust_env=False, timeout=10) as client:
         bodies: list[Any] = [client.get("http://orders/who").json() for _ in range(10)]

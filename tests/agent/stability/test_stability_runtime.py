@@ -16,9 +16,10 @@ from tidegate.agent.config import AgentConfig
 from tidegate.agent.instrumentation.outbound import library_blocked_error
 from tidegate.agent.metrics import AgentMetrics
 from tidegate.agent.runtime import AgentRuntime
-from tidegate.agent.saturation import CpuSampler, LoopLagSampler
-from tidegate.agent.stability import BODY_ENV, EXTRAS_KEY, Stability, retry_after_header
-from tidegate.agent.stability_events import StabilityEvents
+from tidegate.agent.stability import Stability
+from tidegate.agent.stability.events import StabilityEvents
+from tidegate.agent.stability.responses import BODY_ENV, retry_after_header
+from tidegate.agent.stability.saturation import CpuSampler, LoopLagSampler
 from tidegate.core.rulebook import StoredRule
 from tidegate.errors import BlockedError, BreakerOpenError, FlowBlockedError, SystemBlockedError
 
@@ -30,7 +31,7 @@ def _runtime(clock: FakeClock | None = None) -> tuple[AgentRuntime, Stability, l
     posted: list[dict[str, Any]] = []
     events = StabilityEvents(posted.append, "shop", flush_s=3600)  # flushed by hand below
     stability = Stability(runtime, events=events)
-    runtime.extras[EXTRAS_KEY] = stability
+    runtime.add(stability)
     runtime.rulebook.add_listener(stability.on_rules_changed)
     return runtime, stability, posted
 

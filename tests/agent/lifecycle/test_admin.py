@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tidegate.agent.admin import AdminServer, bearer_ok
+from tidegate.agent.lifecycle.admin import AdminServer, bearer_ok
 
 
 class View:

@@ -2,9 +2,14 @@
 
 The hot path only takes an uncontended lock and bumps numbers in a dict; no
 prometheus_client object is touched per request. `snapshot()` gives a JSON-able
-copy: worker processes write theirs to files (see `metrics_files.py`) and the
-process that owns the listening socket merges them into the Prometheus text its
-admin endpoint serves, through a private `CollectorRegistry`.
+copy: worker processes write theirs to files (see `files.py`) and the process
+that owns the listening socket merges them into the Prometheus text its admin
+endpoint serves (`server_text`), through a private `CollectorRegistry`.
+
+`AgentMetrics` is both the runtime's `metrics` (what requests count into) and
+the metrics capability (its hooks start a worker's writer, remember the
+owner's shared directory, and start a forked child from zero). This package
+imports only the runtime, the capability base and prometheus_client.
 """
 
 from __future__ import annotations
@@ -13,11 +18,15 @@ import os
 import threading
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
+
+from tidegate.agent.capability import Capability, Listening, Serving
+from tidegate.agent.metrics.files import SnapshotWriter, read_all
 
 #: Latency bucket upper bounds in seconds (Prometheus' defaults).
 BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
@@ -36,10 +45,12 @@ def _observe(series: Series, seconds: float) -> None:
     series[2 + bisect_left(BUCKETS, seconds)] += 1
 
 
-class AgentMetrics:
+class AgentMetrics(Capability):
     """Counters, latency histograms and the in-flight count of this process."""
 
     def __init__(self) -> None:
+        self._shared_dir: Path | None = None  # the owner's: where its workers write their snapshots
+        self._writer: SnapshotWriter | None = None
         self._lock = threading.Lock()
         self._inbound: dict[tuple[str, str, int], Series] = {}
         self._outbound: dict[tuple[str, bool], Series] = {}
@@ -118,6 +129,37 @@ class AgentMetrics:
                 "outbound": [[*key, *series] for key, series in self._outbound.items()],
                 "resources": [[resource, *row] for resource, row in self._resources.items()],
             }
+
+    # -- the whole server, for the admin endpoint --------------------------------------------
+
+    def server_text(self) -> bytes:
+        """Prometheus text of this process plus, in the socket's owner, every worker's last snapshot."""
+        return render(self._server_snapshots())
+
+    def server_in_flight(self) -> int:
+        return total_in_flight(self._server_snapshots())
+
+    def _server_snapshots(self) -> list[dict[str, Any]]:
+        own = [self.snapshot()]
+        if self._shared_dir is None:
+            return own
+        return own + read_all(self._shared_dir, skip_pid=os.getpid())
+
+    # -- capability hooks ---------------------------------------------------------------------
+
+    def on_listening(self, owner: Listening) -> None:
+        self._shared_dir = owner.shared_dir
+
+    def on_serving(self, serving: Serving) -> None:
+        """A worker keeps its snapshot current in the owner's shared directory."""
+        if serving.shared_dir is not None and not serving.owner and self._writer is None:
+            self._writer = SnapshotWriter(self, serving.shared_dir)
+            self._writer.start()
+
+    def after_fork_in_child(self) -> None:
+        self.reset_after_fork()
+        self._shared_dir = None  # a child is no owner
+        self._writer = None  # its parent's thread does not exist here
 
 
 def render(snapshots: Iterable[Mapping[str, Any]]) -> bytes:

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from tests.agent.conftest import PYTHON_APP, ControlPlane
-from tests.agent.stability_apps.support import HERE, control, fault_tolerance, rate_limit
+from tests.agent.stability.stability_apps.support import HERE, control, fault_tolerance, rate_limit
 from tests.support.procs import free_port, wait_until
 
 

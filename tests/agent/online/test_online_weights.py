@@ -9,9 +9,9 @@ import pytest
 
 from tests.support.clock import FakeClock
 from tidegate.agent.config import AgentConfig
-from tidegate.agent.routing import OutboundRouter
+from tidegate.agent.online.warmup import ConsumerWarmup, settings_from_env, tick_s
+from tidegate.agent.outbound.router import OutboundRouter
 from tidegate.agent.runtime import AgentRuntime
-from tidegate.agent.warmup import ConsumerWarmup, settings_from_env, tick_s
 from tidegate.core.instance import Instance
 from tidegate.core.rulebook import StoredRule
 from tidegate.core.warmup import WarmupSettings

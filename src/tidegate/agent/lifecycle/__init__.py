@@ -3,13 +3,17 @@
 Server hooks tell the lifecycle two things: `listening(addresses)` once the server
 has bound (only the socket's owner: a single uvicorn, uvicorn's supervisor,
 gunicorn's arbiter) and `stopping()` when it shuts down; worker processes say
-`serving_requests()` instead, which starts their own directory watch and, when
-they are not the owner, their metrics writer. The owner registers one instance
-per listening address from a background thread (the control plane may be down:
-it retries with backoff and never blocks or crashes the server), renews leases
-every heartbeat interval, re-registers an instance the control plane forgot, and
-deregisters on shutdown. `_state_on_register` is the one place that decides in
-which state an instance enters the registry.
+`serving_requests()` instead, which starts their own directory watch. The owner
+registers one instance per listening address from a background thread (the
+control plane may be down: it retries with backoff and never blocks or crashes
+the server), renews leases every heartbeat interval, re-registers an instance
+the control plane forgot, and deregisters on shutdown.
+
+The capabilities registered on the runtime take part through their hooks
+(`tidegate.agent.capability`): told when this process listens, serves and
+stops, they may hold registration back (`may_register`), name the state an
+instance registers in (`state_on_register`, else SERVING) and add admin
+writes. This package imports none of them; `admin.py` is the loopback endpoint.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -25,16 +31,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tidegate.agent import drain, metrics_files, online
-from tidegate.agent.admin import AdminServer
+from tidegate.agent.capability import SHARED_DIR_ENV, Capabilities, Listening, Serving
 from tidegate.agent.forking import FORK_GATE
-from tidegate.agent.metrics import render, total_in_flight
+from tidegate.agent.lifecycle.admin import AdminServer
+from tidegate.agent.runtime import AgentRuntime
 from tidegate.core.instance import Instance, InstanceState
 from tidegate.errors import ControlPlaneError
 
 if TYPE_CHECKING:
-    from tidegate.agent.runtime import AgentRuntime
     from tidegate.client.control import ControlClient
+    from tidegate.client.watch import Watcher
 
 log = logging.getLogger("tidegate")
 
@@ -54,6 +60,7 @@ class InstanceLifecycle:
         self.runtime = runtime
         self.config = runtime.config
         self._client_factory = client_factory or self._default_client
+        self._capabilities = Capabilities(runtime)
         self._reset()
 
     def _reset(self) -> None:
@@ -66,14 +73,13 @@ class InstanceLifecycle:
         self.registered = False
         self.started_at = time.time()
         self.admin: AdminServer | None = None
-        self.metrics_dir: Path | None = None
+        self.metrics_dir: Path | None = None  # the directory shared with the workers (`create_shared_dir`)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: ControlClient | None = None
         self._lease_s: float | None = None  # learned from the control plane's /v1/health
         self._serving_requests = False
-        self._watcher: Any = None
-        self._writer: metrics_files.SnapshotWriter | None = None
+        self._watcher: Watcher | None = None
 
     # -- what server hooks call ------------------------------------------------------
 
@@ -89,9 +95,9 @@ class InstanceLifecycle:
                 return
             self._bound = inet
             self.instances = [self._instance(host, port) for host, port in inet]
-            self.metrics_dir = metrics_files.create_dir()
+            self.metrics_dir = create_shared_dir()
             self._start_admin()
-            drain.owner_listening(self.runtime, self._admin_port(), self.metrics_dir)
+            self._capabilities.on_listening(Listening(tuple(self.instances), self._admin_port(), self.metrics_dir))
             self._thread = threading.Thread(target=self._keep_registered, name="tidegate-registration", daemon=True)
             self._thread.start()
             atexit.register(self.stopping)  # a server that exits past its shutdown hook still deregisters
@@ -104,14 +110,11 @@ class InstanceLifecycle:
                 return
             self._serving_requests = True
         self._start_watcher()
-        directory = os.environ.get(metrics_files.ENV)
-        if directory and not self.owner:
-            self._writer = metrics_files.SnapshotWriter(self.runtime.metrics, Path(directory))  # type: ignore[arg-type]
-            self._writer.start()
-        drain.worker_serving(self.runtime, directory, self.owner)
+        directory = os.environ.get(SHARED_DIR_ENV)
+        self._capabilities.on_serving(Serving(Path(directory) if directory else None, self.owner))
 
     @property
-    def watcher(self) -> Any:
+    def watcher(self) -> Watcher | None:
         """This process's directory watch (a `tidegate.client.watch.Watcher`), once serving requests."""
         return self._watcher
 
@@ -130,6 +133,7 @@ class InstanceLifecycle:
             self.admin.stop()
         if self._watcher is not None:
             _quietly(self._watcher.stop, "stopping the directory watch")
+        self._capabilities.on_stopping()
 
     def set_serving_state(self, state: InstanceState) -> list[Instance]:
         """A drain (DRAINING) or its undoing (SERVING) changes the state `/ready` and re-registrations
@@ -144,7 +148,6 @@ class InstanceLifecycle:
         """A forked child is no owner: its parent's threads are gone and its sockets are the parent's."""
         if self.admin is not None:
             _quietly(self.admin.close_inherited, "closing the inherited admin socket")
-        drain.after_fork_in_child(self.runtime)
         self._reset()
 
     # -- what the admin endpoint shows --------------------------------------------------
@@ -162,24 +165,19 @@ class InstanceLifecycle:
             "address": first.address if first else None,
             "admin_port": self.admin.port if self.admin else None,
             "registered": self.registered,
-            "in_flight": total_in_flight(self._snapshots()),
+            "in_flight": self.runtime.metrics.server_in_flight() if self.runtime.metrics is not None else 0,
             "instances": [{"id": i.id, "address": i.address} for i in self.instances],
         }
 
     def metrics_text(self) -> bytes:
-        return render(self._snapshots())
-
-    def _snapshots(self) -> list[dict[str, Any]]:
-        own = [self.runtime.metrics.snapshot()] if self.runtime.metrics is not None else []
-        if self.metrics_dir is None:
-            return own
-        return own + metrics_files.read_all(self.metrics_dir, skip_pid=os.getpid())
+        return self.runtime.metrics.server_text() if self.runtime.metrics is not None else b""
 
     # -- registration ---------------------------------------------------------------------
 
     def _state_on_register(self) -> InstanceState:
-        """The state an instance enters the registry in: WARMING when its service has a warm-up window."""
-        return online.state_on_register(self.runtime)
+        """The state an instance enters the registry in: the first a capability names (lossless
+        online: WARMING when its service has a warm-up window), else SERVING."""
+        return self._capabilities.state_on_register() or InstanceState.SERVING
 
     def _instance(self, host: str, port: int) -> Instance:
         return Instance(
@@ -204,8 +202,8 @@ class InstanceLifecycle:
         return True
 
     def _startup_done(self) -> bool:
-        """Lossless online: the app's startup and prewarm finished (`tidegate.agent.prewarm`)."""
-        return online.may_register(self.runtime)
+        """Every capability lets registration go ahead (lossless online: the app's startup and prewarm finished)."""
+        return self._capabilities.may_register()
 
     def _keep_registered(self) -> None:
         while not self._accepting() or not self._startup_done():
@@ -287,7 +285,9 @@ class InstanceLifecycle:
 
     def _start_admin(self) -> None:
         try:
-            self.admin = AdminServer(_AdminView(self), self.config.token, port=self.config.admin_port)
+            self.admin = AdminServer(
+                _AdminView(self), self.config.token, port=self.config.admin_port, writes=self._capabilities.admin_routes()
+            )
             self.admin.start()
             log.info("tidegate: admin endpoint on http://127.0.0.1:%d", self.admin.port)
         except OSError as error:
@@ -301,9 +301,9 @@ class InstanceLifecycle:
             log.debug("tidegate: no directory watch available; outbound routing sees no instances")
             return
         try:
-            self._watcher = Watcher(self.config.control, self.config.token or None, self.runtime.directory, self.runtime.rulebook)
-            self._watcher.start()
-            if not self._watcher.wait_synced(DIRECTORY_SYNC_WAIT_S):
+            self._watcher = watcher = Watcher(self.config.control, self.config.token or None, self.runtime.directory, self.runtime.rulebook)
+            watcher.start()
+            if not watcher.wait_synced(DIRECTORY_SYNC_WAIT_S):
                 log.warning("tidegate: no instance directory yet (control plane unreachable?); calls to services fail until it syncs")
         except Exception:
             log.exception("tidegate: directory watch not started")
@@ -322,12 +322,6 @@ class _AdminView:
     def metrics_text(self) -> bytes:
         return self._lifecycle.metrics_text()
 
-    def writes(self) -> dict[str, Any]:
-        return drain.admin_writes(self._lifecycle.runtime)
-
-    def ungated_writes(self) -> frozenset[str]:
-        return drain.UNGATED_WRITES
-
 
 def _with_state(instance: Instance, state: InstanceState, admin_port: int | None) -> Instance:
     return Instance(
@@ -342,6 +336,20 @@ def _with_state(instance: Instance, state: InstanceState, admin_port: int | None
         started_at=instance.started_at,
         metadata=instance.metadata,
     )
+
+
+def create_shared_dir() -> Path:
+    """Make the directory this server's owner shares with its workers, export it, remove it at exit."""
+    path = Path(tempfile.mkdtemp(prefix="tidegate-metrics-"))
+    os.environ[SHARED_DIR_ENV] = str(path)
+    owner = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == owner:  # a forked worker exiting must not remove its server's directory
+            shutil.rmtree(path, ignore_errors=True)
+
+    atexit.register(remove)
+    return path
 
 
 def _advertised(bound_host: str) -> str:

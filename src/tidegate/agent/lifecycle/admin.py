@@ -3,23 +3,25 @@
 A stdlib `ThreadingHTTPServer` on a daemon thread, so it serves the same inside a
 sync worker server and an asyncio one, and never touches the app's event loop.
 Reads are open; every write needs `Authorization: Bearer <TIDEGATE_TOKEN>` and is
-refused outright when the agent has no token.
+refused outright when the agent has no token. Besides its own `/log-level`, the
+writes are those the capabilities add (lossless offline's `/offline`, `/online`,
+`/drain-notice`), handed in as `writes`.
 """
 
 from __future__ import annotations
 
-import functools
 import hmac
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from tidegate.agent.capability import AdminRoute
 from tidegate.agent.forking import FORK_GATE
 
 log = logging.getLogger("tidegate")
@@ -46,10 +48,12 @@ def bearer_ok(authorization: str | None, token: str) -> bool:
 
 
 class AdminServer:
-    """Serves `view` on host:port (port 0: ephemeral; see `port` once started)."""
+    """Serves `view` and `writes` on host:port (port 0: ephemeral; see `port` once started)."""
 
-    def __init__(self, view: AdminView, token: str, host: str = "127.0.0.1", port: int = 0) -> None:
-        handler = _handler_for(view, token)
+    def __init__(
+        self, view: AdminView, token: str, host: str = "127.0.0.1", port: int = 0, writes: Mapping[str, AdminRoute] | None = None
+    ) -> None:
+        handler = _handler_for(view, token, writes or {})
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="tidegate-admin", daemon=True)
@@ -71,10 +75,9 @@ class AdminServer:
         self._server.socket.close()
 
 
-def _handler_for(view: AdminView, token: str) -> type[BaseHTTPRequestHandler]:
-    # Writes a view adds (lossless offline's /offline, /online, /drain-notice): `write(body, query=...)`.
-    extra_writes: dict[str, Callable[..., tuple[int, dict[str, Any]]]] = getattr(view, "writes", dict)()
-    ungated: frozenset[str] = getattr(view, "ungated_writes", frozenset)()
+def _handler_for(view: AdminView, token: str, extra_writes: Mapping[str, AdminRoute]) -> type[BaseHTTPRequestHandler]:
+    writes = {"/log-level": AdminRoute(_set_log_level), **extra_writes}
+    ungated = frozenset(path for path, route in writes.items() if not route.gated)
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "tidegate-admin"
@@ -106,8 +109,6 @@ def _handler_for(view: AdminView, token: str) -> type[BaseHTTPRequestHandler]:
 
         def _post(self) -> None:
             route, _, query = self.path.partition("?")
-            writes: dict[str, Callable[[Any], tuple[int, dict[str, Any]]]] = {"/log-level": _set_log_level}
-            writes.update({path: functools.partial(write, query=parse_qs(query)) for path, write in extra_writes.items()})
             action = writes.get(route)
             if action is None:
                 self._json(404, {"error": f"no such admin write {route!r}; try {', '.join(sorted(writes))}"})
@@ -124,7 +125,7 @@ def _handler_for(view: AdminView, token: str) -> type[BaseHTTPRequestHandler]:
             except ValueError as error:
                 self._json(400, {"error": f"body is not JSON: {error}"})
                 return
-            status, answer = action(body)
+            status, answer = action.write(body, parse_qs(query))
             self._json(status, answer)
 
         def _json(self, status: int, body: dict[str, Any]) -> None:
@@ -143,7 +144,7 @@ def _handler_for(view: AdminView, token: str) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def _set_log_level(body: Any) -> tuple[int, dict[str, Any]]:
+def _set_log_level(body: Any, query: Mapping[str, list[str]]) -> tuple[int, dict[str, Any]]:
     level = body.get("level") if isinstance(body, dict) else None
     if not isinstance(level, str) or level.upper() not in _LOG_LEVELS:
         return 400, {"error": f"field 'level' must be one of {', '.join(_LOG_LEVELS)}; got {level!r}"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-from tests.agent.test_drain import _call, _up
+from tests.agent.offline.test_drain import _call, _up
 
 
 def test_drain_is_heard_directly_when_the_control_plane_is_down(control_plane: Any, start: Any) -> None:

@@ -1,7 +1,7 @@
 """Lossless offline in the agent: drain this instance before its server stops, and hear others drain.
 
-`LosslessOffline` is the process's one object for it (`runtime.extras["lossless"]`,
-see `install`). In the process that owns the listening socket it runs the
+`LosslessOffline` is the process's one object for it, a capability registered
+on the runtime by `install`. In the process that owns the listening socket it runs the
 drain (shared/DESIGN.md, "Lossless offline"): on SIGTERM, from the server hooks
 before the server's own shutdown closes the listener, or on `POST /offline`:
 
@@ -17,7 +17,8 @@ before the server's own shutdown closes the listener, or on `POST /offline`:
 In every process it also keeps `DrainNotices` (the consumer side) and the
 recent-consumer set. Workers of a multi-process server learn the drain and the
 notices from the owner, and report their in-flight count and consumers back,
-through `drain_board`. TIDEGATE_LOSSLESS=off leaves all of this out.
+through `board.py`. TIDEGATE_LOSSLESS=off leaves all of this out (its admin
+writes then answer 409 saying so).
 """
 
 from __future__ import annotations
@@ -28,25 +29,24 @@ import os
 import threading
 import time
 import urllib.request
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tidegate.agent.drain_board import POLL_S, OwnerBoard, WorkerBoard
-from tidegate.agent.drain_notices import DrainNotices
+from tidegate.agent.capability import AdminRoute, Capability, Listening, Serving
 from tidegate.agent.forking import FORK_GATE
-from tidegate.agent.runtime import get_runtime
+from tidegate.agent.offline.board import POLL_S, OwnerBoard, WorkerBoard
+from tidegate.agent.offline.notices import DrainNotices
+from tidegate.agent.runtime import AgentRuntime, get_runtime
 from tidegate.core.context import DRAINING_HEADER, consumer_value
 from tidegate.core.drain import DEFAULT_TIMEOUT_S, Drain, DrainPhase, DrainSettings, RecentConsumers
-from tidegate.core.instance import InstanceState
+from tidegate.core.instance import Instance, InstanceState
 
 if TYPE_CHECKING:
-    from tidegate.agent.runtime import AgentRuntime
     from tidegate.core.context import RequestContext
 
 log = logging.getLogger("tidegate")
 
-EXTRAS_KEY = "lossless"
 #: Set by the owner before its workers fork or spawn: the admin address calls from them name.
 ADMIN_ENV = "TIDEGATE_CONSUMER_ADMIN"
 NOTICE_TIMEOUT_S = 1.0
@@ -73,32 +73,20 @@ def settings_from_env(environ: dict[str, str] | None = None) -> tuple[bool, Drai
 
 
 def install(runtime: AgentRuntime) -> LosslessOffline | None:
-    """The process's `LosslessOffline`, made once; None when switched off (or misconfigured, logged)."""
-    existing = runtime.extras.get(EXTRAS_KEY)
-    if existing is not None or EXTRAS_KEY in runtime.extras:
-        return existing
+    """Register the process's `LosslessOffline` on `runtime`; None when switched off (or misconfigured,
+    logged), and then what is registered instead only answers the admin writes with why."""
     try:
         on, settings = settings_from_env()
     except LosslessError as error:
         log.error("tidegate: lossless offline off: %s", error)
         on, settings = False, DrainSettings()
-    lossless = LosslessOffline(runtime, settings) if on else None
-    runtime.extras[EXTRAS_KEY] = lossless
-    return lossless
-
-
-def of(runtime: AgentRuntime | None) -> LosslessOffline | None:
-    """The runtime's `LosslessOffline`, or None (no agent, or switched off)."""
-    if runtime is None:
+    if not on:
+        runtime.add(SwitchedOff())
         return None
-    lossless = runtime.extras.get(EXTRAS_KEY, _MISSING)
-    return install(runtime) if lossless is _MISSING else lossless
+    return runtime.add(LosslessOffline(runtime, settings))
 
 
-_MISSING = object()
-
-
-class LosslessOffline:
+class LosslessOffline(Capability):
     """This process's lossless offline: the drain (socket owner), the recent consumers, the notices heard."""
 
     def __init__(self, runtime: AgentRuntime, settings: DrainSettings) -> None:
@@ -124,20 +112,18 @@ class LosslessOffline:
 
     # -- owner: the drain ----------------------------------------------------------------------
 
-    def owner_listening(self, admin_port: int | None, metrics_dir: Path | None) -> None:
+    def on_listening(self, owner: Listening) -> None:
         """This process owns the socket: calls from it (and its workers) name its admin address.
 
         The admin endpoint listens on loopback only, so the address is named only when the
         instance advertises a loopback host (its providers run on the same machine); elsewhere
         the control plane's push and the response header tell this consumer."""
-        lifecycle = self.runtime.lifecycle
-        advertised = lifecycle.instances[0].host if lifecycle is not None and lifecycle.instances else "127.0.0.1"
-        if admin_port and _loopback(advertised):
-            address = f"127.0.0.1:{admin_port}"
+        if owner.admin_port and _loopback(owner.advertised_host):
+            address = f"127.0.0.1:{owner.admin_port}"
             os.environ[ADMIN_ENV] = address
             self.runtime.consumer = consumer_value(self.runtime.config.service, address)
-        if metrics_dir is not None:
-            self._owner_board = OwnerBoard(metrics_dir)
+        if owner.shared_dir is not None:
+            self._owner_board = OwnerBoard(owner.shared_dir)
         threading.Thread(target=self._begin_when_signalled, name="tidegate-drain-signal", daemon=True).start()
 
     def signalled(self) -> None:
@@ -235,7 +221,7 @@ class LosslessOffline:
             return own
         return own + board.workers_in_flight(board.draining_since)
 
-    def _announce(self, instances: list[Any], state: InstanceState) -> None:
+    def _announce(self, instances: list[Instance], state: InstanceState) -> None:
         if not instances:
             return
         from tidegate.client.control import ControlClient
@@ -297,23 +283,55 @@ class LosslessOffline:
 
     # -- workers of a multi-process server ---------------------------------------------------------
 
-    def worker_serving(self, metrics_dir: str | None, owner: bool) -> None:
+    def on_serving(self, serving: Serving) -> None:
         """A worker serves requests: take the owner's admin address, follow the board."""
-        if owner:
+        if serving.owner:
             return
         address = os.environ.get(ADMIN_ENV)
         if address:
             self.runtime.consumer = consumer_value(self.runtime.config.service, address)
-        if metrics_dir and self._worker_thread is None:
-            board = WorkerBoard(Path(metrics_dir))
+        if serving.shared_dir is not None and self._worker_thread is None:
+            board = WorkerBoard(serving.shared_dir)
             self._worker_thread = threading.Thread(target=self._follow, args=(board,), name="tidegate-drain-board", daemon=True)
             self._worker_thread.start()
 
     def after_fork_in_child(self) -> None:
+        """A forked child has none of its parent's threads, and is no owner."""
         self._lock = threading.Lock()
         self._signalled = threading.Event()
         self._worker_thread = None
         self._owner_board = None
+
+    # -- the admin endpoint ---------------------------------------------------------------------------
+
+    def admin_routes(self) -> Mapping[str, AdminRoute]:
+        """`POST /offline[?wait=false]`, `POST /online`, `POST /drain-notice` (all token-checked by the
+        admin endpoint); the first two may take long (a drain) and so run outside the fork gate."""
+        return {
+            "/offline": AdminRoute(self._admin_offline, gated=False),
+            "/online": AdminRoute(self._admin_online, gated=False),
+            "/drain-notice": AdminRoute(lambda body, query: self.receive_notice(body)),
+        }
+
+    def _admin_offline(self, body: Any, query: Mapping[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        wait = query.get("wait", ["true"])[-1].lower()
+        if wait not in ("true", "false", "1", "0"):
+            return 400, {"error": f"query 'wait' must be true or false; got {wait!r}"}
+        lifecycle = self.runtime.lifecycle
+        if lifecycle is None or not lifecycle.owner:
+            return 409, {"error": "this process owns no listening socket: nothing to drain"}
+        if self.drain.phase in (DrainPhase.IDLE, DrainPhase.CANCELLED):
+            self.begin()
+        progress = self.wait() if wait in ("true", "1") else self.progress()
+        return 200, progress
+
+    def _admin_online(self, body: Any, query: Mapping[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        if not self.online():
+            why = "the server is stopping (SIGTERM)" if self.stopping else f"no unfinished drain to undo (drain is {self.drain.phase})"
+            return 409, {"error": why, **self.progress()}
+        return 200, self.progress()
+
+    # -- workers' side of the board -----------------------------------------------------------------
 
     def _follow(self, board: WorkerBoard) -> None:
         draining_since = 0.0
@@ -344,87 +362,40 @@ def _loopback(host: str) -> bool:
     return host.startswith("127.") or host in ("::1", "localhost")
 
 
-# -- what the lifecycle and the admin endpoint call ------------------------------------------------
+class SwitchedOff(Capability):
+    """Stands in for lossless offline when TIDEGATE_LOSSLESS=off: its admin writes say why they do nothing."""
+
+    def admin_routes(self) -> Mapping[str, AdminRoute]:
+        def refuse(body: Any, query: Mapping[str, list[str]]) -> tuple[int, dict[str, Any]]:
+            return 409, {"error": "lossless offline is switched off (TIDEGATE_LOSSLESS=off)"}
+
+        return {
+            "/offline": AdminRoute(refuse, gated=False),
+            "/online": AdminRoute(refuse, gated=False),
+            "/drain-notice": AdminRoute(refuse),
+        }
 
 
-def owner_listening(runtime: AgentRuntime, admin_port: int | None, metrics_dir: Path | None) -> None:
-    lossless = of(runtime)
-    if lossless is not None:
-        lossless.owner_listening(admin_port, metrics_dir)
-
-
-def worker_serving(runtime: AgentRuntime, metrics_dir: str | None, owner: bool) -> None:
-    lossless = of(runtime)
-    if lossless is not None:
-        lossless.worker_serving(metrics_dir, owner)
-
-
-def after_fork_in_child(runtime: AgentRuntime) -> None:
-    lossless = runtime.extras.get(EXTRAS_KEY)
-    if lossless is not None:
-        lossless.after_fork_in_child()
+# -- what server hooks and inbound adapters call ---------------------------------------------------
 
 
 def drain_on_signal(runtime: AgentRuntime | None) -> None:
     """A server's SIGTERM handler calls this: the drain begins at once, not at the server's next tick."""
-    lossless = of(runtime)
-    if lossless is not None and runtime is not None and runtime.lifecycle is not None and runtime.lifecycle.owner:
+    lossless = runtime.capability(LosslessOffline) if runtime is not None else None
+    if lossless is not None and lossless.runtime.lifecycle is not None and lossless.runtime.lifecycle.owner:
         lossless.signalled()
 
 
 def drain_before_stop(runtime: AgentRuntime | None) -> None:
     """Server hooks call this on SIGTERM, before the server's own shutdown; returns once drained."""
-    lossless = of(runtime)
+    lossless = runtime.capability(LosslessOffline) if runtime is not None else None
     if lossless is not None:
         lossless.drain_before_stop()
 
 
-#: Admin writes that may take long (a drain) and so run outside the fork gate.
-UNGATED_WRITES = frozenset({"/offline", "/online"})
-
-
-def admin_writes(runtime: AgentRuntime) -> dict[str, Any]:
-    """`POST /offline[?wait=false]`, `POST /online`, `POST /drain-notice` (all token-checked by the admin endpoint)."""
-
-    def offline(body: Any, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
-        lossless = of(runtime)
-        if lossless is None:
-            return 409, {"error": "lossless offline is switched off (TIDEGATE_LOSSLESS=off)"}
-        wait = query.get("wait", ["true"])[-1].lower()
-        if wait not in ("true", "false", "1", "0"):
-            return 400, {"error": f"query 'wait' must be true or false; got {wait!r}"}
-        lifecycle = runtime.lifecycle
-        if lifecycle is None or not lifecycle.owner:
-            return 409, {"error": "this process owns no listening socket: nothing to drain"}
-        if lossless.drain.phase in (DrainPhase.IDLE, DrainPhase.CANCELLED):
-            lossless.begin()
-        progress = lossless.wait() if wait in ("true", "1") else lossless.progress()
-        return 200, progress
-
-    def online(body: Any, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
-        lossless = of(runtime)
-        if lossless is None:
-            return 409, {"error": "lossless offline is switched off (TIDEGATE_LOSSLESS=off)"}
-        if not lossless.online():
-            why = (
-                "the server is stopping (SIGTERM)"
-                if lossless.stopping
-                else f"no unfinished drain to undo (drain is {lossless.drain.phase})"
-            )
-            return 409, {"error": why, **lossless.progress()}
-        return 200, lossless.progress()
-
-    def drain_notice(body: Any, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
-        lossless = of(runtime)
-        if lossless is None:
-            return 409, {"error": "lossless offline is switched off (TIDEGATE_LOSSLESS=off)"}
-        return lossless.receive_notice(body)
-
-    return {"/offline": offline, "/online": online, "/drain-notice": drain_notice}
-
-
 def note_consumer(incoming: RequestContext) -> None:
     """Inbound adapters call this for a request whose consumer named its admin address."""
-    lossless = of(get_runtime())
+    runtime = get_runtime()
+    lossless = runtime.capability(LosslessOffline) if runtime is not None else None
     if lossless is not None:
         lossless.consumer_seen(incoming.origin, incoming.origin_admin)

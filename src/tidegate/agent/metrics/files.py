@@ -1,11 +1,12 @@
 """How worker processes' statistics reach the one admin endpoint of their server.
 
-The process that owns the listening socket creates a directory and exports it
-as TIDEGATE_METRICS_DIR before its workers start (forked or spawned, they inherit
-it). Each worker rewrites `<pid>.json` there about once a second, atomically;
-the owner's `/metrics` sums every file with its own numbers. Files of workers
-that have exited stay, so counters never go backwards when a worker is
-replaced; only live workers count towards in-flight.
+The process that owns the listening socket shares a directory with its
+workers (`tidegate.agent.capability.SHARED_DIR_ENV`, made by the lifecycle
+before they start; forked or spawned, they inherit it). Each worker rewrites
+`<pid>.json` there about once a second, atomically; the owner's `/metrics`
+sums every file with its own numbers. Files of workers that have exited stay,
+so counters never go backwards when a worker is replaced; only live workers
+count towards in-flight.
 """
 
 from __future__ import annotations
@@ -14,32 +15,21 @@ import atexit
 import json
 import logging
 import os
-import shutil
-import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from tidegate.agent.metrics import AgentMetrics
-
-ENV = "TIDEGATE_METRICS_DIR"
 FLUSH_INTERVAL_S = 1.0
 
 log = logging.getLogger("tidegate")
 
 
-def create_dir() -> Path:
-    """Make the directory for this server's workers, export it, remove it at exit."""
-    path = Path(tempfile.mkdtemp(prefix="tidegate-metrics-"))
-    os.environ[ENV] = str(path)
-    owner = os.getpid()
+class Snapshots(Protocol):
+    """What a writer reads (`tidegate.agent.metrics.AgentMetrics`)."""
 
-    def remove() -> None:
-        if os.getpid() == owner:  # a forked worker exiting must not remove its server's directory
-            shutil.rmtree(path, ignore_errors=True)
+    generation: int
 
-    atexit.register(remove)
-    return path
+    def snapshot(self) -> dict[str, Any]: ...
 
 
 def read_all(directory: Path, skip_pid: int) -> list[dict[str, Any]]:
@@ -72,7 +62,7 @@ def _alive(pid: int) -> bool:
 class SnapshotWriter:
     """A daemon thread of a worker that keeps `<dir>/<pid>.json` current."""
 
-    def __init__(self, metrics: AgentMetrics, directory: Path, interval: float = FLUSH_INTERVAL_S) -> None:
+    def __init__(self, metrics: Snapshots, directory: Path, interval: float = FLUSH_INTERVAL_S) -> None:
         self._metrics = metrics
         self._directory = directory
         self._interval = interval

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from tests.agent.conftest import TOKEN, ControlPlane
-from tests.agent.stability_apps.support import control, fault_tolerance, start_app
+from tests.agent.stability.stability_apps.support import control, fault_tolerance, start_app
 from tests.support.procs import wait_until
 
 

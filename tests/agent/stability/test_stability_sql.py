@@ -14,13 +14,13 @@ import pytest
 
 import tidegate
 from tests.agent.conftest import ControlPlane
-from tests.agent.stability_apps.support import control, fault_tolerance, rate_limit, start_app, windows
+from tests.agent.stability.stability_apps.support import control, fault_tolerance, rate_limit, start_app, windows
 from tidegate.agent.config import AgentConfig
 from tidegate.agent.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from tidegate.agent.metrics import AgentMetrics
 from tidegate.agent.runtime import AgentRuntime
-from tidegate.agent.stability import EXTRAS_KEY, Stability
-from tidegate.agent.stability_events import StabilityEvents
+from tidegate.agent.stability import Stability
+from tidegate.agent.stability.events import StabilityEvents
 from tidegate.core.rulebook import StoredRule
 
 POSTGRES = os.environ.get("TIDEGATE_TEST_POSTGRES", "")
@@ -53,7 +53,7 @@ def runtime() -> Iterator[AgentRuntime]:
     runtime = AgentRuntime(config=AgentConfig(service="sqltest"), metrics=AgentMetrics())
     posted: list[dict[str, Any]] = []
     stability = Stability(runtime, events=StabilityEvents(posted.append, "sqltest"))
-    runtime.extras[EXTRAS_KEY] = stability
+    runtime.add(stability)
     runtime.rulebook.add_listener(stability.on_rules_changed)
     instrumentor = SQLAlchemyInstrumentor()
     instrumentor.instrument(runtime)
@@ -168,7 +168,7 @@ def test_slow_sql_opens_its_breaker(runtime: AgentRuntime) -> None:
         engine.dispose()
     assert outcomes[:2] == ["ran", "ran"]
     assert "open" in outcomes
-    assert runtime.extras[EXTRAS_KEY].governor.breaker_states() == {"slow-sql/CircuitBreakerStrategy[0]": "OPEN"}
+    assert runtime.capability(Stability).governor.breaker_states() == {"slow-sql/CircuitBreakerStrategy[0]": "OPEN"}  # type: ignore[union-attr]
 
 
 def test_sql_rule_pushed_to_a_service_under_tidegate_run(control_plane: ControlPlane, start: Callable[..., Any], table: str) -> None:

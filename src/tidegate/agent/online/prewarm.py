@@ -7,7 +7,7 @@ prewarm steps the plan switches on — SQLAlchemy pools filled, redis-py pools
 connected, HTTP connections opened to services called in the previous life or
 declared, then warm-up requests sent to the instance itself — waits the
 optional register delay, and leaves a marker file in the server's shared
-directory (`TIDEGATE_METRICS_DIR`). The process that owns the socket asks
+directory (`SHARED_DIR_ENV`). The process that owns the socket asks
 `may_register()` before registering: true once a marker is there, or after
 `TIDEGATE_PREWARM_TIMEOUT` (default 60 s) so a server without a startup hook
 still registers. A failing step is logged and the next one runs.
@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tidegate.agent import metrics_files
+from tidegate.agent.capability import SHARED_DIR_ENV
 from tidegate.core.prewarm import PrewarmPlan, PrewarmSpecError, WarmupRequest, overlay, parse_seconds, plan_from_env
 from tidegate.rules.settings import KIND as SETTINGS_KIND
 
@@ -118,7 +118,7 @@ class Prewarm:
 
     def _mark_done(self) -> None:
         self.done.set()
-        directory = os.environ.get(metrics_files.ENV)
+        directory = os.environ.get(SHARED_DIR_ENV)
         if directory:
             try:
                 (Path(directory) / f"{MARKER_PREFIX}{os.getpid()}").write_text(str(time.time()))
@@ -133,7 +133,7 @@ class Prewarm:
             return True
         if self._waiting_since is None:
             self._waiting_since = time.monotonic()
-        directory = os.environ.get(metrics_files.ENV)
+        directory = os.environ.get(SHARED_DIR_ENV)
         if self.done.is_set() or (directory and any(Path(directory).glob(f"{MARKER_PREFIX}*"))):
             self._open = True
         elif time.monotonic() - self._waiting_since >= self.timeout_s:

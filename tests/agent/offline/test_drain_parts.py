@@ -15,10 +15,10 @@ import pytest
 import requests
 
 from tests.support.clock import FakeClock
-from tidegate.agent import pools
 from tidegate.agent.config import AgentConfig
-from tidegate.agent.drain import LosslessError, LosslessOffline, install, settings_from_env
-from tidegate.agent.drain_notices import DrainNotices
+from tidegate.agent.offline import pools
+from tidegate.agent.offline.drain import LosslessError, LosslessOffline, install, settings_from_env
+from tidegate.agent.offline.notices import DrainNotices
 from tidegate.agent.runtime import AgentRuntime
 from tidegate.core.directory import ServiceDirectory
 from tidegate.core.drain import DrainSettings
@@ -193,7 +193,7 @@ def test_a_worker_that_exited_but_was_not_reaped_counts_as_gone() -> None:
     import os
     import time
 
-    from tidegate.agent.drain_board import _alive
+    from tidegate.agent.offline.board import _alive
 
     pid = os.fork()
     if pid == 0:

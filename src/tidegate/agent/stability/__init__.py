@@ -1,7 +1,7 @@
 """The process's stability protection: its Governor, the rules in force, and what edges call.
 
-`install(runtime)` (from the bootstrap) builds one `Stability` per process and
-keeps it in `runtime.extras["stability"]`; `of(runtime)` finds it. It:
+`install(runtime)` (from the bootstrap) builds one `Stability` per process, a
+capability registered on the runtime (`runtime.capability(Stability)` finds it). It:
   - listens to the rule book: on any change it compiles ALL stability
     documents in force (`compile_rules`, for this service) and loads them
     into the Governor at once; on a RuleError the rules in force stay, the
@@ -11,40 +11,38 @@ keeps it in `runtime.extras["stability"]`; `of(runtime)` finds it. It:
   - reports breaker state changes and blocks (aggregated per second) as
     control-plane events from a background thread (`StabilityEvents`), never
     on the request path;
-  - feeds saturation readings to adaptive protection (`tidegate.agent.saturation`)
-    while an adaptive rule is in force.
+  - feeds saturation readings to adaptive protection (`saturation.py`)
+    while an adaptive rule is in force;
+  - answers a refused inbound HTTP request (`responses.py`); `inbound.py`
+    admits an inbound request, whatever the framework.
 
 The entrance of the current request (its inbound resource) rides in a context
 variable, so SQL and outbound calls made while serving it can be limited by
 chain rules (`entrance:` in a rule) and counted under it.
+
+Imports the runtime, the capability base, `tidegate.core` and `tidegate.rules`
+(the control-plane client lazily, for events); no other capability.
 """
 
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
-import os
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tidegate.agent.saturation import CpuSampler, LoopLagSampler
-from tidegate.agent.stability_events import StabilityEvents
-from tidegate.core.governor import Entry, Governor
+from tidegate.agent.capability import Capability
+from tidegate.agent.runtime import AgentRuntime
+from tidegate.agent.stability import responses
+from tidegate.agent.stability.events import StabilityEvents
+from tidegate.agent.stability.saturation import CpuSampler, LoopLagSampler
+from tidegate.core.breaker import BreakerRule
+from tidegate.core.governor import Entry, Governor, RuleSet
 from tidegate.errors import BlockedError, RuleError
 from tidegate.rules.stability import KINDS, compile_rules
 
-if TYPE_CHECKING:
-    from tidegate.agent.runtime import AgentRuntime
-
 log = logging.getLogger("tidegate")
-
-EXTRAS_KEY = "stability"
-#: A JSON object answered to a blocked inbound request; `{resource}`, `{rule}`,
-#: `{reason}` and `{status}` in its string values are filled in.
-BODY_ENV = "TIDEGATE_BLOCKED_BODY"
-DEFAULT_BODY: Mapping[str, Any] = {"error": "blocked", "resource": "{resource}", "rule": "{rule}", "reason": "{reason}"}
 
 _entrance: contextvars.ContextVar[str] = contextvars.ContextVar("tidegate_entrance", default="")
 
@@ -57,7 +55,7 @@ def entrance() -> str:
     return _entrance.get()
 
 
-class Stability:
+class Stability(Capability):
     """One process's Governor with its rules, events, samplers and blocked-response shape."""
 
     def __init__(self, runtime: AgentRuntime, events: StabilityEvents | None = None) -> None:
@@ -66,7 +64,7 @@ class Stability:
         self.clock = runtime.clock
         self.service = runtime.config.service
         self.events = events or StabilityEvents.for_runtime(runtime)
-        self.body_template: Mapping[str, Any] = _body_from_env()
+        self.body_template: Mapping[str, Any] = responses.body_from_env()
         #: Outbound fallbacks by service name (`set_outbound_fallback`).
         self.fallbacks: dict[str, OutboundFallback] = {}
         self.loop_lag = LoopLagSampler(self.governor)
@@ -173,14 +171,7 @@ class Stability:
 
     def blocked_response(self, error: BlockedError) -> tuple[int, list[tuple[str, str]], bytes]:
         """(status, headers, body) answered to a blocked inbound HTTP request."""
-        status = error.http_status
-        fill = {"resource": error.resource, "rule": error.rule, "reason": error.reason, "status": str(status)}
-        body = json.dumps(_fill(self.body_template, fill), separators=(",", ":")).encode()
-        headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
-        retry = retry_after_header(error)
-        if retry is not None:
-            headers.append(("retry-after", retry))
-        return status, headers, body
+        return responses.blocked_response(error, self.body_template)
 
     def set_outbound_fallback(self, service: str, fallback: OutboundFallback | None) -> None:
         """Answer refused calls to `service` with `fallback(error)` instead of raising (None: raise again)."""
@@ -191,7 +182,7 @@ class Stability:
 
     # -- events --------------------------------------------------------------------------
 
-    def _on_breaker(self, rule: Any, from_state: str, to_state: str, now: float, snapshot: float) -> None:
+    def _on_breaker(self, rule: BreakerRule, from_state: str, to_state: str, now: float, snapshot: float | None) -> None:
         self.events.report(
             {
                 "type": "breaker",
@@ -205,73 +196,29 @@ class Stability:
         )
 
     def after_fork_in_child(self) -> None:
+        """A forked child has none of its parent's threads; its samplers start again when needed."""
         self._reload_lock = threading.Lock()
         self.events.after_fork_in_child()
         self.cpu.after_fork_in_child()
         self.loop_lag = LoopLagSampler(self.governor)
 
 
-def _named(rules: Any) -> frozenset[str]:
+def _named(rules: RuleSet) -> frozenset[str]:
     """The resources `rules` name, a relate rule's reference included."""
     named = {flow.resource for flow in rules.flow} | {flow.ref_resource for flow in rules.flow if flow.ref_resource}
     named |= {breaker.resource for breaker in rules.breakers} | {hot.resource for hot in rules.hotspot}
     return frozenset(named)
 
 
-def _needs_every_inbound(rules: Any) -> bool:
+def _needs_every_inbound(rules: RuleSet) -> bool:
     """An adaptive rule weighs all inbound load, and a chain rule needs every request's entrance."""
     return bool(rules.adaptive) or any(flow.strategy == "chain" for flow in rules.flow)
 
 
-def retry_after_header(error: BlockedError) -> str | None:
-    """`Retry-After` in whole seconds (at least 1), when the refusal says when to come back."""
-    if error.retry_after_s is None:
-        return None
-    seconds = int(error.retry_after_s) + (error.retry_after_s % 1 > 0)
-    return str(max(1, seconds))
-
-
-def _fill(template: Any, values: Mapping[str, str]) -> Any:
-    if isinstance(template, str):
-        for key, value in values.items():
-            template = template.replace("{" + key + "}", value)
-        return template
-    if isinstance(template, Mapping):
-        return {k: _fill(v, values) for k, v in template.items()}
-    if isinstance(template, list):
-        return [_fill(v, values) for v in template]
-    return template
-
-
-def _body_from_env() -> Mapping[str, Any]:
-    text = os.environ.get(BODY_ENV, "").strip()
-    if not text:
-        return DEFAULT_BODY
-    try:
-        body = json.loads(text)
-    except ValueError as error:
-        log.error("tidegate: %s is not JSON (%s); blocked requests get the default body", BODY_ENV, error)
-        return DEFAULT_BODY
-    if not isinstance(body, dict):
-        log.error("tidegate: %s must be a JSON object; blocked requests get the default body", BODY_ENV)
-        return DEFAULT_BODY
-    return body
-
-
 def install(runtime: AgentRuntime) -> Stability:
-    """Build the process's Stability, follow the rule book, and load the rules already in it."""
-    stability = Stability(runtime)
-    runtime.extras[EXTRAS_KEY] = stability
+    """Build the process's Stability, register it on `runtime`, follow the rule book, and load the rules already in it."""
+    stability = runtime.add(Stability(runtime))
     runtime.rulebook.add_listener(stability.on_rules_changed)
     if any(rule.kind in KINDS for rule in runtime.rulebook.all()):
         stability.reload()
-    os.register_at_fork(after_in_child=stability.after_fork_in_child)
     return stability
-
-
-def of(runtime: AgentRuntime | None) -> Stability | None:
-    """The process's Stability, or None when the agent (or its stability part) is not loaded."""
-    if runtime is None:
-        return None
-    found = runtime.extras.get(EXTRAS_KEY)
-    return found if isinstance(found, Stability) else None

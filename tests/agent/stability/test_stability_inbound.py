@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.agent.conftest import ControlPlane
-from tests.agent.stability_apps.support import control, overload, rate_limit, start_app, statuses, until_status, windows
+from tests.agent.stability.stability_apps.support import control, overload, rate_limit, start_app, statuses, until_status, windows
 from tests.support.procs import wait_until
 from tidegate.errors import ControlPlaneError
 

@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
+from tidegate.agent.capability import Capability
 from tidegate.core.balancer import DEFAULT_BALANCER, Balancer, BalancerFactory, InFlight, WeightOf, registered_weight
 from tidegate.core.coloring import RequestView
 from tidegate.core.directory import ServiceDirectory
@@ -91,8 +92,9 @@ class _ServiceRoutes:
         self.base = base
 
 
-class OutboundRouter:
-    """Chooses the instance for every outbound call to a service name."""
+class OutboundRouter(Capability):
+    """Chooses the instance for every outbound call to a service name (the runtime's `router`,
+    and a capability for its after-fork hook)."""
 
     def __init__(
         self,

@@ -1,0 +1,74 @@
+"""The services this service calls, remembered across restarts so the next start can prewarm them.
+
+Every service name the outbound router routes is added to
+`<state dir>/<service>.called.json` (state dir `TIDEGATE_STATE_DIR`, default
+the user state directory); the HTTP prewarm step opens connections to them
+before the instance registers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tidegate.agent.runtime import Router
+
+log = logging.getLogger("tidegate")
+
+
+def state_dir() -> Path:
+    configured = os.environ.get("TIDEGATE_STATE_DIR", "").strip()
+    if configured:
+        return Path(configured)
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("tidegate"))
+
+
+class CalledServices:
+    """The service names this service has called, kept on disk across restarts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self.names: set[str] = set(self.load())
+
+    def load(self) -> list[str]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return []
+        return [str(name) for name in data] if isinstance(data, list) else []
+
+    def add(self, name: str) -> None:
+        if name in self.names:
+            return
+        with self._lock:
+            self.names = self.names | {name} | set(self.load())  # other workers may have added theirs
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+                with os.fdopen(fd, "w") as out:
+                    json.dump(sorted(self.names), out)
+                os.replace(temp, self.path)
+            except OSError as error:
+                log.warning("tidegate: could not remember called services in %s: %s", self.path, error)
+
+
+def record_calls(router: Router, called: CalledServices) -> None:
+    """Make `router.route` remember each service name it routes."""
+    route: Callable[..., Any] = router.route
+
+    def recording_route(host: str, *args: Any, **kwargs: Any) -> Any:
+        found = route(host, *args, **kwargs)
+        if found is not None and host not in called.names:
+            called.add(host)
+        return found
+
+    router.route = recording_route  # type: ignore[method-assign]
