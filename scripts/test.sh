@@ -51,7 +51,7 @@ if [ "${TIDEGATE_CHECKS:-1}" != 0 ]; then
     fi
   fi
   echo "== lint-imports (the layer contract in pyproject.toml)"
-  .venv/bin/lint-imports || not_yet_fatal "lint-imports: the layer contract is broken (see the broken contracts above)"
+  .venv/bin/lint-imports || check_failed "lint-imports: the layer contract is broken (see the broken contracts above)"
   if [ "$checks_failed" != 0 ]; then
     echo "tidegate checks failed; the tests did not run (TIDEGATE_CHECKS=0 skips the checks)" >&2
     exit 1

@@ -14,20 +14,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 
-AGENT_REDESIGN = pytest.mark.xfail(strict=True, reason="agent redesign in progress")
-#: Contracts today's agent breaks (issue 12 is the redesign that keeps them).
-BROKEN_BY_TODAYS_AGENT = {"no-cycles", "agent-layers"}
-
 
 def _contract_ids() -> list[str]:
     config = tomllib.loads((REPO / "pyproject.toml").read_text())
     return [contract["id"] for contract in config["tool"]["importlinter"]["contracts"]]
 
 
-@pytest.mark.parametrize(
-    "contract",
-    [pytest.param(c, marks=AGENT_REDESIGN) if c in BROKEN_BY_TODAYS_AGENT else c for c in _contract_ids()],
-)
+@pytest.mark.parametrize("contract", _contract_ids())
 def test_layer_contract(contract: str) -> None:
     run = subprocess.run(
         [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"]
@@ -140,7 +133,6 @@ def test_cycle_finder_sees_cycles_through_type_checking_and_function_imports(tmp
     assert import_cycles(import_graph(tmp_path)) == [["pkg.a", "pkg.b", "pkg.c"]]
 
 
-@AGENT_REDESIGN
 def test_no_import_cycle_in_src() -> None:
     cycles = import_cycles(import_graph(SRC))
     assert not cycles, _report(cycles)
