@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tidegate.agent.config import AgentConfig
-from tidegate.agent.instrumentation.redis_streams import INSTRUMENTOR, LANE_FIELD, StreamLanes, lane_of
+from tidegate.agent.instrumentation.redis import INSTRUMENTOR, LANE_FIELD, StreamLanes, lane_of
 from tidegate.agent.runtime import AgentRuntime
 from tidegate.core import context
 

@@ -3,7 +3,9 @@
 `start()` builds the process's `AgentRuntime` (settings, directory, rule book),
 registers its capabilities in the order their hooks run — metrics, lanes,
 lossless online, the outbound router, lossless offline, stability — gives it
-its lifecycle, publishes it, and applies every instrumentor. Booting starts no
+its lifecycle, builds the process's one outbound call pipeline from them
+(which the HTTP client instrumentors take), publishes it, and applies every
+instrumentor. Booting starts no
 thread and binds nothing: a process becomes a server only when a server hook
 says so, so a wrapper process (e.g. `opentelemetry-instrument` before its
 exec) costs nothing. A forked child gets one at-fork call: every capability's
@@ -21,6 +23,7 @@ from tidegate.agent import lanes, offline, online, stability
 from tidegate.agent.capability import Capabilities
 from tidegate.agent.config import AgentConfig, AgentConfigError
 from tidegate.agent.instrumentation import install_all
+from tidegate.agent.instrumentation.base import outbound_pipeline
 from tidegate.agent.lifecycle import InstanceLifecycle
 from tidegate.agent.metrics import AgentMetrics
 from tidegate.agent.outbound.router import OutboundRouter
@@ -55,9 +58,10 @@ def start(config: AgentConfig | None = None) -> AgentRuntime | None:
         runtime.router = _build_router(runtime, lane_state, lossless_online)
         runtime.lifecycle = InstanceLifecycle(runtime)
         if runtime.router is not None:
-            lossless_online.remember_calls(runtime.router)
+            lossless_online.remember_calls()
         offline.install(runtime)
         _install_stability(runtime)
+        _build_outbound_pipeline(runtime)
         set_runtime(runtime)
         install_all(runtime)
         os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -78,6 +82,13 @@ def _build_router(runtime: AgentRuntime, lane_state: lanes.LaneState, lossless_o
     except Exception:
         log.exception("tidegate: outbound routing not started; calls go out untouched")
         return None
+
+
+def _build_outbound_pipeline(runtime: AgentRuntime) -> None:
+    try:
+        outbound_pipeline(runtime)
+    except Exception:
+        log.exception("tidegate: the outbound call pipeline not started; calls go out untouched")
 
 
 def _install_stability(runtime: AgentRuntime) -> None:

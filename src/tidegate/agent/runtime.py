@@ -7,7 +7,7 @@ Tests build their own and pass it in.
 It holds two kinds of parts. What a request uses is a plain attribute,
 resolved once (`router`, `metrics`, `response_headers`, `consumer`), typed by
 the small protocols below so that this module imports nothing of the parts
-that implement them. The capabilities (lossless offline, lossless online,
+that implement them (the outbound pipeline uses the same `Router` and `Route`). The capabilities (lossless offline, lossless online,
 stability, lanes, metrics, the router) are registered with `add` and found by
 their class with `capability(Stability)`; the lifecycle calls their hooks
 (`tidegate.agent.capability`). This module imports only `tidegate.core` and
@@ -31,31 +31,34 @@ C = TypeVar("C")
 
 
 class Route(Protocol):
-    """Where one outbound call goes (`tidegate.agent.outbound.router.Route`)."""
-
-    service: str
-    instance: Instance
+    """One attempt's instance of an outbound call, holding a balancer slot until `done`
+    (`tidegate.agent.outbound.router.Route`)."""
 
     @property
-    def host(self) -> str: ...
+    def service(self) -> str: ...
 
     @property
-    def port(self) -> int: ...
+    def instance(self) -> Instance: ...
 
-    def done(self, ok: bool) -> None: ...
+    def done(self, ok: bool, /) -> None: ...
 
 
 class Router(Protocol):
-    """Chooses the instance of every outbound call (`tidegate.agent.outbound.router.OutboundRouter`)."""
+    """Chooses the instance of an outbound call (`tidegate.agent.outbound.router.OutboundRouter`);
+    what the outbound pipeline (`tidegate.agent.outbound.call`) asks of it."""
 
-    def route(
-        self,
-        host: str,
-        port: int | None = None,
-        lane: str = "",
-        exclude: Collection[str] = (),
-        request: RequestView | None = None,
-    ) -> Route | None: ...
+    def knows(self, host: str, /) -> bool:
+        """Whether `host` is a service name (taking no balancer slot)."""
+        ...
+
+    def route(self, host: str, port: int | None, lane: str, exclude: Collection[str], request: RequestView | None, /) -> Route | None:
+        """A route to one instance of `host`, or None when `host` is not a service name; raises
+        `NoInstanceError` when no instance may take the call (`exclude`: instance ids it tried)."""
+        ...
+
+
+class WeightedRouter(Router, Protocol):
+    """The runtime's router: it also reweighs as warm-up weights ramp, and counts calls in flight."""
 
     def reweigh(self) -> None: ...
 
@@ -121,7 +124,7 @@ class AgentRuntime:
     config: AgentConfig
     directory: ServiceDirectory = field(default_factory=ServiceDirectory)
     rulebook: RuleBook = field(default_factory=RuleBook)
-    router: Router | None = None
+    router: WeightedRouter | None = None
     metrics: Metrics | None = None
     lifecycle: Lifecycle | None = None  # registration and admin endpoint; acts only in a server process
     clock: Callable[[], float] = time.monotonic

@@ -19,6 +19,8 @@ from tidegate.agent.config import AgentConfig
 from tidegate.agent.offline import pools
 from tidegate.agent.offline.drain import LosslessError, LosslessOffline, install, settings_from_env
 from tidegate.agent.offline.notices import DrainNotices
+from tidegate.agent.outbound.call import OutboundPipeline
+from tidegate.agent.outbound.router import OutboundRouter
 from tidegate.agent.runtime import AgentRuntime
 from tidegate.core.directory import ServiceDirectory
 from tidegate.core.drain import DrainSettings
@@ -180,11 +182,17 @@ def test_aiohttp_idle_connections_to_the_address_are_dropped(server: tuple[str, 
 
 
 def test_each_client_acts_once_per_notice() -> None:
+    directory = ServiceDirectory()
+    notices = DrainNotices(directory)
+    pipeline = OutboundPipeline(OutboundRouter(directory), drains=notices)
     client = httpx.Client()
     try:
-        assert pools.pending(client, 2) == 0
-        pools.acted(client, 2)
-        assert pools.pending(client, 2) is None and pools.pending(client, 3) == 2
+        notices.notice("", "10.0.0.1:9001", "test")
+        notices.notice("", "10.0.0.1:9002", "test")
+        assert list(pipeline.stale_addresses(client)) == [("10.0.0.1", 9001), ("10.0.0.1", 9002)]
+        assert list(pipeline.stale_addresses(client)) == []
+        notices.notice("", "10.0.0.1:9003", "test")
+        assert list(pipeline.stale_addresses(client)) == [("10.0.0.1", 9003)]
     finally:
         client.close()
 

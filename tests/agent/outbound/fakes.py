@@ -58,6 +58,9 @@ class FakeRouter:
         self.in_flight: dict[str, int] = {}
         self.routes: list[FakeRoute] = []
 
+    def knows(self, host: str) -> bool:
+        return host in self.services or host in self.empty
+
     def route(
         self, host: str, port: int | None = None, lane: str = "", exclude: Collection[str] = (), request: RequestView | None = None
     ) -> FakeRoute | None:

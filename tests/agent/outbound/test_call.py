@@ -283,14 +283,30 @@ def test_a_governed_call_that_finds_no_instance_leaves_admission_as_failed() -> 
     ]
 
 
-def test_a_governed_host_that_is_no_service_name_leaves_admission_at_once_and_goes_out_untouched() -> None:
+def test_a_rule_naming_a_host_that_is_no_service_name_is_inert() -> None:
     world = World(governed=("http://example.com",))
+    assert isinstance(world.call("example.com"), Passed)
+    assert world.of("enter", "route", "leave") == [("route", "example.com", None, "", (), None)]
+
+
+def test_a_host_that_stops_being_a_service_name_after_admission_leaves_it_at_once() -> None:
+    world = World(governed=("http://example.com",))
+    world.router.knows = lambda host: True  # type: ignore[method-assign]  # known when admitted, gone when routed
     assert isinstance(world.call("example.com"), Passed)
     assert world.of("enter", "route", "leave") == [
         ("enter", "http://example.com"),
         ("route", "example.com", None, "", (), None),
         ("leave", "http://example.com", False),
     ]
+
+
+def test_each_service_is_told_to_on_first_call_once() -> None:
+    world = World({"orders": [instance("orders", 1)], "stock": [instance("stock", 1)]})
+    told: list[str] = []
+    world.pipeline.on_first_call = told.append
+    for host in ("orders", "orders", "example.com", "stock", "orders"):
+        world.call(host)
+    assert told == ["orders", "stock"]
 
 
 # -- finishing ------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 
 from tests.agent.outbound_apps.clients import make_runtime
 from tidegate.agent.instrumentation import install_all
-from tidegate.agent.instrumentation.outbound import installed_version_meets
+from tidegate.agent.instrumentation.base import installed_version_meets
 from tidegate.agent.outbound.router import OutboundRouter
 from tidegate.core.balancer import RoundRobinBalancer
 from tidegate.core.directory import ServiceDirectory

@@ -83,6 +83,9 @@ def test_a_refused_call_takes_no_slot_of_the_real_router() -> None:
     taken: list[dict[str, int]] = []
 
     class Spy:
+        def knows(self, host: str) -> bool:
+            return agent.router.knows(host)
+
         def route(self, *args: Any) -> Route | None:
             got = agent.router.route(*args)
             taken.append(agent.router.in_flight("orders"))

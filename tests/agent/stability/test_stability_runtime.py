@@ -13,8 +13,8 @@ import requests
 
 from tests.support.clock import FakeClock
 from tidegate.agent.config import AgentConfig
-from tidegate.agent.instrumentation.outbound import library_blocked_error
 from tidegate.agent.metrics import AgentMetrics
+from tidegate.agent.outbound.errors import LibraryErrors
 from tidegate.agent.runtime import AgentRuntime
 from tidegate.agent.stability import Stability
 from tidegate.agent.stability.events import StabilityEvents
@@ -169,7 +169,7 @@ def test_hotspot_parameters_are_known_per_resource() -> None:
 
 def test_refused_outbound_errors_are_also_the_librarys_own() -> None:
     for base, kind in (("httpx.TransportError", httpx.HTTPError), ("requests.ConnectionError", requests.RequestException)):
-        error = library_blocked_error(BreakerOpenError("http://inventory", "dep", "circuit breaker OPEN", 3.0), base)
+        error = LibraryErrors(error_base=base).blocked(BreakerOpenError("http://inventory", "dep", "circuit breaker OPEN", 3.0))
         assert isinstance(error, BreakerOpenError) and isinstance(error, BlockedError) and isinstance(error, kind)
         assert (error.resource, error.rule, error.retry_after_s) == ("http://inventory", "dep", 3.0)
 

@@ -1,24 +1,29 @@
 """One instrumentor per patched library; each removable, each declaring what it supports.
 
-A module here exposes `INSTRUMENTOR`, an object with:
+A module here exposes `INSTRUMENTOR`, an `Instrumentor` (`base.py`) with:
   - `library`: the import name it patches (e.g. "httpx");
-  - `supported`: a requirement string (e.g. "httpx >= 0.23");
-  - `instrument(runtime)` and `uninstrument()`.
-`install_all` applies every one whose library is importable and supported,
-logging (never raising) when one fails, so one broken patch never breaks the
+  - `supported`: requirement strings (e.g. "httpx >= 0.23, < 1"), bounded above
+    wherever a private API is patched;
+  - `instrument(runtime)` and `uninstrument()`, idempotent; the patch is applied
+    when the library is imported (at once when it already is).
+`install_all` applies every one whose library is installed in a supported
+version, logging (never raising) why one is not: not installed (debug), an
+unsupported version, or a patch that failed. One broken patch never breaks the
 app or the others.
 
 Instrumentors find the capabilities they serve on the runtime by class
-(`runtime.capability(Stability)`); they may import every other part of the
-agent; in src/ only `tidegate.agent.boot` imports them (and lossless online's
-prewarm, which runs the `*_prewarm` steps found by module name).
+(`runtime.capability(Stability)`), once, when they are instrumented, and
+register their library's prewarm step with lossless online; they may import
+every other part of the agent; in src/ only `tidegate.agent.boot` imports them.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tidegate.agent.instrumentation.base import Instrumentor
 
 if TYPE_CHECKING:
     from tidegate.agent.runtime import AgentRuntime
@@ -27,18 +32,16 @@ log = logging.getLogger("tidegate.agent")
 
 #: Modules under this package, in the order they are applied.
 MODULES: tuple[str, ...] = (
+    # outbound: calls to service names, through the process's outbound pipeline
     "httpx",
     "requests",
     "aiohttp",
+    # the request context follows work handed to threads, gRPC calls and messages
     "threads",
-    "redis_streams",
+    "redis",
     "grpc",
     "aio_pika",
-    # lossless online: track pools and sessions to prewarm (patched when their library is imported)
-    "sqlalchemy_prewarm",
-    "redis_prewarm",
-    "http_prewarm",
-    # server side: patched when their library is imported (see inbound.py)
+    # server side
     "uvicorn",
     "gunicorn",
     "flask",
@@ -49,17 +52,28 @@ MODULES: tuple[str, ...] = (
 )
 
 
-def install_all(runtime: AgentRuntime, modules: tuple[str, ...] = MODULES) -> list[Any]:
+def install_all(runtime: AgentRuntime, modules: tuple[str, ...] = MODULES) -> list[Instrumentor]:
     """Apply every available instrumentor; return those applied."""
     applied = []
     for name in modules:
         try:
-            module = importlib.import_module(f"tidegate.agent.instrumentation.{name}")
-            instrumentor = module.INSTRUMENTOR
-            if not instrumentor.available():
-                continue
+            instrumentor: Instrumentor = importlib.import_module(f"tidegate.agent.instrumentation.{name}").INSTRUMENTOR
+        except Exception:  # a broken module must never break the app
+            log.exception("tidegate: instrumentation %s could not be loaded; not patched", name)
+            continue
+        if not instrumentor.installed():
+            log.debug("tidegate: %s is not installed; not patched", instrumentor.library)
+            continue
+        unmet = instrumentor.unsupported()
+        if unmet is not None:
+            log.info("tidegate: %s is installed in an unsupported version (needs %s); not patched", instrumentor.library, unmet)
+            continue
+        try:
             instrumentor.instrument(runtime)
-            applied.append(instrumentor)
         except Exception:  # one failing patch must never break the app
-            log.exception("tidegate: instrumentation %s failed and is skipped", name)
+            log.exception("tidegate: patch failed: %s runs unpatched", instrumentor.library)
+            continue
+        if instrumentor.failed:
+            continue
+        applied.append(instrumentor)
     return applied

@@ -27,7 +27,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from tidegate.agent.instrumentation.inbound import InboundInstrumentor
+from tidegate.agent.instrumentation.base import Instrumentor
 from tidegate.core import context
 from tidegate.core.baggage import is_valid_lane
 
@@ -50,9 +50,9 @@ def lane_queue(name: str, tag: str) -> str:
     return f"{name}@{tag}"
 
 
-class AioPikaInstrumentor(InboundInstrumentor):
+class AioPikaInstrumentor(Instrumentor):
     library = "aio_pika"
-    supported = "aio-pika >= 9.0"
+    supported = ("aio-pika >= 9.0",)
 
     def tag(self) -> str:
         return self.runtime.config.tag if self.runtime is not None else ""

@@ -1,50 +1,49 @@
-"""aiohttp: route `ClientSession._request` calls to service names.
+"""aiohttp: route `ClientSession._request` calls to service names through the outbound pipeline.
 
 Every verb method and `ws_connect` of a `ClientSession` goes through
 `_request(method, str_or_url, **kwargs)`; the URL may be a `str` or a
 `yarl.URL`, and relative to the session's `base_url`, so it is resolved the
-way the session would before routing. The instance is released when the
-response headers arrive (`_request` returns then; the body is read later).
+way the session would (`_build_url`) before routing. The instance is released
+when the response headers arrive (`_request` returns then; the body is read
+later). Both are private API: the supported range is bounded.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from tidegate.agent.instrumentation.outbound import OutboundInstrumentor
+from tidegate.agent.instrumentation.base import HttpClientInstrumentor, baggage
 from tidegate.agent.offline import pools
+from tidegate.agent.outbound.call import ErrorKind
+from tidegate.agent.outbound.drive import drive_async
+from tidegate.agent.outbound.errors import LibraryErrors
 from tidegate.core import context
-from tidegate.core.context import CONSUMER_HEADER, DRAINING_HEADER
-from tidegate.errors import NoInstanceError
+from tidegate.core.context import DRAINING_HEADER
 
 if TYPE_CHECKING:
     import aiohttp
 
+    from tidegate.agent.runtime import Route
 
-@functools.cache
-def no_instance_error_type() -> type[NoInstanceError]:
-    """NoInstanceError that is also an `aiohttp.ClientConnectionError`, so an
-    app's existing `except aiohttp.ClientError` still catches it."""
-    import aiohttp
-
-    class AiohttpNoInstanceError(NoInstanceError, aiohttp.ClientConnectionError):
-        pass
-
-    return AiohttpNoInstanceError
+ERRORS = LibraryErrors("aiohttp.ClientConnectionError", "aiohttp.ClientConnectionError")
 
 
-def _with_header(kwargs: dict[str, Any], name: str, value: str) -> dict[str, Any]:
-    """kwargs whose `headers` (None, a mapping or pairs, as aiohttp accepts) also set `name`."""
+def outcome(response: aiohttp.ClientResponse) -> tuple[int, str | None]:
+    return response.status, response.headers.get(DRAINING_HEADER)
+
+
+def _with_headers(kwargs: dict[str, Any], pairs: Any) -> dict[str, Any]:
+    """kwargs whose `headers` (None, a mapping or pairs, as aiohttp accepts) also set `pairs`."""
     from multidict import CIMultiDict
 
     headers = CIMultiDict(kwargs.get("headers") or ())
-    headers[name] = value
+    for name, value in pairs:
+        headers[name] = value
     return {**kwargs, "headers": headers}
 
 
-def _with_baggage(instrumentor: OutboundInstrumentor, session: aiohttp.ClientSession, kwargs: dict[str, Any]) -> dict[str, Any]:
+def _with_baggage(current: context.RequestContext, session: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     given = kwargs.get("headers")
     existing = None
     if given:
@@ -53,89 +52,58 @@ def _with_baggage(instrumentor: OutboundInstrumentor, session: aiohttp.ClientSes
         existing = CIMultiDict(given).get("baggage")
     if existing is None:
         existing = session.headers.get("baggage")
-    baggage = instrumentor.baggage(existing)
-    return kwargs if baggage is None else _with_header(kwargs, "baggage", baggage)
+    value = baggage(current, existing)
+    return kwargs if value is None else _with_headers(kwargs, (("baggage", value),))
 
 
-class AiohttpInstrumentor(OutboundInstrumentor):
+class AiohttpInstrumentor(HttpClientInstrumentor):
     library = "aiohttp"
-    supported = "aiohttp >= 3.8"
-    blocked_base = "aiohttp.ClientConnectionError"
+    supported = ("aiohttp >= 3.8, < 4",)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._original_request: Callable[..., Any] | None = None
-
-    def _patch(self) -> None:
-        import aiohttp
-
-        self._original_request = original_request = aiohttp.ClientSession._request
-        connect_errors: tuple[type[Exception], ...] = (aiohttp.ClientConnectorError,)
-        if hasattr(aiohttp, "ConnectionTimeoutError"):
-            connect_errors += (aiohttp.ConnectionTimeoutError,)
+    def _patch(self, module: ModuleType) -> None:
+        connect_errors: tuple[type[Exception], ...] = (module.ClientConnectorError,)
+        if hasattr(module, "ConnectionTimeoutError"):
+            connect_errors += (module.ConnectionTimeoutError,)
         # What a connection the server closed while it sat idle in the pool raises (lossless offline).
-        closed_errors = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
-        instrumentor = self
+        closed_errors = (module.ServerDisconnectedError, module.ClientOSError)
+        response_error = module.ClientResponseError
 
-        @functools.wraps(original_request)
-        async def request(session: aiohttp.ClientSession, method: str, str_or_url: Any, **kwargs: Any) -> aiohttp.ClientResponse:
-            kwargs = _with_baggage(instrumentor, session, kwargs)
-            router = instrumentor.router()
-            if router is None:
-                return await original_request(session, method, str_or_url, **kwargs)
-            instrumentor.prepare(session, pools.drop_aiohttp)
+        def classify(error: Exception) -> ErrorKind | int:
+            if isinstance(error, response_error):  # raise_for_status: the instance did answer
+                return error.status
+            if isinstance(error, connect_errors):
+                return ErrorKind.NOTHING_SENT
+            return ErrorKind.CLOSED_IDLE if isinstance(error, closed_errors) else ErrorKind.OTHER
+
+        async def request(wrapped: Any, session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            method, str_or_url, *rest = args if len(args) >= 2 else (*args, kwargs.pop("str_or_url"))
+            current = context.current()
+            kwargs = _with_baggage(current, session, kwargs)
+            pipeline = self.pipeline
+            if pipeline is None:
+                return await wrapped(method, str_or_url, *rest, **kwargs)
+            stale = pipeline.stale_addresses(session)
+            if stale:
+                pools.drop_aiohttp(session, stale)
             try:
                 url = session._build_url(str_or_url)
             except (ValueError, TypeError):  # a malformed URL: leave it to aiohttp to report
-                return await original_request(session, method, str_or_url, **kwargs)
-            try:
-                current = context.current()
-                route = router.route(url.host or "", url.explicit_port, current.lane, request=current.request)
-            except NoInstanceError as error:
-                raise no_instance_error_type()(error.service, error.lane) from None
-            if route is None:
-                return await original_request(session, method, str_or_url, **kwargs)
-            consumer = instrumentor.consumer()
-            if consumer:
-                kwargs = _with_header(kwargs, CONSUMER_HEADER, consumer)
-            guarded, ok = await instrumentor.admit_async(route), False
-            if guarded.refused:
-                return guarded.fallback  # type: ignore[no-any-return]
-            tried: list[str] = []
-            try:
-                while True:
-                    started, ok = instrumentor.clock(), False
-                    try:
-                        response = await original_request(session, method, url.with_host(route.host).with_port(route.port), **kwargs)
-                        ok = response.status < 500
-                        instrumentor.answered(route, response.headers.get(DRAINING_HEADER))
-                        return response
-                    except aiohttp.ClientResponseError as error:  # raise_for_status: the instance did answer
-                        ok = error.status < 500
-                        raise
-                    except connect_errors:
-                        tried.append(route.instance.id)
-                        retry = instrumentor.retry_route(router, route.service, tried)
-                        if retry is None:
-                            raise
-                    except closed_errors:
-                        if not instrumentor.closed_idle(route, tried):
-                            raise
-                        retry = instrumentor.retry_route(router, route.service, tried)
-                        if retry is None:
-                            raise
-                    finally:
-                        instrumentor.finish(route, ok, started)
-                    route = retry
-            finally:
-                guarded.leave(ok)
+                return await wrapped(method, str_or_url, *rest, **kwargs)
+            call = pipeline.begin(url.host or "", url.explicit_port, lane=current.lane, inbound=current.request, errors=ERRORS)
+            if call is None:
+                return await wrapped(method, str_or_url, *rest, **kwargs)
+            if call.refused is not None:
+                return call.fallback
+            if call.headers:
+                kwargs = _with_headers(kwargs, call.headers)
 
-        aiohttp.ClientSession._request = request  # type: ignore[method-assign]
+            async def attempt(route: Route) -> aiohttp.ClientResponse:
+                instance = route.instance
+                return await wrapped(method, url.with_host(instance.host).with_port(instance.port), *rest, **kwargs)  # type: ignore[no-any-return]
 
-    def _unpatch(self) -> None:
-        import aiohttp
+            return await drive_async(call, attempt, outcome, classify)
 
-        aiohttp.ClientSession._request = self._original_request  # type: ignore[method-assign]
+        self.wrap(module.ClientSession, "_request", request)
 
 
 INSTRUMENTOR = AiohttpInstrumentor()

@@ -11,14 +11,14 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from tidegate.agent.instrumentation.inbound import InboundInstrumentor
+from tidegate.agent.instrumentation.base import Instrumentor
 from tidegate.agent.instrumentation.route_guard import end_django, govern_django_resolved, stability_of
 from tidegate.agent.instrumentation.wsgi import ENVIRON_KEY
 
 
-class DjangoInstrumentor(InboundInstrumentor):
+class DjangoInstrumentor(Instrumentor):
     library = "django"
-    supported = "django >= 4.2"
+    supported = ("django >= 4.2, < 6",)  # BaseHandler internals
     hook_module = "django.core.handlers.base"
 
     def _patch(self, module: ModuleType) -> None:

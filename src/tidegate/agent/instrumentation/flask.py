@@ -11,7 +11,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from tidegate.agent.instrumentation.inbound import InboundInstrumentor
+from tidegate.agent.instrumentation.base import Instrumentor
 from tidegate.agent.instrumentation.route_guard import govern_flask, stability_of
 from tidegate.agent.instrumentation.wsgi import ENVIRON_KEY
 
@@ -24,9 +24,9 @@ def _note_rule(sender: Any, **extra: Any) -> None:
         request.environ[ENVIRON_KEY] = rule.rule
 
 
-class FlaskInstrumentor(InboundInstrumentor):
+class FlaskInstrumentor(Instrumentor):
     library = "flask"
-    supported = "flask >= 2.2"
+    supported = ("flask >= 2.2",)
 
     def _patch(self, module: ModuleType) -> None:
         module.request_started.connect(_note_rule, weak=False)
@@ -38,12 +38,10 @@ class FlaskInstrumentor(InboundInstrumentor):
             return wrapped(*args, **kwargs)
         return govern_flask(stability, app, lambda: wrapped(*args, **kwargs))
 
-    def uninstrument(self) -> None:
-        if self._patched:
-            import flask
+    def _unpatch(self) -> None:
+        import flask
 
-            flask.request_started.disconnect(_note_rule)
-        super().uninstrument()
+        flask.request_started.disconnect(_note_rule)
 
 
 INSTRUMENTOR = FlaskInstrumentor()

@@ -11,20 +11,32 @@ Server side: `grpc.server` and `grpc.aio.server` get an interceptor first in
 line that reads `baggage` and `x-tidegate-consumer` from the invocation
 metadata and runs the handler (unary or streaming, sync or async) in that
 context, so whatever it calls (HTTP, gRPC, a message queue) carries the lane,
-and under the method's stability rules (grpc_stability.py: a refused call is
-aborted with RESOURCE_EXHAUSTED or UNAVAILABLE before the handler runs).
+and under the method's stability rules (`governed`).
+
+Stability: every served method is a stability resource, refused before its
+handler runs. The resource is the full method name (`/shop.Orders/Get`), the
+origin the calling service from `x-tidegate-consumer` metadata. A refused
+call is aborted with RESOURCE_EXHAUSTED (flow, hot-spot) or UNAVAILABLE
+(breaker, adaptive) and the refusal's message; an admitted call that raises
+counts as an error for the breakers. Unary and streaming handlers, sync and
+async, alike.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from tidegate.agent.instrumentation.grpc_stability import governed
-from tidegate.agent.instrumentation.inbound import InboundInstrumentor
+from tidegate.agent.instrumentation.base import Instrumentor
+from tidegate.agent.runtime import get_runtime
+from tidegate.agent.stability import Stability
 from tidegate.core import context
+from tidegate.core.governor import Entry
+from tidegate.errors import BlockedError
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -128,7 +140,12 @@ def _handler_in_context(handler: Any, metadata: Any) -> Any:
     carried = incoming_context(metadata)
     if carried is context.EMPTY:
         return handler
-    changes = {name: _in_context(carried, getattr(handler, name)) for name in _BEHAVIOURS if getattr(handler, name, None)}
+    return _with_behaviours(handler, lambda behaviour: _in_context(carried, behaviour))
+
+
+def _with_behaviours(handler: Any, change: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Any:
+    """`handler` with each of its behaviours (unary_unary, ...) replaced by `change(behaviour)`."""
+    changes = {name: change(getattr(handler, name)) for name in _BEHAVIOURS if getattr(handler, name, None)}
     if hasattr(handler, "_replace"):
         return handler._replace(**changes)
     for name, behaviour in changes.items():  # a handler class of the app's own
@@ -136,11 +153,11 @@ def _handler_in_context(handler: Any, metadata: Any) -> Any:
     return handler
 
 
-def _build_interceptors(grpc: ModuleType) -> tuple[Any, list[Any], tuple[Any, Any]]:
+def _build_interceptors(grpc: Any) -> tuple[Any, list[Any], tuple[Any, Any]]:
     """(sync client interceptor, aio client interceptors, (sync, aio) server interceptors) for this grpc."""
     import collections
 
-    aio = grpc.aio
+    aio: Any = grpc.aio
 
     class _CallDetails(
         collections.namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")),
@@ -224,9 +241,9 @@ def _build_interceptors(grpc: ModuleType) -> tuple[Any, list[Any], tuple[Any, An
     return ClientInterceptor(), aio_client, (ServerInterceptor(), AioServerInterceptor())
 
 
-class GrpcInstrumentor(InboundInstrumentor):
+class GrpcInstrumentor(Instrumentor):
     library = "grpc"
-    supported = "grpcio >= 1.50"
+    supported = ("grpcio >= 1.50",)
 
     def _patch(self, module: ModuleType) -> None:
         grpc = module
@@ -268,6 +285,133 @@ class GrpcInstrumentor(InboundInstrumentor):
         self.wrap(grpc.aio, "insecure_channel", interceptors_first(aio_client, 3))
         self.wrap(grpc.aio, "secure_channel", interceptors_first(aio_client, 4))
         self.wrap(grpc.aio, "server", serving([aio_server_interceptor]))
+
+
+# -- stability: served methods governed -----------------------------------------------------------
+
+
+def status_code(grpc: Any, error: BlockedError) -> Any:
+    """RESOURCE_EXHAUSTED for limits, UNAVAILABLE for breakers and adaptive protection (HTTP 503)."""
+    return grpc.StatusCode.UNAVAILABLE if error.http_status == 503 else grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def governed(handler: Any, method: str, origin: str, grpc: Any) -> Any:
+    """`handler` with each of its behaviours run under the resource `method`; as it is without the agent."""
+    runtime = get_runtime()
+    stability = runtime.capability(Stability) if runtime is not None else None
+    if handler is None or stability is None or not method:
+        return handler
+    return _with_behaviours(handler, lambda behaviour: _govern(stability, method, origin, grpc, behaviour))
+
+
+def _govern(stability: Stability, resource: str, origin: str, grpc: Any, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    def admit() -> Entry:
+        stability.measure_saturation()
+        return stability.enter(resource, origin=origin, inbound=True)
+
+    def admit_on_loop() -> Entry:
+        if stability.adaptive_in_force:
+            stability.loop_lag.ensure()
+        return admit()
+
+    def refusal(error: BlockedError) -> tuple[Any, str]:
+        return status_code(grpc, error), str(error)
+
+    if inspect.isasyncgenfunction(behaviour):
+
+        @functools.wraps(behaviour)
+        async def async_stream(request: Any, servicer_context: Any) -> AsyncIterator[Any]:
+            try:
+                entry = admit_on_loop()
+            except BlockedError as error:
+                await servicer_context.abort(*refusal(error))
+                return
+            await _wait_async(entry)
+            failed = True
+            try:
+                async for item in behaviour(request, servicer_context):
+                    yield item
+                failed = False
+            finally:
+                stability.leave(entry, resource, failed)
+
+        return async_stream
+    if inspect.iscoroutinefunction(behaviour):
+
+        @functools.wraps(behaviour)
+        async def async_call(request: Any, servicer_context: Any) -> Any:
+            try:
+                entry = admit_on_loop()
+            except BlockedError as error:
+                await servicer_context.abort(*refusal(error))
+                raise  # reached only if abort did not raise (it always does in grpcio)
+            await _wait_async(entry)
+            failed = True
+            try:
+                result = await behaviour(request, servicer_context)
+                failed = False
+                return result
+            finally:
+                stability.leave(entry, resource, failed)
+
+        return async_call
+    if inspect.isgeneratorfunction(behaviour):
+
+        @functools.wraps(behaviour)
+        def stream(request: Any, servicer_context: Any) -> Iterator[Any]:
+            try:
+                entry = admit()
+            except BlockedError as error:
+                servicer_context.abort(*refusal(error))
+                raise
+            _wait(entry)
+            failed = True
+            try:
+                yield from behaviour(request, servicer_context)
+                failed = False
+            finally:
+                stability.leave(entry, resource, failed)
+
+        return stream
+
+    @functools.wraps(behaviour)
+    def call(request: Any, servicer_context: Any) -> Any:
+        try:
+            entry = admit()
+        except BlockedError as error:
+            servicer_context.abort(*refusal(error))
+            raise
+        _wait(entry)
+        try:
+            result = behaviour(request, servicer_context)
+        except BaseException:
+            stability.leave(entry, resource, True)
+            raise
+        if inspect.isgenerator(result):  # a plain function returning a stream: it ends when the stream does
+            return _iterate(stability, entry, resource, result)
+        stability.leave(entry, resource, False)
+        return result
+
+    return call
+
+
+def _iterate(stability: Stability, entry: Entry, resource: str, items: Iterator[Any]) -> Iterator[Any]:
+    failed = True
+    try:
+        yield from items
+        failed = False
+    finally:
+        stability.leave(entry, resource, failed)
+
+
+def _wait(entry: Entry) -> None:
+    if entry.wait_s > 0.0:
+        time.sleep(entry.wait_s)
+
+
+async def _wait_async(entry: Entry) -> None:
+    if entry.wait_s > 0.0:
+        await asyncio.sleep(entry.wait_s)
 
 
 INSTRUMENTOR = GrpcInstrumentor()

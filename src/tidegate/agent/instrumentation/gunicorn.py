@@ -15,16 +15,16 @@ from types import ModuleType
 from typing import Any
 
 from tidegate.agent import online
-from tidegate.agent.instrumentation.inbound import InboundInstrumentor
+from tidegate.agent.instrumentation.base import Instrumentor
 from tidegate.agent.instrumentation.uvicorn import tcp_addresses
 from tidegate.agent.instrumentation.wsgi import wrap_wsgi
 from tidegate.agent.offline.drain import drain_before_stop
 from tidegate.agent.runtime import Lifecycle
 
 
-class GunicornInstrumentor(InboundInstrumentor):
+class GunicornInstrumentor(Instrumentor):
     library = "gunicorn"
-    supported = "gunicorn >= 21"
+    supported = ("gunicorn >= 21, < 28",)  # Arbiter and Worker internals
 
     def _lifecycle(self) -> Lifecycle | None:
         return self.runtime.lifecycle if self.runtime is not None else None

@@ -1,133 +1,147 @@
-"""requests: route `Session.send` calls to service names.
+"""requests: route `Session.send` calls to service names, and prewarm every session's connections.
 
 `requests.get(...)` and every `Session` go through `Session.send`, once per
 call and once per redirect hop (a hop to an instance's address is not a
-service name and goes out untouched). The caller's `PreparedRequest` gets
-its URL back after the call; `response.url` is the instance's address. With
+service name and goes out untouched). The caller's `PreparedRequest` gets its
+URL back after the call; `response.url` is the instance's address. With
 `stream=True` the instance is released when the response headers arrive.
+
+Lossless online's HTTP prewarm step: every `Session` the app created is
+tracked, and gets one open connection (a TCP connect, no request) in its
+urllib3 pool per routable instance of each service this one called in its
+previous life (`online/called.py`) or declared in `TIDEGATE_PREWARM_SERVICES`.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
+import asyncio
+import weakref
+from collections.abc import Iterable
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
-from tidegate.agent.instrumentation.outbound import OutboundInstrumentor, netloc
+from tidegate.agent.instrumentation.base import HttpClientInstrumentor, baggage
 from tidegate.agent.offline import pools
+from tidegate.agent.online import LosslessOnline
+from tidegate.agent.outbound.call import ErrorKind, netloc
+from tidegate.agent.outbound.drive import drive
+from tidegate.agent.outbound.errors import LibraryErrors, set_request_no_response
 from tidegate.core import context
-from tidegate.core.context import CONSUMER_HEADER, DRAINING_HEADER
-from tidegate.errors import NoInstanceError
+from tidegate.core.context import DRAINING_HEADER
+from tidegate.core.prewarm import PrewarmPlan
 
 if TYPE_CHECKING:
     import requests
 
-    from tidegate.agent.runtime import Route, Router
+    from tidegate.agent.runtime import AgentRuntime, Route
+
+ERRORS = LibraryErrors("requests.ConnectionError", "requests.ConnectionError", set_request_no_response)
+SESSIONS: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
-@functools.cache
-def no_instance_error_type() -> type[NoInstanceError]:
-    """NoInstanceError that is also a `requests.ConnectionError`, so an app's
-    existing `except requests.RequestException` still catches it."""
-    import requests
-
-    class RequestsNoInstanceError(NoInstanceError, requests.ConnectionError):
-        def __init__(self, service: str, lane: str = "", request: requests.PreparedRequest | None = None) -> None:
-            NoInstanceError.__init__(self, service, lane)
-            self.request = request
-            self.response = None
-
-    return RequestsNoInstanceError
+def outcome(response: requests.Response) -> tuple[int, str | None]:
+    return response.status_code, response.headers.get(DRAINING_HEADER)
 
 
-def _first_route(router: Router, request: requests.PreparedRequest, parts: SplitResult) -> Route | None:
-    try:
-        current = context.current()
-        return router.route(parts.hostname or "", parts.port, current.lane, request=current.request)
-    except NoInstanceError as error:
-        raise no_instance_error_type()(error.service, error.lane, request) from None
-    except ValueError:  # a malformed port: leave it to requests to report
-        return None
-
-
-def _sent_nothing(error: Exception) -> bool:
-    """True when the connection failed before the request was written."""
+def classify(error: Exception) -> ErrorKind:
+    """Connect refused or timed out: nothing sent; any other connection error: a connection closed idle."""
     import requests
     from urllib3.exceptions import NewConnectionError
 
-    if isinstance(error, requests.ConnectTimeout):
-        return True
+    if not isinstance(error, requests.ConnectionError):
+        return ErrorKind.OTHER
     reason = getattr(error.args[0], "reason", None) if error.args else None
-    return isinstance(reason, NewConnectionError)
+    return (
+        ErrorKind.NOTHING_SENT
+        if isinstance(error, requests.ConnectTimeout) or isinstance(reason, NewConnectionError)
+        else ErrorKind.CLOSED_IDLE
+    )
 
 
-class RequestsInstrumentor(OutboundInstrumentor):
-    library = "requests"
-    supported = "requests >= 2.25"
-    blocked_base = "requests.ConnectionError"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._original_send: Callable[..., Any] | None = None
-
-    def _patch(self) -> None:
-        import requests
-
-        self._original_send = original_send = requests.Session.send
-        instrumentor = self
-
-        @functools.wraps(original_send)
-        def send(session: requests.Session, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-            baggage = instrumentor.baggage(request.headers.get("baggage"))
-            if baggage is not None:
-                request.headers["baggage"] = baggage
-            router = instrumentor.router()
-            if router is None or not request.url:
-                return original_send(session, request, **kwargs)
-            instrumentor.prepare(session, pools.drop_requests)
-            url = request.url
-            parts = urlsplit(url)
-            route = _first_route(router, request, parts)
-            if route is None:
-                return original_send(session, request, **kwargs)
-            guarded, ok = instrumentor.admit(route), False
-            if guarded.refused:
-                return guarded.fallback  # type: ignore[no-any-return]
-            tried: list[str] = []
-            consumer = instrumentor.consumer()
+def open_connections(sessions: Iterable[Any], urls: Iterable[str]) -> int:
+    """One open connection per (session, url) in the session's urllib3 pool."""
+    opened = 0
+    targets = list(urls)
+    for session in sessions:
+        for url in targets:
+            pool = session.get_adapter(url).poolmanager.connection_from_url(url)
+            connection = pool._get_conn()  # urllib3 has no public "connect ahead"; this is its own pool's path
             try:
-                while True:
-                    request.url = parts._replace(netloc=netloc(route.instance)).geturl()
-                    if consumer:
-                        request.headers[CONSUMER_HEADER] = consumer
-                    started, ok = instrumentor.clock(), False
-                    try:
-                        response = original_send(session, request, **kwargs)
-                        ok = response.status_code < 500
-                        instrumentor.answered(route, response.headers.get(DRAINING_HEADER))
-                        return response
-                    except requests.ConnectionError as error:  # ConnectTimeout is one too
-                        if _sent_nothing(error):
-                            tried.append(route.instance.id)
-                        elif not instrumentor.closed_idle(route, tried):  # a draining server closed it idle: never seen
-                            raise
-                        retry = instrumentor.retry_route(router, route.service, tried)
-                        if retry is None:
-                            raise
-                    finally:
-                        instrumentor.finish(route, ok, started)
-                    route = retry
+                connection.connect()
+                opened += 1
+            finally:
+                pool._put_conn(connection)
+    return opened
+
+
+class RequestsInstrumentor(HttpClientInstrumentor):
+    library = "requests"
+    # offline/pools.py and the prewarm step reach into urllib3's pool manager and pools.
+    supported = ("requests >= 2.25, < 3", "urllib3 >= 1.26, < 3")
+
+    def _instrumented(self, runtime: AgentRuntime) -> None:
+        super()._instrumented(runtime)
+        online = runtime.capability(LosslessOnline)
+        if online is not None:
+            online.prewarm.add_step("http", lambda plan, loop: self.prewarm(runtime, plan, loop))
+
+    def _patch(self, module: ModuleType) -> None:
+        def send(wrapped: Any, session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            request = args[0] if args else kwargs["request"]
+            current = context.current()
+            value = baggage(current, request.headers.get("baggage"))
+            if value is not None:
+                request.headers["baggage"] = value
+            pipeline = self.pipeline
+            url = request.url
+            if pipeline is None or not url:
+                return wrapped(*args, **kwargs)
+            stale = pipeline.stale_addresses(session)
+            if stale:
+                pools.drop_requests(session, stale)
+            parts = urlsplit(url)
+            try:
+                port = parts.port
+            except ValueError:  # a malformed port: leave it to requests to report
+                return wrapped(*args, **kwargs)
+            call = pipeline.begin(parts.hostname or "", port, lane=current.lane, inbound=current.request, errors=ERRORS, request=request)
+            if call is None:
+                return wrapped(*args, **kwargs)
+            if call.refused is not None:
+                return call.fallback
+
+            def attempt(route: Route) -> requests.Response:
+                request.url = parts._replace(netloc=netloc(route.instance)).geturl()
+                for name, header in call.headers:
+                    request.headers[name] = header
+                return wrapped(*args, **kwargs)  # type: ignore[no-any-return]
+
+            try:
+                return drive(call, attempt, outcome, classify)
             finally:
                 request.url = url
-                guarded.leave(ok)
 
-        requests.Session.send = send  # type: ignore[method-assign]
+        self.wrap(module.Session, "send", send)
+        self.wrap(module.Session, "__init__", _track)
 
-    def _unpatch(self) -> None:
-        import requests
+    def prewarm(self, runtime: AgentRuntime, plan: PrewarmPlan, loop: asyncio.AbstractEventLoop | None) -> str:
+        online = runtime.capability(LosslessOnline)
+        called = online.called if online is not None else None
+        services = sorted(set(plan.services) | (called.names if called is not None else set()))
+        if not services:
+            return "no service called before or declared"
+        urls = [f"http://{i.host}:{i.port}/" for name in services for i in runtime.directory.routable(name)]
+        sessions = list(SESSIONS)
+        if not sessions:
+            return f"services {', '.join(services)}: no requests.Session to fill"
+        return f"services {', '.join(services)}: {open_connections(sessions, urls)} connection(s)"
 
-        requests.Session.send = self._original_send  # type: ignore[method-assign]
+
+def _track(wrapped: Any, session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    result = wrapped(*args, **kwargs)
+    SESSIONS.add(session)
+    return result
 
 
 INSTRUMENTOR = RequestsInstrumentor()

@@ -13,22 +13,25 @@ from typing import TYPE_CHECKING, Any
 
 import wrapt
 
-from tidegate.agent.instrumentation.inbound import InboundInstrumentor
+from tidegate.agent.instrumentation.base import Instrumentor
 from tidegate.agent.instrumentation.route_guard import SCOPE_KEY, govern_asgi, stability_of
 
 if TYPE_CHECKING:
     from tidegate.agent.runtime import AgentRuntime
 
 
-class StarletteInstrumentor(InboundInstrumentor):
+class StarletteInstrumentor(Instrumentor):
     library = "starlette"
-    supported = "starlette >= 0.27"
+    supported = ("starlette >= 0.27, < 2",)  # Route.handle, FastAPI's APIRoute.handle
     hook_module = "starlette.routing"
 
-    def instrument(self, runtime: AgentRuntime) -> None:
-        first = not self._hooked
-        super().instrument(runtime)
-        if first:
+    def __init__(self) -> None:
+        super().__init__()
+        self._fastapi_hooked = False
+
+    def _instrumented(self, runtime: AgentRuntime) -> None:
+        if not self._fastapi_hooked:
+            self._fastapi_hooked = True
             # Registered up front: fastapi.routing imports starlette.routing half-way through its own import.
             wrapt.register_post_import_hook(self._patch_fastapi, "fastapi.routing")
 

@@ -17,12 +17,11 @@ import concurrent.futures
 import functools
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import Any
 
+from tidegate.agent.instrumentation.base import Instrumentor
 from tidegate.core import context
-
-if TYPE_CHECKING:
-    from tidegate.agent.runtime import AgentRuntime
 
 
 def _run_in(carried: context.RequestContext, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -33,42 +32,24 @@ def _run_in(carried: context.RequestContext, fn: Callable[..., Any], *args: Any,
         context.leave(token)
 
 
-class ThreadsInstrumentor:
+class ThreadsInstrumentor(Instrumentor):
     library = "threading"
-    supported = ""
 
-    def __init__(self) -> None:
-        self._original_submit: Callable[..., Any] | None = None
-        self._original_start: Callable[..., Any] | None = None
+    def _patch(self, module: ModuleType) -> None:
+        self.wrap(concurrent.futures.ThreadPoolExecutor, "submit", _submit)
+        self.wrap(threading.Thread, "start", _start)
 
-    def available(self) -> bool:
-        return True
 
-    def instrument(self, runtime: AgentRuntime) -> None:
-        if self._original_submit is not None:
-            return
-        self._original_submit = original_submit = concurrent.futures.ThreadPoolExecutor.submit
-        self._original_start = original_start = threading.Thread.start
+def _submit(wrapped: Callable[..., Any], executor: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    fn, *rest = args
+    return wrapped(functools.partial(_run_in, context.current(), fn), *rest, **kwargs)
 
-        @functools.wraps(original_submit)
-        def submit(executor: concurrent.futures.ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-            return original_submit(executor, functools.partial(_run_in, context.current(), fn), *args, **kwargs)
 
-        @functools.wraps(original_start)
-        def start(thread: threading.Thread) -> None:
-            carried = context.current()
-            if carried is not context.EMPTY:
-                thread.run = functools.partial(_run_in, carried, thread.run)  # type: ignore[method-assign]
-            original_start(thread)
-
-        concurrent.futures.ThreadPoolExecutor.submit = submit  # type: ignore[method-assign]
-        threading.Thread.start = start  # type: ignore[method-assign]
-
-    def uninstrument(self) -> None:
-        if self._original_submit is not None:
-            concurrent.futures.ThreadPoolExecutor.submit = self._original_submit  # type: ignore[method-assign]
-            threading.Thread.start = self._original_start  # type: ignore[method-assign]
-            self._original_submit = self._original_start = None
+def _start(wrapped: Callable[..., Any], thread: threading.Thread, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    carried = context.current()
+    if carried is not context.EMPTY:
+        thread.run = functools.partial(_run_in, carried, thread.run)  # type: ignore[method-assign]
+    return wrapped(*args, **kwargs)
 
 
 INSTRUMENTOR = ThreadsInstrumentor()

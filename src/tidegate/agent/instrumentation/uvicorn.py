@@ -24,7 +24,7 @@ from typing import Any
 
 from tidegate.agent import online
 from tidegate.agent.instrumentation.asgi import wrap_asgi
-from tidegate.agent.instrumentation.inbound import InboundInstrumentor
+from tidegate.agent.instrumentation.base import Instrumentor
 from tidegate.agent.lifecycle import Address
 from tidegate.agent.offline.drain import drain_before_stop, drain_on_signal
 from tidegate.agent.runtime import Lifecycle
@@ -40,9 +40,9 @@ def tcp_addresses(sockets: Iterable[Any]) -> list[Address]:
     return found
 
 
-class UvicornInstrumentor(InboundInstrumentor):
+class UvicornInstrumentor(Instrumentor):
     library = "uvicorn"
-    supported = "uvicorn >= 0.30"
+    supported = ("uvicorn >= 0.30, < 1",)  # Server, Config and supervisor internals
 
     def _lifecycle(self) -> Lifecycle | None:
         return self.runtime.lifecycle if self.runtime is not None else None

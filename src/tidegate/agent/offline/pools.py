@@ -1,8 +1,8 @@
 """Drop idle keep-alive connections to draining addresses from httpx, requests and aiohttp pools.
 
 Called from the patched send of each library, in the thread or event loop the
-client is used from (the only place that is safe), when `DrainNotices` has
-addresses the client has not acted on yet. Connections in use are left alone:
+client is used from (the only place that is safe), with the addresses the
+outbound pipeline says the client has not acted on yet (`stale_addresses`). Connections in use are left alone:
 their response carries `Connection: close`. These reach into the libraries'
 pools; any surprise there is logged at debug and the connection is left to
 the server, which closes it when it stops.
@@ -12,32 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 log = logging.getLogger("tidegate")
 
-_acted: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 _closing: set[asyncio.Task[None]] = set()  # held until done, so no task is collected mid-close
 
 Address = tuple[str, int]
-
-
-def pending(client: Any, sequence: int) -> int | None:
-    """The sequence `client` has acted on, when it is behind `sequence`; else None."""
-    try:
-        seen = _acted.get(client, 0)
-    except TypeError:  # not weak-referenceable: nothing to remember it by
-        return None
-    return seen if seen < sequence else None
-
-
-def acted(client: Any, sequence: int) -> None:
-    try:
-        _acted[client] = sequence
-    except TypeError:
-        pass
+#: `drop(client, addresses)`: close the client's idle connections to `addresses`.
+Drop = Callable[[Any, Sequence[Address]], None]
 
 
 def _httpcore_idle(pool: Any, addresses: Iterable[Address]) -> list[Any]:
@@ -58,7 +42,7 @@ def _httpx_pools(client: Any) -> list[Any]:
     return [t._pool for t in transports if t is not None and hasattr(t, "_pool")]
 
 
-def drop_httpx(client: Any, addresses: list[Address]) -> None:
+def drop_httpx(client: Any, addresses: Sequence[Address]) -> None:
     try:
         for pool in _httpx_pools(client):
             for connection in _httpcore_idle(pool, addresses):
@@ -67,7 +51,7 @@ def drop_httpx(client: Any, addresses: list[Address]) -> None:
         log.debug("tidegate: could not drop httpx connections to %s", addresses, exc_info=True)
 
 
-def drop_httpx_async(client: Any, addresses: list[Address]) -> None:
+def drop_httpx_async(client: Any, addresses: Sequence[Address]) -> None:
     """Called on the client's event loop: the connections leave the pool now and close in a task."""
     try:
         loop = asyncio.get_running_loop()
@@ -80,7 +64,7 @@ def drop_httpx_async(client: Any, addresses: list[Address]) -> None:
         log.debug("tidegate: could not drop httpx connections to %s", addresses, exc_info=True)
 
 
-def drop_requests(session: Any, addresses: list[Address]) -> None:
+def drop_requests(session: Any, addresses: Sequence[Address]) -> None:
     wanted = set(addresses)
     try:
         for adapter in session.adapters.values():
@@ -91,7 +75,7 @@ def drop_requests(session: Any, addresses: list[Address]) -> None:
         log.debug("tidegate: could not drop requests connections to %s", addresses, exc_info=True)
 
 
-def drop_aiohttp(session: Any, addresses: list[Address]) -> None:
+def drop_aiohttp(session: Any, addresses: Sequence[Address]) -> None:
     wanted = set(addresses)
     try:
         conns = session.connector._conns

@@ -12,8 +12,8 @@
     next start's HTTP prewarm.
 
 Imports the runtime, the capability base, `tidegate.core` and `tidegate.rules`;
-no other capability. The prewarm steps of each library are found by module name
-(`prewarm.STEP_MODULES`), so this package imports no instrumentation.
+no other capability, no instrumentation: each library's prewarm step is
+registered by its instrumentor (`prewarm.add_step`).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import asyncio
 from collections.abc import Sequence
 
 from tidegate.agent.capability import Capability
-from tidegate.agent.online.called import CalledServices, record_calls, state_dir
+from tidegate.agent.online.called import CalledServices, state_dir
 from tidegate.agent.online.prewarm import Prewarm
 from tidegate.agent.online.warmup import ConsumerWarmup, Promotion
-from tidegate.agent.runtime import AgentRuntime, Router
+from tidegate.agent.runtime import AgentRuntime
 from tidegate.core.instance import InstanceState
 
 
@@ -37,12 +37,14 @@ class LosslessOnline(Capability):
         self.warmup = ConsumerWarmup(runtime)
         self.prewarm = Prewarm(runtime)
         self.promotion = Promotion(runtime, self.warmup)
+        #: The services this one calls, kept across restarts (`remember_calls`); the outbound
+        #: pipeline tells it each service it first routes to.
         self.called: CalledServices | None = None
 
-    def remember_calls(self, router: Router) -> None:
-        """Make `router` remember the services it routes to, for the next start's prewarm."""
+    def remember_calls(self) -> CalledServices:
+        """Remember the services this one calls from now on, for the next start's prewarm."""
         self.called = CalledServices(state_dir() / f"{self.runtime.config.service}.called.json")
-        record_calls(router, self.called)
+        return self.called
 
     def begin(self, addresses: Sequence[tuple[str, int]], loop: asyncio.AbstractEventLoop | None = None) -> None:
         """The app's startup finished in this request-serving process: prewarm, then mark it done."""

@@ -1,9 +1,9 @@
 """The services this service calls, remembered across restarts so the next start can prewarm them.
 
-Every service name the outbound router routes is added to
+Every service name the outbound pipeline routes a call to is added to
 `<state dir>/<service>.called.json` (state dir `TIDEGATE_STATE_DIR`, default
-the user state directory); the HTTP prewarm step opens connections to them
-before the instance registers.
+the user state directory; the pipeline's `on_first_call`); the HTTP prewarm
+step opens connections to them before the instance registers.
 """
 
 from __future__ import annotations
@@ -13,11 +13,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from tidegate.agent.runtime import Router
 
 log = logging.getLogger("tidegate")
 
@@ -59,16 +55,3 @@ class CalledServices:
                 os.replace(temp, self.path)
             except OSError as error:
                 log.warning("tidegate: could not remember called services in %s: %s", self.path, error)
-
-
-def record_calls(router: Router, called: CalledServices) -> None:
-    """Make `router.route` remember each service name it routes."""
-    route: Callable[..., Any] = router.route
-
-    def recording_route(host: str, *args: Any, **kwargs: Any) -> Any:
-        found = route(host, *args, **kwargs)
-        if found is not None and host not in called.names:
-            called.add(host)
-        return found
-
-    router.route = recording_route  # type: ignore[method-assign]

@@ -3,9 +3,10 @@
 Every request-serving process calls `Prewarm.begin(addresses, loop)` from its
 server hook once the app's startup finished (uvicorn: lifespan startup done
 and sockets bound; gunicorn: worker booted). A background thread then runs the
-prewarm steps the plan switches on — SQLAlchemy pools filled, redis-py pools
-connected, HTTP connections opened to services called in the previous life or
-declared, then warm-up requests sent to the instance itself — waits the
+prewarm steps the plan switches on — the library steps each instrumentor
+registered (`add_step`: SQLAlchemy pools filled, redis-py pools connected, HTTP
+connections opened to services called in the previous life or declared), then
+warm-up requests sent to the instance itself — waits the
 optional register delay, and leaves a marker file in the server's shared
 directory (`SHARED_DIR_ENV`). The process that owns the socket asks
 `may_register()` before registering: true once a marker is there, or after
@@ -17,14 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import importlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from tidegate.agent.capability import SHARED_DIR_ENV
 from tidegate.core.prewarm import PrewarmPlan, PrewarmSpecError, WarmupRequest, overlay, parse_seconds, plan_from_env
@@ -39,12 +39,13 @@ Address = tuple[str, int]
 DEFAULT_TIMEOUT_S = 60.0
 MARKER_PREFIX = "prewarmed-"
 _PROBE_HOST = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
-#: Library steps in the order they run; each module has `prewarm(runtime, plan, loop) -> str`.
-STEP_MODULES: tuple[tuple[str, str], ...] = (
-    ("sqlalchemy", "tidegate.agent.instrumentation.sqlalchemy_prewarm"),
-    ("redis", "tidegate.agent.instrumentation.redis_prewarm"),
-    ("http", "tidegate.agent.instrumentation.http_prewarm"),
-)
+#: The plan's switch of a library step (a `PrewarmPlan` field).
+Switch = Literal["sqlalchemy", "redis", "http"]
+#: The order library steps run in, by their switch.
+SWITCHES: tuple[Switch, ...] = ("sqlalchemy", "redis", "http")
+#: A library step: `step(plan, loop)` fills what it tracks and returns a summary for the log
+#: (`loop`: the server's event loop, where async pools' connections belong; None for WSGI servers).
+PrewarmStep = Callable[[PrewarmPlan, "asyncio.AbstractEventLoop | None"], str]
 
 
 class Prewarm:
@@ -69,6 +70,12 @@ class Prewarm:
         self.report: list[str] = []
         self._waiting_since: float | None = None
         self._open = False
+        self._steps: dict[Switch, PrewarmStep] = {}
+
+    def add_step(self, switch: Switch, step: PrewarmStep) -> None:
+        """Run `step` when the plan's `switch` is on (an instrumentor registers the step of its library;
+        a second one for the same switch replaces the first)."""
+        self._steps[switch] = step
 
     # -- request-serving process --------------------------------------------------------
 
@@ -97,13 +104,15 @@ class Prewarm:
         began = time.monotonic()
         plan = self.plan()
         report: list[str] = []
-        for switch, module_name in STEP_MODULES:
+        for switch in SWITCHES:
             if not getattr(plan, switch):
                 report.append(f"{switch}: off")
                 continue
+            step = self._steps.get(switch)
+            if step is None:
+                continue  # its library is not instrumented here
             try:
-                step: Callable[..., str] = importlib.import_module(module_name).prewarm
-                report.append(f"{switch}: {step(self.runtime, plan, loop)}")
+                report.append(f"{switch}: {step(plan, loop)}")
             except Exception as error:  # a failed step never keeps the instance out of the registry
                 log.exception("tidegate: prewarm step %s failed", switch)
                 report.append(f"{switch}: failed ({error})")

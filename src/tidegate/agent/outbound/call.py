@@ -31,7 +31,9 @@ What the pipeline decides, per call to a service name:
 Without drain signals (TIDEGATE_LOSSLESS=off) nothing is retried.
 
 How an adapter drives it (sync; async is the same with `await asyncio.sleep`
-and `await send`, the pipeline itself never blocks)::
+and `await send`, the pipeline itself never blocks; `drive.py` holds this loop,
+sync and async, so an adapter writes only the lines up to `begin` and its
+`send`, `outcome` and `classify`)::
 
     stale = pipeline.stale_addresses(client)       # before routing
     if stale:
@@ -67,14 +69,16 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from typing import Any, Protocol
 
 from tidegate.agent.outbound.errors import PLAIN, LibraryErrors
+from tidegate.agent.runtime import Route, Router
 from tidegate.core.coloring import RequestView
 from tidegate.core.context import CONSUMER_HEADER
 from tidegate.core.governor import Entry
+from tidegate.core.instance import Instance
 from tidegate.errors import BlockedError, NoInstanceError
 
 #: Instances one call may try when connecting fails before anything was sent.
@@ -96,42 +100,9 @@ class ErrorKind(Enum):
 
 
 # -- what the pipeline needs of the rest of the agent ------------------------------------------
-# Declared here so the pipeline imports no capability: boot passes the real objects
-# (OutboundRouter, Stability, LosslessOffline's DrainNotices, AgentMetrics).
-
-
-class InstanceLike(Protocol):
-    """The instance a route goes to (`tidegate.core.instance.Instance`)."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def host(self) -> str: ...
-    @property
-    def port(self) -> int: ...
-    @property
-    def address(self) -> str: ...
-
-
-class RouteLike(Protocol):
-    """One attempt's instance, holding a balancer slot until `done` (the router's `Route`)."""
-
-    @property
-    def service(self) -> str: ...
-    @property
-    def instance(self) -> InstanceLike: ...
-    def done(self, ok: bool, /) -> None: ...
-
-
-class Router(Protocol):
-    """Chooses instances (`OutboundRouter`): `route(host, port, lane, exclude, inbound_request)`.
-
-    None when `host` is not a service name; raises `NoInstanceError` when no
-    instance may take the call; `exclude` holds the instance ids this call tried."""
-
-    def route(
-        self, host: str, port: int | None, lane: str, exclude: Collection[str], request: RequestView | None, /
-    ) -> RouteLike | None: ...
+# Declared here (the router's `Router` and `Route` in the runtime, which names the router too) so
+# the pipeline imports no capability: boot passes the real objects (OutboundRouter, Stability,
+# LosslessOffline's DrainNotices, AgentMetrics, LosslessOnline's CalledServices).
 
 
 class Admission(Protocol):
@@ -168,7 +139,7 @@ class CallObserver(Protocol):
     def observe_outbound(self, service: str, ok: bool, seconds: float, /) -> None: ...
 
 
-def netloc(instance: InstanceLike) -> str:
+def netloc(instance: Instance) -> str:
     """`host:port` of an instance, with an IPv6 host in brackets (the Host header of an aimed call)."""
     host = f"[{instance.host}]" if ":" in instance.host else instance.host
     return f"{host}:{instance.port}"
@@ -185,7 +156,19 @@ _NO_ADDRESSES: Sequence[Address] = ()
 class OutboundPipeline:
     """Begins every outbound call of a process; one per process, shared by every adapter."""
 
-    __slots__ = ("router", "admission", "drains", "observer", "clock", "_consumer", "_consumer_value", "_headers", "_acted")
+    __slots__ = (
+        "router",
+        "admission",
+        "drains",
+        "observer",
+        "clock",
+        "on_first_call",
+        "_called",
+        "_consumer",
+        "_consumer_value",
+        "_headers",
+        "_acted",
+    )
 
     def __init__(
         self,
@@ -196,6 +179,7 @@ class OutboundPipeline:
         observer: CallObserver | None = None,
         consumer: Callable[[], str] = _no_consumer,
         clock: Callable[[], float] = time.monotonic,
+        on_first_call: Callable[[str], None] | None = None,
     ) -> None:
         self.router = router
         #: Stability's admission, or None (no stability part: nothing is admitted).
@@ -204,6 +188,10 @@ class OutboundPipeline:
         self.drains = drains
         self.observer = observer
         self.clock = clock
+        #: Told each service name the first time this process routes a call to it (lossless online
+        #: remembers them for the next start's prewarm); the pipeline keeps the names it told.
+        self.on_first_call = on_first_call
+        self._called: set[str] = set()
         # `x-tidegate-consumer` changes once (when the admin address is known): cache its header.
         self._consumer = consumer
         self._consumer_value = ""
@@ -247,16 +235,17 @@ class OutboundPipeline:
         (a canary's sticky key is read from it). Raises `errors.blocked(...)` when a
         rule refuses the call and the service has no fallback, `errors.no_instance(...)`
         when no instance may take it; both carry `request` (the library's own
-        request object) when the library's errors do. A host some rule names is
-        admitted before it is routed, so such a host that turns out to be no
-        service name leaves its admission at once (not as an error) and goes out.
+        request object) when the library's errors do. Only a service name is
+        admitted (a rule naming a host that is no service name is inert), before
+        it is routed; a known service with no instance leaves its admission as
+        an error.
         """
         admission = self.admission
         entry = None
         resource = ""
         if admission is not None:
             resource = "http://" + host
-            if admission.governs(resource):
+            if admission.governs(resource) and self.router.knows(host):
                 try:
                     entry = admission.enter(resource)
                 except BlockedError as error:
@@ -278,14 +267,19 @@ class OutboundPipeline:
             raise
         if route is None:
             if entry is not None and admission is not None:
-                # A rule names the host but it is no service name: nothing to govern after all.
+                # The host stopped being a service name since `knows`: nothing to govern after all.
                 admission.leave(entry, resource, False)
             return None
+        service = route.service
+        on_first_call = self.on_first_call
+        if on_first_call is not None and service not in self._called:
+            self._called.add(service)
+            on_first_call(service)
         consumer = self._consumer()
         if consumer != self._consumer_value:
             self._headers = ((CONSUMER_HEADER, consumer),) if consumer else _NO_HEADERS
             self._consumer_value = consumer
-        return OutboundCall(self, route.service, resource, lane, inbound, route, entry, self._headers, None, None)
+        return OutboundCall(self, service, resource, lane, inbound, route, entry, self._headers, None, None)
 
 
 class OutboundCall:
@@ -318,7 +312,7 @@ class OutboundCall:
         resource: str,
         lane: str,
         inbound: RequestView | None,
-        route: RouteLike | None,
+        route: Route | None,
         entry: Entry | None,
         headers: tuple[tuple[str, str], ...],
         refused: BlockedError | None,
@@ -348,7 +342,7 @@ class OutboundCall:
         self.attempts = 0
         self._finished = refused is not None
 
-    def attempt(self) -> RouteLike:
+    def attempt(self) -> Route:
         """An attempt starts now: the route to aim it at (its instance's host and port)."""
         route = self._route
         if route is None or not self._held:
@@ -435,7 +429,7 @@ class OutboundCall:
         if observer is not None and started >= 0.0:
             observer.observe_outbound(route.service, ok, pipeline.clock() - started)
 
-    def _retry(self, tried: list[str]) -> RouteLike | None:
+    def _retry(self, tried: list[str]) -> Route | None:
         """Another instance after a failed connect (`tried[-1]`, ejected passively), or None to give up."""
         pipeline = self._pipeline
         drains = pipeline.drains
@@ -449,7 +443,7 @@ class OutboundCall:
         except NoInstanceError:
             return None
 
-    def _closed_by_drain(self, route: RouteLike) -> list[str] | None:
+    def _closed_by_drain(self, route: Route) -> list[str] | None:
         """When a connection closed unanswered was a draining instance closing an idle one (and
         instances are left to try): the instance ids tried, this one added; else None."""
         drains = self._pipeline.drains

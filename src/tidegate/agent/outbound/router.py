@@ -114,9 +114,13 @@ class OutboundRouter(Capability):
         self._write_lock = threading.Lock()
         self._in_flight: dict[str, InFlight] = {}
         self._routes: dict[str, _ServiceRoutes] = {}
-        directory.add_listener(self._rebuild)  # first, so no change slips between the build and the listen
+        directory.add_listener(self._changed)  # first, so no change slips between the build and the listen
         for service in directory.services():
             self._rebuild(service)
+
+    def knows(self, host: str) -> bool:
+        """Whether `host` is a service name (takes no balancer slot)."""
+        return self._directory.knows(host)
 
     def route(
         self,
@@ -180,6 +184,9 @@ class OutboundRouter(Capability):
         """Calls in flight per instance id of `service`."""
         tracker = self._in_flight.get(service)
         return tracker.snapshot() if tracker else {}
+
+    def _changed(self, service: str) -> None:
+        self._rebuild(service)
 
     def _rebuild(self, service: str) -> _ServiceRoutes:
         with self._write_lock:

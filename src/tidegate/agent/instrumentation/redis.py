@@ -1,4 +1,4 @@
-"""Redis Streams (redis-py, sync and asyncio): messages carry their lane; each lane's consumers take its messages.
+"""redis-py (sync and asyncio): Streams messages carry their lane, each lane's consumers take its messages; pools are prewarmed.
 
 Producers: `XADD` from a request in lane L adds the field `tidegate.lane=L`
 (a field the app set itself is left alone).
@@ -28,19 +28,33 @@ a batch), `lane_of(fields)` tells a message's lane.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tidegate.agent.instrumentation.inbound import InboundInstrumentor
+from tidegate.agent.instrumentation.base import Instrumentor
+from tidegate.agent.online import LosslessOnline
 from tidegate.core import context
 from tidegate.core.baggage import is_valid_lane
 
 if TYPE_CHECKING:
     from types import ModuleType
 
+    from tidegate.agent.runtime import AgentRuntime
+    from tidegate.core.prewarm import PrewarmPlan
+
+log = logging.getLogger("tidegate")
+
 LANE_FIELD = "tidegate.lane"
 CLAIM_TTL_S = 7 * 24 * 3600
+DEFAULT_CONNECTIONS = 2
+ASYNC_FILL_TIMEOUT_S = 30.0
+SYNC_POOLS: weakref.WeakSet[Any] = weakref.WeakSet()
+ASYNC_POOLS: weakref.WeakSet[Any] = weakref.WeakSet()
 
 _LANE_FIELD_BYTES = LANE_FIELD.encode()
 _GROUP_COMMANDS = ("xack", "xclaim", "xautoclaim", "xpending", "xpending_range")
@@ -130,13 +144,18 @@ class StreamLanes:
         return plan
 
 
-class RedisStreamsInstrumentor(InboundInstrumentor):
+class RedisInstrumentor(Instrumentor):
     library = "redis"
-    supported = "redis >= 4.2"
+    supported = ("redis >= 4.2",)
 
     def __init__(self) -> None:
         super().__init__()
         self._created: set[tuple[str, str]] = set()
+
+    def _instrumented(self, runtime: AgentRuntime) -> None:
+        online = runtime.capability(LosslessOnline)
+        if online is not None:
+            online.prewarm.add_step("redis", prewarm)
 
     def lanes(self) -> StreamLanes:
         runtime = self.runtime
@@ -147,7 +166,12 @@ class RedisStreamsInstrumentor(InboundInstrumentor):
     def _patch(self, module: ModuleType) -> None:
         import redis.asyncio.client
         import redis.client
+        from redis.asyncio.connection import ConnectionPool as AsyncPool
         from redis.commands.core import StreamCommands
+        from redis.connection import ConnectionPool
+
+        self.wrap(ConnectionPool, "__init__", _tracker(SYNC_POOLS))
+        self.wrap(AsyncPool, "__init__", _tracker(ASYNC_POOLS))
 
         pipelines = (redis.client.Pipeline, redis.asyncio.client.Pipeline)
         async_client = redis.asyncio.client.Redis
@@ -269,4 +293,71 @@ class RedisStreamsInstrumentor(InboundInstrumentor):
         self._created.add(key)
 
 
-INSTRUMENTOR = RedisStreamsInstrumentor()
+# -- lossless online: prewarm ---------------------------------------------------------------------
+
+
+def _tracker(into: weakref.WeakSet[Any]) -> Any:
+    def track(wrapped: Any, pool: Any, args: Any, kwargs: Any) -> Any:
+        result = wrapped(*args, **kwargs)
+        into.add(pool)
+        return result
+
+    return track
+
+
+def connections_wanted(pool: Any) -> int:
+    text = os.environ.get("TIDEGATE_PREWARM_REDIS_CONNECTIONS", "").strip()
+    wanted = int(text) if text.isdigit() else DEFAULT_CONNECTIONS
+    maximum = getattr(pool, "max_connections", None)
+    return min(wanted, maximum) if isinstance(maximum, int) and maximum > 0 else wanted
+
+
+def fill(pool: Any) -> int:
+    held = []
+    try:
+        for _ in range(connections_wanted(pool)):
+            connection = pool.get_connection("PING")
+            held.append(connection)
+            connection.send_command("PING")
+            connection.read_response()
+    finally:
+        for connection in held:
+            pool.release(connection)
+    return len(held)
+
+
+async def fill_async(pool: Any) -> int:
+    held = []
+    try:
+        for _ in range(connections_wanted(pool)):
+            connection = await pool.get_connection("PING")
+            held.append(connection)
+            await connection.send_command("PING")
+            await connection.read_response()
+    finally:
+        for connection in held:
+            await pool.release(connection)
+    return len(held)
+
+
+def prewarm(plan: PrewarmPlan, loop: asyncio.AbstractEventLoop | None) -> str:
+    opened = 0
+    pools = 0
+    for pool in list(SYNC_POOLS):
+        pools += 1
+        try:
+            opened += fill(pool)
+        except Exception as error:
+            log.warning("tidegate: prewarming redis pool %r failed: %s", pool, error)
+    for pool in list(ASYNC_POOLS):
+        pools += 1
+        if loop is None:
+            continue
+        try:
+            opened += asyncio.run_coroutine_threadsafe(fill_async(pool), loop).result(ASYNC_FILL_TIMEOUT_S)
+        except Exception as error:
+            log.warning("tidegate: prewarming redis pool %r failed: %s", pool, error)
+    return f"{opened} connection(s) in {pools} pool(s)" if pools else "no pool"
+
+
+INSTRUMENTOR = RedisInstrumentor()
