@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from tidegate.errors import TidegateError
+
+N = TypeVar("N", int, float)
 
 DEFAULT_CONTROL = "http://127.0.0.1:7070"
 
@@ -78,20 +81,19 @@ class AgentConfig:
 
 
 def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise AgentConfigError("TIDEGATE_ADMIN_PORT", f"{text!r} is not a port number") from None
-    if not 0 <= port <= 65535:
-        raise AgentConfigError("TIDEGATE_ADMIN_PORT", f"{port} is out of range 0..65535 (0 = ephemeral)")
-    return port
+    return _number(text, "TIDEGATE_ADMIN_PORT", int, "a port number", (0, 65535), "is out of range 0..65535 (0 = ephemeral)")
 
 
 def _seconds(text: str) -> float:
+    return _number(text, "TIDEGATE_HEARTBEAT_INTERVAL", float, "a number of seconds", (0.05, 3600), "is outside 0.05..3600 seconds")
+
+
+def _number(text: str, variable: str, convert: Callable[[str], N], what: str, bounds: tuple[float, float], outside: str) -> N:
+    """`convert(text)`, or AgentConfigError naming `variable`: "'x' is not <what>" or "<value> <outside>"."""
     try:
-        value = float(text)
+        value = convert(text)
     except ValueError:
-        raise AgentConfigError("TIDEGATE_HEARTBEAT_INTERVAL", f"{text!r} is not a number of seconds") from None
-    if not 0.05 <= value <= 3600:
-        raise AgentConfigError("TIDEGATE_HEARTBEAT_INTERVAL", f"{value} is outside 0.05..3600 seconds")
+        raise AgentConfigError(variable, f"{text!r} is not {what}") from None
+    if not bounds[0] <= value <= bounds[1]:
+        raise AgentConfigError(variable, f"{value} {outside}")
     return value

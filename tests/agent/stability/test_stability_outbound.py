@@ -105,3 +105,35 @@ def test_a_configured_fallback_answers_instead(library: str, runtime: AgentRunti
         bodies: list[Any] = [client.get("http://orders/who").json() for _ in range(10)]
     assert {"fallback": "orders-limit/RateLimitStrategy[0]"} in bodies
     assert sum("id" in body for body in bodies) >= 3
+
+
+@pytest.mark.parametrize("library", ["httpx", "httpx-async"])
+def test_a_refused_httpx_call_carries_its_request(library: str, runtime: AgentRuntime) -> None:
+    with pytest.raises(httpx.HTTPError) as raised:
+        for _ in range(12):  # one at a time: the threshold is 3 per second
+            call(library, ["http://orders/who"])
+    assert isinstance(raised.value, tidegate.FlowBlockedError)
+    request = raised.value.request  # httpx's own errors carry the request; before, a refused call raised RuntimeError here
+    assert request.method == "GET" and str(request.url) == "http://orders/who"
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_a_refused_call_is_refused_before_it_takes_a_balancer_slot(library: str, runtime: AgentRuntime) -> None:
+    router = runtime.router
+    assert router is not None
+    routed: list[str] = []
+    route = router.route
+
+    def counting(host: str, *args: Any) -> Any:
+        routed.append(host)
+        return route(host, *args)
+
+    router.route = counting  # type: ignore[method-assign]
+    refused = 0
+    for _ in range(12):
+        try:
+            call(library, ["http://orders/who"])
+        except tidegate.FlowBlockedError:
+            refused += 1
+    assert refused > 0
+    assert len(routed) == 12 - refused  # a refused call never asked the balancer for an instance

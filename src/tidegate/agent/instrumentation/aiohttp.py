@@ -3,13 +3,16 @@
 Every verb method and `ws_connect` of a `ClientSession` goes through
 `_request(method, str_or_url, **kwargs)`; the URL may be a `str` or a
 `yarl.URL`, and relative to the session's `base_url`, so it is resolved the
-way the session would (`_build_url`) before routing. The instance is released
-when the response headers arrive (`_request` returns then; the body is read
-later). Both are private API: the supported range is bounded.
+way the session would (`_build_url`) before routing. Each attempt hands
+`_request` the caller's URL and has `_build_url` answer the instance's (older
+aiohttp refuses an absolute URL in a session with a `base_url`). The instance
+is released when the response headers arrive (`_request` returns then; the
+body is read later). Both are private API: the supported range is bounded.
 """
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
     from tidegate.agent.runtime import Route
 
 ERRORS = LibraryErrors("aiohttp.ClientConnectionError", "aiohttp.ClientConnectionError")
+#: The instance URL the next `_build_url` in this task answers (one attempt's).
+_aimed: ContextVar[Any] = ContextVar("tidegate_aiohttp_aimed", default=None)
 
 
 def outcome(response: aiohttp.ClientResponse) -> tuple[int, str | None]:
@@ -99,11 +104,23 @@ class AiohttpInstrumentor(HttpClientInstrumentor):
 
             async def attempt(route: Route) -> aiohttp.ClientResponse:
                 instance = route.instance
-                return await wrapped(method, url.with_host(instance.host).with_port(instance.port), *rest, **kwargs)  # type: ignore[no-any-return]
+                token = _aimed.set(url.with_host(instance.host).with_port(instance.port))
+                try:
+                    return await wrapped(method, str_or_url, *rest, **kwargs)  # type: ignore[no-any-return]
+                finally:
+                    _aimed.reset(token)
 
             return await drive_async(call, attempt, outcome, classify)
 
+        def build_url(wrapped: Any, session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            aimed = _aimed.get()
+            if aimed is None:
+                return wrapped(*args, **kwargs)
+            _aimed.set(None)  # the attempt's own call; a later one (a redirect) resolves as usual
+            return aimed
+
         self.wrap(module.ClientSession, "_request", request)
+        self.wrap(module.ClientSession, "_build_url", build_url)
 
 
 INSTRUMENTOR = AiohttpInstrumentor()

@@ -203,21 +203,14 @@ def _build_interceptors(grpc: Any) -> tuple[Any, list[Any], tuple[Any, Any]]:
             return details
         return aio.ClientCallDetails(details.method, details.timeout, aio.Metadata(*metadata), details.credentials, details.wait_for_ready)
 
-    class AioUnaryUnary(aio.UnaryUnaryClientInterceptor):
-        async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-            return await continuation(aio_details(details), request)
+    async def aio_intercept(self: Any, continuation: Any, details: Any, request_or_iterator: Any) -> Any:
+        return await continuation(aio_details(details), request_or_iterator)
 
-    class AioUnaryStream(aio.UnaryStreamClientInterceptor):
-        async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-            return await continuation(aio_details(details), request)
-
-    class AioStreamUnary(aio.StreamUnaryClientInterceptor):
-        async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
-            return await continuation(aio_details(details), requests)
-
-    class AioStreamStream(aio.StreamStreamClientInterceptor):
-        async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
-            return await continuation(aio_details(details), requests)
+    def aio_interceptor(shape: str) -> Any:
+        """An aio client interceptor of `shape` ("UnaryUnary", ...): one class per shape, as grpc.aio asks."""
+        base = getattr(aio, f"{shape}ClientInterceptor")
+        method = "intercept_" + "".join(f"_{c.lower()}" if c.isupper() else c for c in shape).lstrip("_")
+        return type(f"Aio{shape}", (base,), {method: aio_intercept})()
 
     class ServerInterceptor(grpc.ServerInterceptor):
         def intercept_service(self, continuation: Any, details: Any) -> Any:
@@ -237,7 +230,7 @@ def _build_interceptors(grpc: Any) -> tuple[Any, list[Any], tuple[Any, Any]]:
                 grpc,
             )
 
-    aio_client = [AioUnaryUnary(), AioUnaryStream(), AioStreamUnary(), AioStreamStream()]
+    aio_client = [aio_interceptor(shape) for shape in ("UnaryUnary", "UnaryStream", "StreamUnary", "StreamStream")]
     return ClientInterceptor(), aio_client, (ServerInterceptor(), AioServerInterceptor())
 
 

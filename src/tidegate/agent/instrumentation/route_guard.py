@@ -21,6 +21,7 @@ from urllib.parse import parse_qs
 
 from tidegate.agent.stability import Stability
 from tidegate.agent.stability.inbound import admit, client_error
+from tidegate.core.governor import Entry
 from tidegate.errors import BlockedError
 
 if TYPE_CHECKING:
@@ -31,6 +32,29 @@ SCOPE_KEY = "tidegate.entry"  # where an admitted request's entry waits for its 
 
 def stability_of(runtime: AgentRuntime | None) -> Stability | None:
     return runtime.capability(Stability) if runtime is not None else None
+
+
+class Admitted:
+    """An admitted request's handler runs inside: the request's entrance is its resource, and the
+    entry is left at the end, failed unless the handler set `failed` (or raised a 4xx exception)."""
+
+    __slots__ = ("_stability", "_entry", "_resource", "_token", "failed")
+
+    def __init__(self, stability: Stability, entry: Entry, resource: str) -> None:
+        self._stability = stability
+        self._entry = entry
+        self._resource = resource
+        self.failed = True
+
+    def __enter__(self) -> Admitted:
+        self._token = self._stability.enter_request(self._resource)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: object) -> None:
+        if isinstance(error, Exception):
+            self.failed = not client_error(error)
+        self._stability.leave_request(self._token)
+        self._stability.leave(self._entry, self._resource, self.failed)
 
 
 # -- ASGI (Starlette, FastAPI) ---------------------------------------------------------------
@@ -84,17 +108,9 @@ async def govern_asgi(stability: Stability, route: Any, wrapped: Callable[..., A
             status = message["status"]
         await send(message)
 
-    token = stability.enter_request(resource)
-    failed = True
-    try:
+    with Admitted(stability, entry, resource) as admitted:
         await wrapped(scope, receive, send_noting_status)
-        failed = status >= 500
-    except Exception as error:
-        failed = not client_error(error)
-        raise
-    finally:
-        stability.leave_request(token)
-        stability.leave(entry, resource, failed)
+        admitted.failed = status >= 500
 
 
 # -- WSGI (Flask) ------------------------------------------------------------------------------
@@ -118,18 +134,10 @@ def govern_flask(stability: Stability, app: Any, wrapped: Callable[[], Any]) -> 
     request.environ[SCOPE_KEY] = entry
     if entry.wait_s > 0.0:
         time.sleep(entry.wait_s)
-    token = stability.enter_request(resource)
-    failed = True
-    try:
+    with Admitted(stability, entry, resource) as admitted:
         result = wrapped()
-        failed = getattr(result, "status_code", 200) >= 500
+        admitted.failed = getattr(result, "status_code", 200) >= 500
         return result
-    except Exception as error:
-        failed = not client_error(error)
-        raise
-    finally:
-        stability.leave_request(token)
-        stability.leave(entry, resource, failed)
 
 
 # -- Django (WSGI and ASGI) --------------------------------------------------------------------

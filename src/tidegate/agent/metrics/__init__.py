@@ -215,8 +215,8 @@ class _SnapshotCollector(Collector):
             if not ok:
                 out_errors.add_metric([service], series[0])
             _add(by_service, (service,), series)
-        for labels, series in by_service.items():
-            out_latency.add_metric(list(labels), _buckets(series), series[1])
+        for (service,), series in by_service.items():
+            out_latency.add_metric([service], _buckets(series), series[1])
         yield out_requests
         yield out_errors
         yield out_latency
@@ -244,7 +244,7 @@ def _resource_families(snapshots: Iterable[Mapping[str, Any]]) -> Iterator[Any]:
         passed.add_metric([resource], n_pass)
         blocked.add_metric([resource], n_block)
         failed.add_metric([resource], n_error)
-        rt.add_metric([resource], count_value=n_pass, sum_value=rt_sum)
+        rt.add_metric([resource], count_value=int(n_pass), sum_value=rt_sum)
     yield passed
     yield blocked
     yield failed

@@ -156,19 +156,7 @@ _NO_ADDRESSES: Sequence[Address] = ()
 class OutboundPipeline:
     """Begins every outbound call of a process; one per process, shared by every adapter."""
 
-    __slots__ = (
-        "router",
-        "admission",
-        "drains",
-        "observer",
-        "clock",
-        "on_first_call",
-        "_called",
-        "_consumer",
-        "_consumer_value",
-        "_headers",
-        "_acted",
-    )
+    __slots__ = ("router", "admission", "drains", "observer", "clock", "on_first_call", "_called", "_consumer", "_headers", "_acted")
 
     def __init__(
         self,
@@ -194,8 +182,7 @@ class OutboundPipeline:
         self._called: set[str] = set()
         # `x-tidegate-consumer` changes once (when the admin address is known): cache its header.
         self._consumer = consumer
-        self._consumer_value = ""
-        self._headers = _NO_HEADERS
+        self._headers: tuple[str, tuple[tuple[str, str], ...]] = ("", _NO_HEADERS)  # (consumer, its headers)
         # Per client, the drop sequence it acted on (a weak key: the client's lifetime is the app's).
         self._acted: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
@@ -276,10 +263,11 @@ class OutboundPipeline:
             self._called.add(service)
             on_first_call(service)
         consumer = self._consumer()
-        if consumer != self._consumer_value:
-            self._headers = ((CONSUMER_HEADER, consumer),) if consumer else _NO_HEADERS
-            self._consumer_value = consumer
-        return OutboundCall(self, service, resource, lane, inbound, route, entry, self._headers, None, None)
+        known, headers = self._headers
+        if consumer != known:
+            headers = ((CONSUMER_HEADER, consumer),) if consumer else _NO_HEADERS
+            self._headers = (consumer, headers)
+        return OutboundCall(self, service, resource, lane, inbound, route, entry, headers, None, None)
 
 
 class OutboundCall:
