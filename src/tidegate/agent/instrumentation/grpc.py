@@ -75,50 +75,53 @@ def incoming_context(metadata: Any) -> context.RequestContext:
     return context.from_headers(",".join(baggage), consumer)
 
 
+class _Within:
+    """`with _Within(carried):` runs its block in the request context `carried`."""
+
+    __slots__ = ("_carried", "_token")
+
+    def __init__(self, carried: context.RequestContext) -> None:
+        self._carried = carried
+
+    def __enter__(self) -> None:
+        self._token = context.enter(self._carried)
+
+    def __exit__(self, *exc: object) -> None:
+        context.leave(self._token)
+
+
 def _in_context(carried: context.RequestContext, behaviour: Callable[..., Any]) -> Callable[..., Any]:
     """`behaviour` (a handler function of any of the four shapes, sync or async) run inside `carried`."""
     if inspect.isasyncgenfunction(behaviour):
 
         @functools.wraps(behaviour)
         async def async_stream(*args: Any) -> AsyncIterator[Any]:
-            token = context.enter(carried)
-            try:
+            with _Within(carried):
                 async for item in behaviour(*args):
                     yield item
-            finally:
-                context.leave(token)
 
         return async_stream
     if inspect.iscoroutinefunction(behaviour):
 
         @functools.wraps(behaviour)
         async def async_call(*args: Any) -> Any:
-            token = context.enter(carried)
-            try:
+            with _Within(carried):
                 return await behaviour(*args)
-            finally:
-                context.leave(token)
 
         return async_call
     if inspect.isgeneratorfunction(behaviour):
 
         @functools.wraps(behaviour)
         def stream(*args: Any) -> Iterator[Any]:
-            token = context.enter(carried)
-            try:
+            with _Within(carried):
                 yield from behaviour(*args)
-            finally:
-                context.leave(token)
 
         return stream
 
     @functools.wraps(behaviour)
     def call(*args: Any) -> Any:
-        token = context.enter(carried)
-        try:
+        with _Within(carried):
             result = behaviour(*args)
-        finally:
-            context.leave(token)
         if inspect.isgenerator(result):  # a plain function returning a generator: iterate it in context too
             return _iterate_in(carried, result)
         return result
@@ -127,11 +130,8 @@ def _in_context(carried: context.RequestContext, behaviour: Callable[..., Any]) 
 
 
 def _iterate_in(carried: context.RequestContext, items: Iterator[Any]) -> Iterator[Any]:
-    token = context.enter(carried)
-    try:
+    with _Within(carried):
         yield from items
-    finally:
-        context.leave(token)
 
 
 def _handler_in_context(handler: Any, metadata: Any) -> Any:
@@ -310,6 +310,16 @@ def _govern(stability: Stability, resource: str, origin: str, grpc: Any, behavio
     def refusal(error: BlockedError) -> tuple[Any, str]:
         return status_code(grpc, error), str(error)
 
+    def admitted(servicer_context: Any) -> Entry:
+        """The sync call's entry, after its throttling wait; a refusal aborts it (grpcio raises there)."""
+        try:
+            entry = admit()
+        except BlockedError as error:
+            servicer_context.abort(*refusal(error))
+            raise
+        _wait(entry)
+        return entry
+
     if inspect.isasyncgenfunction(behaviour):
 
         @functools.wraps(behaviour)
@@ -352,12 +362,7 @@ def _govern(stability: Stability, resource: str, origin: str, grpc: Any, behavio
 
         @functools.wraps(behaviour)
         def stream(request: Any, servicer_context: Any) -> Iterator[Any]:
-            try:
-                entry = admit()
-            except BlockedError as error:
-                servicer_context.abort(*refusal(error))
-                raise
-            _wait(entry)
+            entry = admitted(servicer_context)
             failed = True
             try:
                 yield from behaviour(request, servicer_context)
@@ -369,12 +374,7 @@ def _govern(stability: Stability, resource: str, origin: str, grpc: Any, behavio
 
     @functools.wraps(behaviour)
     def call(request: Any, servicer_context: Any) -> Any:
-        try:
-            entry = admit()
-        except BlockedError as error:
-            servicer_context.abort(*refusal(error))
-            raise
-        _wait(entry)
+        entry = admitted(servicer_context)
         try:
             result = behaviour(request, servicer_context)
         except BaseException:

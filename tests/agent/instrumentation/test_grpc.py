@@ -24,7 +24,7 @@ from tidegate.agent.instrumentation.grpc import INSTRUMENTOR, incoming_context, 
 from tidegate.agent.runtime import AgentRuntime
 from tidegate.core import context
 
-LANE_APPS = Path(__file__).resolve().parent / "lane_apps"
+LANE_APPS = Path(__file__).resolve().parent.parent / "lane_apps"
 GRAY = context.RequestContext(lane="gray", baggage="user=7")
 METHODS = ("Unary", "ServerStream", "ClientStream", "BidiStream")
 
