@@ -30,13 +30,15 @@ sqlalchemy = pytest.importorskip("sqlalchemy")
 
 
 def _url(driver: str) -> str:
+    if driver == "psycopg" and sqlalchemy.__version__.startswith("1."):
+        driver = "psycopg2"  # SQLAlchemy 1.4 (the oldest-versions run) has no psycopg 3 dialect
     return POSTGRES.replace("postgresql://", f"postgresql+{driver}://", 1)
 
 
 @pytest.fixture
 def table() -> Iterator[str]:
     name = f"tg_sql_{uuid.uuid4().hex[:10]}"
-    engine = sqlalchemy.create_engine(_url("psycopg"))
+    engine = sqlalchemy.create_engine(_url("psycopg"), future=True)
     with engine.begin() as conn:
         conn.execute(sqlalchemy.text(f"CREATE TABLE {name} (n integer)"))
     try:
@@ -68,7 +70,7 @@ def _put(runtime: AgentRuntime, document: dict[str, Any], revision: int = 1) -> 
 
 
 def _rows(table: str) -> int:
-    engine = sqlalchemy.create_engine(_url("psycopg"))
+    engine = sqlalchemy.create_engine(_url("psycopg"), future=True)
     try:
         with engine.connect() as conn:
             return int(conn.execute(sqlalchemy.text(f"SELECT count(*) FROM {table}")).scalar_one())
@@ -78,7 +80,7 @@ def _rows(table: str) -> int:
 
 def test_sync_engine_blocks_a_template_before_it_reaches_the_database(runtime: AgentRuntime, table: str) -> None:
     _put(runtime, rate_limit("sql-insert", f"sql:insert into {table} (n) values (?)", 3, app="sqltest"))
-    engine = sqlalchemy.create_engine(_url("psycopg"))
+    engine = sqlalchemy.create_engine(_url("psycopg"), future=True)
     passed = blocked = 0
     started = time.monotonic()
     try:
@@ -153,7 +155,7 @@ def test_slow_sql_opens_its_breaker(runtime: AgentRuntime) -> None:
             app="sqltest",
         ),
     )
-    engine = sqlalchemy.create_engine(_url("psycopg"))
+    engine = sqlalchemy.create_engine(_url("psycopg"), future=True)
     outcomes = []
     try:
         with engine.connect() as conn:

@@ -63,7 +63,7 @@ def _with_baggage(current: context.RequestContext, session: Any, kwargs: dict[st
 
 class AiohttpInstrumentor(HttpClientInstrumentor):
     library = "aiohttp"
-    supported = ("aiohttp >= 3.8, < 4",)
+    supported = ("aiohttp >= 3.8.3, < 4",)
 
     def _patch(self, module: ModuleType) -> None:
         connect_errors: tuple[type[Exception], ...] = (module.ClientConnectorError,)

@@ -78,7 +78,7 @@ def open_connections(sessions: Iterable[Any], urls: Iterable[str]) -> int:
 class RequestsInstrumentor(HttpClientInstrumentor):
     library = "requests"
     # offline/pools.py and the prewarm step reach into urllib3's pool manager and pools.
-    supported = ("requests >= 2.25, < 3", "urllib3 >= 1.26, < 3")
+    supported = ("requests >= 2.25, < 3", "urllib3 >= 1.26.5, < 3")
 
     def _instrumented(self, runtime: AgentRuntime) -> None:
         super()._instrumented(runtime)

@@ -49,7 +49,7 @@ ENGINES: weakref.WeakSet[Any] = weakref.WeakSet()
 class SQLAlchemyInstrumentor(Instrumentor):
     library = "sqlalchemy"
     # The throttling wait of an async engine's statement uses sqlalchemy.util.concurrency (private).
-    supported = ("sqlalchemy >= 2.0, < 3",)
+    supported = ("sqlalchemy >= 1.4.41, < 3",)
     hook_module = "sqlalchemy.engine"
 
     def __init__(self) -> None:
