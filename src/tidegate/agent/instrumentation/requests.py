@@ -5,16 +5,12 @@ call and once per redirect hop (a hop to an instance's address is not a
 service name and goes out untouched). The caller's `PreparedRequest` gets its
 URL back after the call; `response.url` is the instance's address. With
 `stream=True` the instance is released when the response headers arrive.
-
-Lossless online's HTTP prewarm step: every `Session` the app created is
-tracked, and gets one open connection (a TCP connect, no request) in its
-urllib3 pool per routable instance of each service this one called in its
-previous life (`online/called.py`) or declared in `TIDEGATE_PREWARM_SERVICES`.
+Lossless online's HTTP prewarm step gives every `Session` the app created one
+open connection (no request) per instance of each service `http_targets` names.
 """
 
 from __future__ import annotations
 
-import asyncio
 import weakref
 from collections.abc import Iterable
 from types import ModuleType
@@ -29,12 +25,12 @@ from tidegate.agent.outbound.drive import drive
 from tidegate.agent.outbound.errors import LibraryErrors, set_request_no_response
 from tidegate.core import context
 from tidegate.core.context import DRAINING_HEADER
-from tidegate.core.prewarm import PrewarmPlan
 
 if TYPE_CHECKING:
     import requests
 
     from tidegate.agent.runtime import AgentRuntime, Route
+    from tidegate.core.prewarm import PrewarmPlan
 
 ERRORS = LibraryErrors("requests.ConnectionError", "requests.ConnectionError", set_request_no_response)
 SESSIONS: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -84,7 +80,7 @@ class RequestsInstrumentor(HttpClientInstrumentor):
         super()._instrumented(runtime)
         online = runtime.capability(LosslessOnline)
         if online is not None:
-            online.prewarm.add_step("http", lambda plan, loop: self.prewarm(runtime, plan, loop))
+            online.prewarm.add_step("http", lambda plan, loop: prewarm(online, plan))
 
     def _patch(self, module: ModuleType) -> None:
         def send(wrapped: Any, session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -125,17 +121,15 @@ class RequestsInstrumentor(HttpClientInstrumentor):
         self.wrap(module.Session, "send", send)
         self.wrap(module.Session, "__init__", _track)
 
-    def prewarm(self, runtime: AgentRuntime, plan: PrewarmPlan, loop: asyncio.AbstractEventLoop | None) -> str:
-        online = runtime.capability(LosslessOnline)
-        called = online.called if online is not None else None
-        services = sorted(set(plan.services) | (called.names if called is not None else set()))
-        if not services:
-            return "no service called before or declared"
-        urls = [f"http://{i.host}:{i.port}/" for name in services for i in runtime.directory.routable(name)]
-        sessions = list(SESSIONS)
-        if not sessions:
-            return f"services {', '.join(services)}: no requests.Session to fill"
-        return f"services {', '.join(services)}: {open_connections(sessions, urls)} connection(s)"
+
+def prewarm(online: LosslessOnline, plan: PrewarmPlan) -> str:
+    services, urls = online.http_targets(plan)
+    if not services:
+        return "no service called before or declared"
+    sessions = list(SESSIONS)
+    if not sessions:
+        return f"services {', '.join(services)}: no requests.Session to fill"
+    return f"services {', '.join(services)}: {open_connections(sessions, urls)} connection(s)"
 
 
 def _track(wrapped: Any, session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -27,6 +27,7 @@ from tidegate.agent.online.prewarm import Prewarm
 from tidegate.agent.online.warmup import ConsumerWarmup, Promotion
 from tidegate.agent.runtime import AgentRuntime
 from tidegate.core.instance import InstanceState
+from tidegate.core.prewarm import PrewarmPlan
 
 
 class LosslessOnline(Capability):
@@ -45,6 +46,14 @@ class LosslessOnline(Capability):
         """Remember the services this one calls from now on, for the next start's prewarm."""
         self.called = CalledServices(state_dir() / f"{self.runtime.config.service}.called.json")
         return self.called
+
+    def http_targets(self, plan: PrewarmPlan) -> tuple[list[str], list[str]]:
+        """(services, base URLs of their routable instances) an HTTP prewarm step opens connections to:
+        those called in the previous life and those the plan declares."""
+        called = self.called.names if self.called is not None else set()
+        services = sorted(set(plan.services) | called)
+        directory = self.runtime.directory
+        return services, [f"http://{i.host}:{i.port}/" for name in services for i in directory.routable(name)]
 
     def begin(self, addresses: Sequence[tuple[str, int]], loop: asyncio.AbstractEventLoop | None = None) -> None:
         """The app's startup finished in this request-serving process: prewarm, then mark it done."""
