@@ -113,21 +113,32 @@ def fake_modules(monkeypatch: pytest.MonkeyPatch) -> dict[str, Instrumentor]:
     return instrumentors
 
 
-def test_install_all_tells_apart_not_installed_unsupported_and_patch_failed(
-    fake_modules: dict[str, Instrumentor], caplog: pytest.LogCaptureFixture
-) -> None:
+def _install(modules: tuple[str, ...], caplog: pytest.LogCaptureFixture) -> tuple[list[Instrumentor], dict[str, int]]:
+    """install_all over fake modules followed by the one that applies: (applied, {message: level})."""
     with caplog.at_level(logging.DEBUG, logger="tidegate"):
-        applied = install_all(runtime(), ("fake_missing", "fake_old", "fake_broken", "fake_no_module", "fake_ok"))
-    try:
-        assert applied == [fake_modules["fake_ok"]]  # each failure skipped, the others applied
-        by_message = {record.getMessage(): record.levelno for record in caplog.records}
-        assert by_message["tidegate: tidegate_no_such_library is not installed; not patched"] == logging.DEBUG
-        assert by_message["tidegate: json is installed in an unsupported version (needs pytest >= 999); not patched"] == logging.INFO
-        assert by_message["tidegate: patch failed: json runs unpatched"] == logging.ERROR
-        assert by_message["tidegate: instrumentation fake_no_module could not be loaded; not patched"] == logging.ERROR
-    finally:
-        for instrumentor in applied:
-            instrumentor.uninstrument()
+        applied = install_all(runtime(), (*modules, "fake_ok"))
+    for instrumentor in applied:
+        instrumentor.uninstrument()
+    return applied, {record.getMessage(): record.levelno for record in caplog.records}
+
+
+def test_install_all_logs_a_library_not_installed_at_debug(fake_modules: dict[str, Instrumentor], caplog: pytest.LogCaptureFixture) -> None:
+    applied, logged = _install(("fake_missing",), caplog)
+    assert applied == [fake_modules["fake_ok"]]
+    assert logged["tidegate: tidegate_no_such_library is not installed; not patched"] == logging.DEBUG
+
+
+def test_install_all_logs_an_unsupported_version(fake_modules: dict[str, Instrumentor], caplog: pytest.LogCaptureFixture) -> None:
+    applied, logged = _install(("fake_old",), caplog)
+    assert applied == [fake_modules["fake_ok"]]
+    assert logged["tidegate: json is installed in an unsupported version (needs pytest >= 999); not patched"] == logging.INFO
+
+
+def test_install_all_logs_a_patch_that_failed(fake_modules: dict[str, Instrumentor], caplog: pytest.LogCaptureFixture) -> None:
+    applied, logged = _install(("fake_broken", "fake_no_module"), caplog)
+    assert applied == [fake_modules["fake_ok"]]  # each failure skipped, the others applied
+    assert logged["tidegate: patch failed: json runs unpatched"] == logging.ERROR
+    assert logged["tidegate: instrumentation fake_no_module could not be loaded; not patched"] == logging.ERROR
 
 
 def test_every_instrumentor_declares_bounded_requirements_where_it_patches_private_api() -> None:
