@@ -74,3 +74,69 @@ def test_wsgi_enters_the_context_and_adds_shared_headers() -> None:
     assert (seen["context"].lane, seen["context"].origin) == ("blue", "web")
     assert (context.DRAINING_HEADER, "1") in started[0]
     assert context.current() is context.EMPTY
+
+
+def test_asgi_hands_the_servers_own_awaitable_back_and_notes_the_status() -> None:
+    """The `send` the app gets is a plain function returning what the server's `send` returns."""
+    metrics = AgentMetrics()
+    returned: list[Any] = []
+
+    async def inner(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        awaitable = send({"type": "http.response.start", "status": 404, "headers": []})
+        returned.append(awaitable)
+        await awaitable
+        await send({"type": "http.response.body", "body": b""})
+
+    async def server_send(message: dict[str, Any]) -> None:
+        pass
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    app = InboundASGI(inner, metrics)
+    scope = {"type": "http", "method": "GET", "path": "/missing", "headers": [], "query_string": b""}
+    asyncio.run(app(scope, receive, server_send))
+    assert asyncio.iscoroutine(returned[0]) and returned[0].cr_code is server_send.__code__
+    assert metrics.snapshot()["inbound"][0][:3] == ["/missing", "GET", 404]
+    assert metrics.in_flight == 0
+
+
+def test_asgi_and_wsgi_shadow_a_context_left_current_by_the_caller() -> None:
+    """A request without tidegate headers runs in the empty context even when another one is current."""
+    carried = context.RequestContext(lane="gray", origin="cart")
+    token = context.enter(carried)
+    try:
+        seen, _ = run_asgi(InboundASGI(None, AgentMetrics()), [])  # type: ignore[arg-type]
+        assert seen["context"] is context.EMPTY
+        inside: list[context.RequestContext] = []
+
+        def inner(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            inside.append(context.current())
+            start_response("200 OK", [])
+            return [b"ok"]
+
+        InboundWSGI(inner, AgentMetrics())({"REQUEST_METHOD": "GET", "PATH_INFO": "/x"}, lambda *a: None)
+        assert inside == [context.EMPTY]
+        assert context.current() is carried
+    finally:
+        context.leave(token)
+
+
+def test_wsgi_route_is_flasks_matched_rule_from_the_werkzeug_request() -> None:
+    class Rule:
+        rule = "/orders/<int:id>"
+
+    class WerkzeugRequest:
+        url_rule = Rule()
+
+    def inner(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    metrics = AgentMetrics()
+    app = InboundWSGI(inner, metrics)
+    app({"REQUEST_METHOD": "GET", "PATH_INFO": "/orders/7", "werkzeug.request": WerkzeugRequest()}, lambda *a: None)
+    app({"REQUEST_METHOD": "GET", "PATH_INFO": "/orders/7", "werkzeug.request": object()}, lambda *a: None)  # plain Werkzeug
+    app({"REQUEST_METHOD": "GET", "PATH_INFO": "/orders/7", "tidegate.route": "/named"}, lambda *a: None)  # a hook's name wins
+    routes = sorted(row[0] for row in metrics.snapshot()["inbound"])
+    assert routes == ["/named", "/orders/*", "/orders/<int:id>"]

@@ -1,15 +1,22 @@
 """Inbound WSGI middleware: counts every request by its route template, and in-flight.
 
 Gunicorn's instrumentor wraps the app each worker loads. The template comes from
-the framework hooks (flask.py, django.py), which leave it in
-`environ["tidegate.route"]` once routing matched; otherwise `fallback_route`.
-The request ends when the app returns its response iterable.
+the framework: a hook (django.py) may leave it in `environ["tidegate.route"]`;
+Flask's matched URL rule is read, after the app returned, from the request
+object Werkzeug keeps in `environ["werkzeug.request"]` (so no per-request hook
+is needed for it); otherwise `fallback_route`. The request ends when the app
+returns its response iterable.
+
+It runs on every request, so it does only what a request needs: a request with
+no tidegate headers, served while no lane rule is in force, enters no context
+when the empty one is current already. `bench/agent_overhead.py` prints what it
+costs per request.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
+from time import perf_counter
 from typing import Any
 
 from tidegate.agent import lanes
@@ -19,6 +26,10 @@ from tidegate.agent.runtime import Metrics
 from tidegate.core import context
 
 ENVIRON_KEY = "tidegate.route"
+#: Where Werkzeug's `Request` puts itself in the environ; Flask's has the matched `url_rule`.
+WERKZEUG_REQUEST = "werkzeug.request"
+
+_EMPTY = context.EMPTY
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -50,21 +61,37 @@ class InboundWSGI:
 
         metrics = self.metrics
         metrics.request_started()
-        started = time.perf_counter()
+        started = perf_counter()
         baggage = environ.get("HTTP_BAGGAGE", "")
         consumer = environ.get("HTTP_X_TIDEGATE_CONSUMER", "")
-        # A sync worker serves one request per thread at a time; the context is
-        # reset before the thread takes the next one.
-        incoming = context.from_headers(baggage, consumer) if baggage or consumer else context.EMPTY
-        if incoming.origin_admin:
-            drain.note_consumer(incoming)  # whom a drain tells directly
-        token = context.enter(lanes.color_wsgi(environ, incoming))
+        incoming = _EMPTY
+        if baggage or consumer:
+            incoming = context.from_headers(baggage, consumer)
+            if incoming.origin_admin:
+                drain.note_consumer(incoming)  # whom a drain tells directly
+        entered = lanes.color_wsgi(environ, incoming)
+        # A sync worker serves one request per thread at a time, and the context is
+        # reset before the thread takes the next one: the empty context a request
+        # without tidegate headers runs in is usually current already.
+        token = context.enter(entered) if entered is not _EMPTY or context.current() is not _EMPTY else None
         try:
             return self.app(environ, start_and_note_status)
         finally:
-            context.leave(token)
-            route = environ.get(ENVIRON_KEY) or fallback_route(environ.get("PATH_INFO", "/"))
-            metrics.observe_inbound(route, environ.get("REQUEST_METHOD", ""), status, time.perf_counter() - started, finished=True)
+            if token is not None:
+                context.leave(token)
+            metrics.observe_inbound(route_of(environ), environ.get("REQUEST_METHOD", ""), status, perf_counter() - started, finished=True)
+
+
+def route_of(environ: dict[str, Any]) -> str:
+    """The request's route template: a framework hook's, Flask's matched URL rule, or the fallback."""
+    named = environ.get(ENVIRON_KEY)
+    if named:
+        return str(named)
+    rule = getattr(environ.get(WERKZEUG_REQUEST), "url_rule", None)
+    template = getattr(rule, "rule", None)
+    if isinstance(template, str) and template:
+        return template
+    return fallback_route(environ.get("PATH_INFO", "/"))
 
 
 def wrap_wsgi(app: Any, metrics: Metrics, response_headers: list[tuple[str, str]] | None = None) -> Any:
