@@ -170,7 +170,8 @@ def _wsgi_environ() -> dict[str, object]:
 
 def _fastest_us(run_bare, run_agent) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     """The fastest batch of each, in us per request, batches alternating so a drift hits both alike."""
-    bare, agent = [], []
+    bare: list[float] = []
+    agent: list[float] = []
     for batch in range(IN_PROCESS_BATCHES):
         for runner, into in ((run_bare, bare), (run_agent, agent)) if batch % 2 == 0 else ((run_agent, agent), (run_bare, bare)):
             started = time.perf_counter()
