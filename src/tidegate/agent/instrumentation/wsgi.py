@@ -1,11 +1,9 @@
 """Inbound WSGI middleware: counts every request by its route template, and in-flight.
 
 Gunicorn's instrumentor wraps the app each worker loads. The template comes from
-the framework: a hook (django.py) may leave it in `environ["tidegate.route"]`;
-Flask's matched URL rule is read, after the app returned, from the request
-object Werkzeug keeps in `environ["werkzeug.request"]` (so no per-request hook
-is needed for it); otherwise `fallback_route`. The request ends when the app
-returns its response iterable.
+the framework hooks (flask.py, django.py), which leave it in
+`environ["tidegate.route"]` once routing matched; otherwise `fallback_route`.
+The request ends when the app returns its response iterable.
 
 It runs on every request, so it does only what a request needs: a request with
 no tidegate headers, served while no lane rule is in force, enters no context
@@ -26,8 +24,6 @@ from tidegate.agent.runtime import Metrics
 from tidegate.core import context
 
 ENVIRON_KEY = "tidegate.route"
-#: Where Werkzeug's `Request` puts itself in the environ; Flask's has the matched `url_rule`.
-WERKZEUG_REQUEST = "werkzeug.request"
 
 _EMPTY = context.EMPTY
 
@@ -79,19 +75,8 @@ class InboundWSGI:
         finally:
             if token is not None:
                 context.leave(token)
-            metrics.observe_inbound(route_of(environ), environ.get("REQUEST_METHOD", ""), status, perf_counter() - started, finished=True)
-
-
-def route_of(environ: dict[str, Any]) -> str:
-    """The request's route template: a framework hook's, Flask's matched URL rule, or the fallback."""
-    named = environ.get(ENVIRON_KEY)
-    if named:
-        return str(named)
-    rule = getattr(environ.get(WERKZEUG_REQUEST), "url_rule", None)
-    template = getattr(rule, "rule", None)
-    if isinstance(template, str) and template:
-        return template
-    return fallback_route(environ.get("PATH_INFO", "/"))
+            route = environ.get(ENVIRON_KEY) or fallback_route(environ.get("PATH_INFO", "/"))
+            metrics.observe_inbound(route, environ.get("REQUEST_METHOD", ""), status, perf_counter() - started, finished=True)
 
 
 def wrap_wsgi(app: Any, metrics: Metrics, response_headers: list[tuple[str, str]] | None = None) -> Any:
