@@ -11,9 +11,18 @@ process (HTTP/1.1 over raw asyncio streams, so the client is cheap and the
 server is the bottleneck) sends a fixed number of requests from N concurrent
 connections, alternating bare and agent rounds. Figures are the medians.
 
+Before the servers, the agent's own cost per request is measured in-process:
+a trivial ASGI app and a trivial WSGI app, each driven directly with a
+synthetic scope/environ, bare and wrapped in the agent's inbound middleware
+(`InboundASGI`, `InboundWSGI`, with a fresh `AgentMetrics` and the lane state
+a booted agent has), batches alternating in the same run; the figure is the
+difference of the fastest batches, in microseconds per request.
+
 Run: `.venv/bin/python bench/agent_overhead.py`. The last line is one JSON
-object: {"fastapi": {"bare_rps", "agent_rps", "ratio"}, "flask": {...},
-"ratio": <the lower of the two>}.
+object: {"fastapi": {"bare_rps", "agent_rps", "ratio", "bare_cpu_us",
+"agent_cpu_us", "agent_cost_us", "cpu_ratio"}, "flask": {...}, "in_process":
+{"asgi_bare_us", "asgi_agent_us", "asgi_cost_us", "wsgi_bare_us", ...},
+"ratio": <the lower throughput ratio>, "cpu_ratio": <the lower CPU ratio>}.
 """
 
 from __future__ import annotations
@@ -111,6 +120,129 @@ def run_load(port: int, total: int, concurrency: int) -> float:
     return float(json.loads(out.stdout.strip().splitlines()[-1])["rps"])
 
 
+# -- in-process: the inbound middleware alone -------------------------------------------------
+
+IN_PROCESS_BATCH = 5_000
+IN_PROCESS_BATCHES = 15
+
+
+class _Route:
+    """What Starlette leaves in `scope["route"]` once routing matched."""
+
+    path = "/hello/{name}"
+
+
+def _asgi_scope() -> dict[str, object]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/hello/world",
+        "raw_path": b"/hello/world",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench"), (b"accept", b"*/*")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "route": _Route(),
+    }
+
+
+def _wsgi_environ() -> dict[str, object]:
+    return {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/hello/world",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "127.0.0.1:8000",
+        "HTTP_USER_AGENT": "bench",
+        "HTTP_ACCEPT": "*/*",
+        "wsgi.url_scheme": "http",
+        "REMOTE_ADDR": "127.0.0.1",
+        "tidegate.route": "/hello/<name>",  # what a framework hook leaves once routing matched
+    }
+
+
+def _fastest_us(run_bare, run_agent) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """The fastest batch of each, in us per request, batches alternating so a drift hits both alike."""
+    bare: list[float] = []
+    agent: list[float] = []
+    for batch in range(IN_PROCESS_BATCHES):
+        for runner, into in ((run_bare, bare), (run_agent, agent)) if batch % 2 == 0 else ((run_agent, agent), (run_bare, bare)):
+            started = time.perf_counter()
+            runner(IN_PROCESS_BATCH)
+            into.append((time.perf_counter() - started) / IN_PROCESS_BATCH * 1e6)
+    return min(bare), min(agent)
+
+
+def in_process_costs() -> dict[str, float]:
+    """The inbound middleware's own cost per request, ASGI and WSGI, against the bare trivial app."""
+    from tidegate.agent import lanes
+    from tidegate.agent.instrumentation.asgi import InboundASGI
+    from tidegate.agent.instrumentation.wsgi import InboundWSGI
+    from tidegate.agent.metrics import AgentMetrics
+    from tidegate.core.rulebook import RuleBook
+
+    async def asgi_app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"hello":"world"}'})
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def wsgi_app(environ, start_response):  # type: ignore[no-untyped-def]
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b'{"hello":"world"}']
+
+    def start_response(status, headers, exc_info=None) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    lanes.install(RuleBook(), "bench")  # as a booted agent has it: no lane rule in force
+    try:
+        wrapped_asgi = InboundASGI(asgi_app, AgentMetrics())
+        wrapped_wsgi = InboundWSGI(wsgi_app, AgentMetrics())
+        loop = asyncio.new_event_loop()
+
+        def asgi_runner(app):  # type: ignore[no-untyped-def]
+            async def many(count: int) -> None:
+                for _ in range(count):
+                    await app(_asgi_scope(), receive, send)
+
+            return lambda count: loop.run_until_complete(many(count))
+
+        def wsgi_runner(app):  # type: ignore[no-untyped-def]
+            def many(count: int) -> None:
+                for _ in range(count):
+                    for _chunk in app(_wsgi_environ(), start_response):
+                        pass
+
+            return many
+
+        try:
+            asgi_bare, asgi_agent = _fastest_us(asgi_runner(asgi_app), asgi_runner(wrapped_asgi))
+        finally:
+            loop.close()
+        wsgi_bare, wsgi_agent = _fastest_us(wsgi_runner(wsgi_app), wsgi_runner(wrapped_wsgi))
+    finally:
+        lanes.uninstall()
+    return {
+        "asgi_bare_us": round(asgi_bare, 2),
+        "asgi_agent_us": round(asgi_agent, 2),
+        "asgi_cost_us": round(asgi_agent - asgi_bare, 2),
+        "wsgi_bare_us": round(wsgi_bare, 2),
+        "wsgi_agent_us": round(wsgi_agent, 2),
+        "wsgi_cost_us": round(wsgi_agent - wsgi_bare, 2),
+    }
+
+
 # -- servers -----------------------------------------------------------------------------------
 
 
@@ -192,6 +324,12 @@ def servers(bin_dir: Path, pair: str, port: int) -> list[str]:
 
 
 def main() -> None:
+    in_process = in_process_costs()
+    for kind in ("asgi", "wsgi"):
+        print(
+            f"in-process {kind.upper()} middleware: anchor (bare trivial app) {in_process[f'{kind}_bare_us']:.2f} us/request, "
+            f"wrapped {in_process[f'{kind}_agent_us']:.2f} us/request: the agent's own cost {in_process[f'{kind}_cost_us']:.2f} us/request"
+        )
     work = Path(tempfile.mkdtemp(prefix="tidegate-bench-agent-"))
     (work / "hello_app.py").write_text(APP)
     (work / "hello_flask.py").write_text(FLASK_APP)
@@ -268,7 +406,7 @@ def main() -> None:
     # The CPU-efficiency ratio (server CPU per request, bare / agent) is the figure the shared machine moves
     # least: throughput also depends on how much of a core each server got during its round.
     worst = {key: min(r[key] for r in results.values()) for key in ("ratio", "cpu_ratio")}
-    print(json.dumps({**results, **worst}))
+    print(json.dumps({**results, "in_process": in_process, **worst}))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from tidegate.agent.instrumentation.asgi import InboundASGI
 from tidegate.agent.instrumentation.wsgi import InboundWSGI
 from tidegate.agent.metrics import AgentMetrics
@@ -74,3 +76,75 @@ def test_wsgi_enters_the_context_and_adds_shared_headers() -> None:
     assert (seen["context"].lane, seen["context"].origin) == ("blue", "web")
     assert (context.DRAINING_HEADER, "1") in started[0]
     assert context.current() is context.EMPTY
+
+
+def test_asgi_hands_the_servers_own_awaitable_back_and_notes_the_status() -> None:
+    """The `send` the app gets is a plain function returning what the server's `send` returns."""
+    metrics = AgentMetrics()
+    returned: list[Any] = []
+
+    async def inner(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        awaitable = send({"type": "http.response.start", "status": 404, "headers": []})
+        returned.append(awaitable)
+        await awaitable
+        await send({"type": "http.response.body", "body": b""})
+
+    async def server_send(message: dict[str, Any]) -> None:
+        pass
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    app = InboundASGI(inner, metrics)
+    scope = {"type": "http", "method": "GET", "path": "/missing", "headers": [], "query_string": b""}
+    asyncio.run(app(scope, receive, server_send))
+    assert asyncio.iscoroutine(returned[0]) and returned[0].cr_code is server_send.__code__
+    assert metrics.snapshot()["inbound"][0][:3] == ["/missing", "GET", 404]
+    assert metrics.in_flight == 0
+
+
+def test_asgi_and_wsgi_shadow_a_context_left_current_by_the_caller() -> None:
+    """A request without tidegate headers runs in the empty context even when another one is current."""
+    carried = context.RequestContext(lane="gray", origin="cart")
+    token = context.enter(carried)
+    try:
+        seen, _ = run_asgi(InboundASGI(None, AgentMetrics()), [])  # type: ignore[arg-type]
+        assert seen["context"] is context.EMPTY
+        inside: list[context.RequestContext] = []
+
+        def inner(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            inside.append(context.current())
+            start_response("200 OK", [])
+            return [b"ok"]
+
+        InboundWSGI(inner, AgentMetrics())({"REQUEST_METHOD": "GET", "PATH_INFO": "/x"}, lambda *a: None)
+        assert inside == [context.EMPTY]
+        assert context.current() is carried
+    finally:
+        context.leave(token)
+
+
+def test_wsgi_names_a_request_by_the_route_a_hook_left_else_the_fallback() -> None:
+    """What the WSGI middleware reads at the end: Flask clears `environ["werkzeug.request"]`
+    before its app returns, so the route a hook noted during the request is what it has."""
+    flask = pytest.importorskip("flask")
+    from werkzeug.test import EnvironBuilder
+
+    app = flask.Flask(__name__)
+
+    @app.before_request
+    def note_rule() -> None:  # what tidegate's Flask hook does
+        if flask.request.url_rule is not None:
+            flask.request.environ["tidegate.route"] = flask.request.url_rule.rule
+
+    @app.get("/hello/<name>")
+    def hello(name: str) -> dict[str, str]:
+        return {"hello": name}
+
+    metrics = AgentMetrics()
+    wrapped = InboundWSGI(app, metrics)
+    for path in ("/hello/world", "/nowhere/7"):
+        body = wrapped(EnvironBuilder(path=path).get_environ(), lambda *a: None)
+        b"".join(body)
+    rows = {(row[0], row[2]) for row in metrics.snapshot()["inbound"]}
+    assert rows == {("/hello/<name>", 200), ("/nowhere/*", 404)}

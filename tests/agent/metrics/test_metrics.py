@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import threading
+from pathlib import Path
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from tidegate.agent.instrumentation.inbound import fallback_route
 from tidegate.agent.metrics import AgentMetrics, render
+from tidegate.agent.metrics.files import SnapshotWriter
 
 
 def _samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -70,3 +76,32 @@ def test_fallback_route_never_keeps_ids() -> None:
     assert fallback_route("/orders/123/lines") == "/orders/*"
     assert fallback_route("/123") == "/*"
     assert fallback_route("/6f1c2a9e-77aa/x") == "/*/*"
+
+
+def test_in_flight_is_exact_across_threads() -> None:
+    metrics = AgentMetrics()
+
+    def serve() -> None:
+        for _ in range(2_000):
+            metrics.request_started()
+            metrics.observe_inbound("/a", "GET", 200, 0.001, finished=True)
+
+    threads = [threading.Thread(target=serve) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert metrics.in_flight == 0
+    assert metrics.snapshot()["inbound"][0][3] == 8_000
+
+
+def test_the_writer_rewrites_when_only_in_flight_changed(tmp_path: Path) -> None:
+    metrics = AgentMetrics()
+    writer = SnapshotWriter(metrics, tmp_path)
+    writer.flush()
+    metrics.request_started()  # a request started: no counter moved, in-flight did
+    writer.flush()
+    assert json.loads((tmp_path / f"{os.getpid()}.json").read_text())["in_flight"] == 1
+    metrics.observe_inbound("/a", "GET", 200, 0.01, finished=True)
+    writer.flush()
+    assert json.loads((tmp_path / f"{os.getpid()}.json").read_text())["in_flight"] == 0

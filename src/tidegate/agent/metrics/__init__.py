@@ -1,7 +1,9 @@
 """Request statistics of one process (inbound per route template, outbound per service, governed resources).
 
-The hot path only takes an uncontended lock and bumps numbers in a dict; no
-prometheus_client object is touched per request. `snapshot()` gives a JSON-able
+The hot path is short: a request's start is one append to a deque (its
+in-flight count, lock-free: deque appends and pops are atomic) and its end one
+uncontended lock around a few additions in a dict; no prometheus_client object
+is touched per request. `snapshot()` gives a JSON-able
 copy: worker processes write theirs to files (see `files.py`) and the process
 that owns the listening socket merges them into the Prometheus text its admin
 endpoint serves (`server_text`), through a private `CollectorRegistry`.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import os
 import threading
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -56,30 +59,33 @@ class AgentMetrics(Capability):
         self._outbound: dict[tuple[str, bool], Series] = {}
         # Governed resources (stability): [passed, blocked, errors, RT seconds summed].
         self._resources: dict[str, list[float]] = {}
-        self._in_flight = 0
-        self.generation = 0  # bumped on every change, so a writer can skip unchanged snapshots
+        # One item per inbound request started and not finished: appending and popping are
+        # atomic, so the count needs no lock (it is read, never summed, by other threads).
+        self._active: deque[None] = deque()
+        self.generation = 0  # bumped on every change of the counters (a writer also compares `in_flight`)
 
     @property
     def in_flight(self) -> int:
         """Inbound requests this process has started and not finished."""
-        return self._in_flight
+        return len(self._active)
 
     def request_started(self) -> None:
-        with self._lock:
-            self._in_flight += 1
-            self.generation += 1
+        self._active.append(None)
 
     def observe_inbound(self, route: str, method: str, status: int, seconds: float, *, finished: bool = False) -> None:
         """Count one inbound request by route template; `finished=True` also ends its in-flight count."""
         key = (route, method, status)
+        bucket = 2 + bisect_left(BUCKETS, seconds)
         with self._lock:
             series = self._inbound.get(key)
             if series is None:
                 series = self._inbound[key] = _new_series()
-            _observe(series, seconds)
-            if finished:
-                self._in_flight -= 1
+            series[0] += 1
+            series[1] += seconds
+            series[bucket] += 1
             self.generation += 1
+        if finished and self._active:
+            self._active.pop()
 
     def observe_outbound(self, service: str, ok: bool, seconds: float) -> None:
         """Count one outbound call to `service` (ok: answered without a transport error or 5xx)."""
@@ -117,14 +123,14 @@ class AgentMetrics(Capability):
         self._inbound = {}
         self._outbound = {}
         self._resources = {}
-        self._in_flight = 0
+        self._active = deque()
         self.generation += 1
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {
                 "pid": os.getpid(),
-                "in_flight": self._in_flight,
+                "in_flight": len(self._active),
                 "inbound": [[*key, *series] for key, series in self._inbound.items()],
                 "outbound": [[*key, *series] for key, series in self._outbound.items()],
                 "resources": [[resource, *row] for resource, row in self._resources.items()],

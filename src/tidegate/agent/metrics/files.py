@@ -29,6 +29,9 @@ class Snapshots(Protocol):
 
     generation: int
 
+    @property
+    def in_flight(self) -> int: ...
+
     def snapshot(self) -> dict[str, Any]: ...
 
 
@@ -67,7 +70,7 @@ class SnapshotWriter:
         self._directory = directory
         self._interval = interval
         self._stop = threading.Event()
-        self._written = -1
+        self._written: tuple[int, int] | None = None  # (generation, in-flight) of the last file written
         self._thread = threading.Thread(target=self._run, name="tidegate-metrics-writer", daemon=True)
 
     def start(self) -> None:
@@ -79,8 +82,8 @@ class SnapshotWriter:
         self.flush()
 
     def flush(self) -> None:
-        generation = self._metrics.generation
-        if generation == self._written:
+        version = (self._metrics.generation, self._metrics.in_flight)
+        if version == self._written:
             return
         snap = self._metrics.snapshot()
         target = self._directory / f"{snap['pid']}.json"
@@ -88,7 +91,7 @@ class SnapshotWriter:
             temp = target.with_suffix(".tmp")
             temp.write_text(json.dumps(snap))
             os.replace(temp, target)
-            self._written = generation
+            self._written = version
         except OSError:
             log.debug("tidegate: cannot write worker metrics to %s", self._directory, exc_info=True)
 
