@@ -70,7 +70,7 @@ def test_sigterm_drains_slow_request_finishes_and_new_calls_go_elsewhere(control
     slow: dict[str, Any] = {}
 
     def slow_call() -> None:
-        response = httpx.get(f"http://127.0.0.1:{a_port}/slow", params={"s": "2"}, timeout=30)
+        response = httpx.get(f"http://127.0.0.1:{a_port}/slow", params={"s": "3"}, timeout=30)
         slow.update(status=response.status_code, draining=response.headers.get("x-tidegate-draining"), body=response.json())
 
     caller = threading.Thread(target=slow_call)
@@ -78,9 +78,12 @@ def test_sigterm_drains_slow_request_finishes_and_new_calls_go_elsewhere(control
     wait_until(lambda: httpx.get(f"{a.admin_url()}/state", timeout=5).json()["in_flight"] >= 1, what="the slow request in flight")
     a.proc.signal(signal.SIGTERM)
     wait_until(lambda: "draining orders" in a.proc.output(), what="the drain to begin")
+    try:  # at once: the drain ends with the slow request, and the admin endpoint with the process
+        undo = httpx.post(f"{a.admin_url()}/online", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+        assert undo.status_code == 409 and "stopping" in undo.json()["error"], undo.text  # SIGTERM is not undone
+    except httpx.TransportError:  # a loaded machine got here late: gone only because the drain finished
+        assert "drain of orders done" in a.proc.output(), a.fail_report()
     after = [_call(c_port) for _ in range(20)]
-    undo = httpx.post(f"{a.admin_url()}/online", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
-    assert undo.status_code == 409 and "stopping" in undo.json()["error"], undo.text  # SIGTERM is not undone
     caller.join(timeout=30)
     assert slow["status"] == 200 and slow["body"]["id"] == "orders-a", slow
     assert slow["draining"] == "1", slow  # its answer left while draining: it says so
