@@ -37,3 +37,22 @@ class ForkGate:
 
 
 FORK_GATE = ForkGate()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` (a server's worker) still runs. A worker that exited but was not reaped yet (a
+    zombie: its master is busy draining, so it reaps nobody) counts as gone."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc here: the signal check is all there is
+    return state not in (b"Z", b"X")

@@ -19,6 +19,8 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
+from tidegate.agent.forking import process_alive
+
 FLUSH_INTERVAL_S = 1.0
 
 log = logging.getLogger("tidegate")
@@ -46,20 +48,10 @@ def read_all(directory: Path, skip_pid: int) -> list[dict[str, Any]]:
         pid = int(snap.get("pid", 0))
         if pid == skip_pid:
             continue
-        if not _alive(pid):
+        if not process_alive(pid):
             snap["in_flight"] = 0
         snapshots.append(snap)
     return snapshots
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class SnapshotWriter:

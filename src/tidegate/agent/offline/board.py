@@ -21,6 +21,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tidegate.agent.forking import process_alive
+
 log = logging.getLogger("tidegate")
 
 BOARD = "drain-board.json"
@@ -69,7 +71,7 @@ class OwnerBoard:
             if path.name == BOARD:
                 continue
             report = read_json(path)
-            if report is not None and _alive(int(report.get("pid", 0))):
+            if report is not None and process_alive(int(report.get("pid", 0))):
                 found.append(report)
         return found
 
@@ -117,22 +119,3 @@ class WorkerBoard:
             self._last_report = data
         except OSError:
             log.debug("tidegate: cannot write the drain report %s", self.report_path, exc_info=True)
-
-
-def _alive(pid: int) -> bool:
-    """Whether worker `pid` still runs. A worker that exited but was not reaped yet (a
-    zombie: its master is busy draining, so it reaps nobody) counts as gone."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            state = stat.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True  # no /proc here: the signal check is all there is
-    return state not in (b"Z", b"X")
