@@ -127,7 +127,9 @@ class LosslessOffline(Capability):
         threading.Thread(target=self._begin_when_signalled, name="tidegate-drain-signal", daemon=True).start()
 
     def signalled(self) -> None:
-        """SIGTERM arrived (called from the signal handler): begin draining now."""
+        """SIGTERM arrived (called from the signal handler): begin draining now. A drain begun by
+        SIGTERM is the server stopping: `POST /online` must not undo it, from the first moment."""
+        self.stopping = True
         self._signalled.set()
 
     def _begin_when_signalled(self) -> None:
