@@ -14,17 +14,21 @@ from collections.abc import Iterator
 
 import pytest
 
+import tidegate.agent.lifecycle as lifecycle_module
 from tests.support.procs import free_port, wait_until
 from tidegate.agent.config import AgentConfig
 from tidegate.agent.lifecycle import InstanceLifecycle
 from tidegate.agent.runtime import AgentRuntime
 from tidegate.core.instance import Instance, InstanceState
+from tidegate.errors import ControlPlaneError
 
 
 class FakeRegistry:
     """The ControlClient calls the lifecycle makes, over an in-memory registry."""
 
     def __init__(self) -> None:
+        self.down = False  # refuses every call, as an unreachable control plane does
+        self.calls = 0
         self.epoch = "e1"
         self.now = 1_700_000_000.0
         self.known: dict[str, Instance] = {}
@@ -38,6 +42,9 @@ class FakeRegistry:
             self.now += 60
 
     def health(self) -> dict[str, object]:
+        self.calls += 1
+        if self.down:
+            raise ControlPlaneError("control plane at http://fake unreachable")
         return {"status": "ok", "instance_ttl": 15.0, "epoch": self.epoch}
 
     def register(self, instance: Instance) -> Instance:
@@ -129,3 +136,19 @@ def test_a_new_epoch_before_the_first_registration_or_in_a_worker_registers_noth
         assert registry.registrations == [] and owner.state == InstanceState.STARTING
     finally:
         owner.stopping()
+
+
+def test_a_snapshot_ends_the_backoff_of_a_registration_the_control_plane_refused(listener: int, monkeypatch) -> None:
+    monkeypatch.setattr(lifecycle_module, "FIRST_BACKOFF_S", 3600.0)  # after one refusal, the next try is an hour away
+    registry = FakeRegistry()
+    registry.down = True
+    lifecycle = _lifecycle(registry, heartbeat_s=3600)
+    lifecycle.listening([("127.0.0.1", listener)])
+    try:
+        wait_until(lambda: registry.calls == 1, what="the first, refused, try")
+        registry.down = False
+        lifecycle._on_epoch("e1")  # its watch got a snapshot: the control plane answers again
+        wait_until(lambda: lifecycle.registered, timeout=10, what="the registration, now")
+        assert [i.registered_at for i in registry.registrations] == [0.0]
+    finally:
+        lifecycle.stopping()

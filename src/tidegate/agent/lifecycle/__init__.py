@@ -56,6 +56,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("tidegate")
 
 Address = tuple[str, int]
+#: Retries of a control plane that does not answer: this long at first, doubling up to the max
+#: (a snapshot from the control plane ends the wait: `_on_epoch`).
+FIRST_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 5.0
 DEFAULT_HEARTBEAT_S = 5.0  # when the control plane does not say its lease (a third of its default 15 s)
 _WILDCARD_PROBE = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
@@ -243,7 +246,7 @@ class InstanceLifecycle:
         while not self._accepting() or not self._startup_done():
             if self._stop.wait(0.1):
                 return
-        backoff = 0.2
+        backoff = FIRST_BACKOFF_S
         with self._lock:
             self._pending = [i.id for i in self.instances]  # not registered (again) yet
         while not self._stop.is_set():
@@ -251,7 +254,7 @@ class InstanceLifecycle:
             with FORK_GATE:
                 try:
                     self._renew()
-                    backoff = 0.2
+                    backoff = FIRST_BACKOFF_S
                     with self._lock:
                         wait = 0.0 if self._pending else self._heartbeat_interval()
                 except ControlPlaneError as error:
@@ -287,12 +290,14 @@ class InstanceLifecycle:
     def _on_epoch(self, epoch: str) -> None:
         """The watch saw a snapshot of control-plane epoch `epoch` (on its thread): when the instances
         were registered in another one, the control plane restarted and lost them: register them
-        again now, not at the next heartbeat."""
+        again now, not at the next heartbeat. Not registered yet, the registration thread stops
+        backing off: the control plane answers again."""
         with self._lock:
-            if not self.owner or not self.registered or self._stop.is_set() or epoch == self._epoch:
+            if not self.owner or self._stop.is_set() or (self.registered and epoch == self._epoch):
                 return
-            self._pending = [i.id for i in self.instances]
-        log.info("tidegate: the control plane restarted (epoch %s); registering %s again", epoch, self.config.service)
+            if self.registered:
+                self._pending = [i.id for i in self.instances]
+                log.info("tidegate: the control plane restarted (epoch %s); registering %s again", epoch, self.config.service)
         self._wake.set()
 
     def _register(self, client: ControlClient, instance: Instance) -> None:
