@@ -201,9 +201,10 @@ def test_a_restarted_control_plane_does_not_empty_the_directory(tmp_path: Path, 
         plane.stop()
 
 
-def test_while_the_control_plane_refuses_connections_a_watcher_tries_again_within_half_a_second() -> None:
+def test_while_the_control_plane_refuses_connections_a_watcher_tries_again_within_a_quarter_second() -> None:
     assert retry_delay(0.1, refused=True, draw=0.0) == 0.05
+    assert retry_delay(0.2, refused=True, draw=0.0) == 0.1
     assert retry_delay(3.2, refused=True, draw=0.0) == RECONNECT_CAP / 2
-    assert retry_delay(3.2, refused=True, draw=0.999) < RECONNECT_CAP == 0.5
+    assert retry_delay(3.2, refused=True, draw=0.999) < RECONNECT_CAP == 0.25
     # refused by an answer (a bad token, a limit): the backoff as it grew, up to its cap
     assert retry_delay(3.2, refused=False, draw=0.5) == 3.2

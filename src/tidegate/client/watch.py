@@ -50,7 +50,7 @@ BACKOFF_START = 0.1
 BACKOFF_CAP = 5.0
 #: The longest wait between connection attempts while the control plane refuses them (it is
 #: restarting, or down): a refused connection costs it nothing, and a restart resyncs quickly.
-RECONNECT_CAP = 0.5
+RECONNECT_CAP = 0.25
 #: How long instances of an earlier epoch are held over when the snapshot does not say the
 #: control plane's lease (`instance_ttl`): the control plane's default lease.
 DEFAULT_GRACE_S = 15.0
