@@ -311,13 +311,15 @@ class Watcher:
     def _expire(self) -> None:
         """A grace window may have ended: instances not registered again leave (only while the
         stream is up: a control plane out of reach is no news about them)."""
-        if not self._connected or not self.directory.held_over():
+        held = len(self.directory.held_over())
+        if not self._connected or not held:
             return
         try:
             with self._gate:
                 self.directory.expire(self._clock())
-                self._dirty = True
-                self._changed()
+                if len(self.directory.held_over()) < held:
+                    self._dirty = True
+                    self._changed()
         except Exception:  # never let the timer thread die with an error nobody sees
             log.exception("watch: expiring held-over instances failed")
             return

@@ -95,6 +95,7 @@ class InstanceLifecycle:
         self._serving_requests = False
         self._watcher: Watcher | None = None
         self._watch_lock = threading.Lock()
+        self._demand_lock = threading.Lock()
         self._watch_demanded = False  # a call to an unknown host asked for the watch (once is enough)
         self._pending: list[str] = []  # ids of instances to register (again) at the next turn
         self._wake = threading.Event()  # the registration thread's sleep ends early (a new epoch, stopping)
@@ -141,18 +142,20 @@ class InstanceLifecycle:
 
     def watch_on_demand(self, host: str) -> bool:
         """A call to `host`, which the directory does not know: in a process with no watch yet (it
-        serves nothing), start it and wait for the first sync (at most DIRECTORY_SYNC_WAIT_S, once).
-        True when the directory may know more than before the call. Cheap after the first time."""
+        serves nothing), start it and wait for the first sync (at most DIRECTORY_SYNC_WAIT_S, once;
+        other threads' calls meanwhile wait for the same sync). True when the directory may know
+        more than before the call. Cheap after the first time."""
         if self._watch_demanded or _not_a_service_name(host):
             return False
-        with self._watch_lock:
+        with self._demand_lock:
             if self._watch_demanded:
-                return False
+                return True  # another thread's first call waited for the sync meanwhile
+            synced = False
+            if self._watcher is None:
+                log.info("tidegate: first call to %r: watching the registry to route calls by service name", host)
+                synced = self._start_watcher(wait_s=DIRECTORY_SYNC_WAIT_S)
             self._watch_demanded = True
-            if self._watcher is not None:
-                return False
-            log.info("tidegate: first call to %r: watching the registry to route calls by service name", host)
-        return self._start_watcher(wait_s=DIRECTORY_SYNC_WAIT_S)
+            return synced
 
     def stopping(self) -> None:
         """The server shuts down: deregister every instance (bounded), stop heartbeats."""
