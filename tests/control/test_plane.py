@@ -181,6 +181,8 @@ def test_a_restart_keeps_rules_and_revisions_and_forces_snapshots(tmp_path: Path
     assert second.services() == [{"name": "a", "instances": 0, "tags": []}]
     snapshot, _, _ = second.watch(last)
     assert snapshot is not None
+    assert first.epoch != second.epoch  # a new registry: agents register again when they see it
+    assert snapshot["epoch"] == second.epoch and snapshot["instance_ttl"] == second.leases.ttl
     storage.close()
 
 
@@ -201,6 +203,17 @@ def test_a_re_registration_may_keep_its_first_registration_time_but_not_claim_th
     with pytest.raises(RequestError) as refused:
         plane.register({"service": "a", "host": "h", "port": 1, "registered_at": "then"})
     assert refused.value.field == "registered_at"
+
+
+def test_a_claimed_registration_time_before_the_process_started_is_not_kept(plane: ControlPlane) -> None:
+    started = 1_650_000_000.0
+    body = {"service": "a", "host": "h", "port": 1, "started_at": started}
+    # the first registration after the start (a few seconds of prewarm), claimed again after a restart: kept
+    assert plane.register({**body, "registered_at": started + 5}).registered_at == started + 5
+    # another host's clock may be a little behind this one's: within MAX_CLOCK_SKEW_S it is kept
+    assert plane.register({**body, "registered_at": started - 60}).registered_at == started - 60
+    # registered a day before its process started: not sane, stamped now like a new instance
+    assert plane.register({**body, "registered_at": started - 86_400}).registered_at == 1_700_000_000.0
 
 
 def test_generated_tokens_never_look_like_an_option() -> None:

@@ -66,7 +66,16 @@ def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_i
 
     async def health(request: Request) -> Response:
         # instance_ttl: agents heartbeat every third of it
-        return JSONResponse({"status": "ok", "revision": plane.revision, "watchers": len(plane.fanout), "instance_ttl": plane.leases.ttl})
+        # epoch: a new one at every start of the control plane (its registry is in memory)
+        return JSONResponse(
+            {
+                "status": "ok",
+                "revision": plane.revision,
+                "epoch": plane.epoch,
+                "watchers": len(plane.fanout),
+                "instance_ttl": plane.leases.ttl,
+            }
+        )
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(SPEC)

@@ -30,7 +30,8 @@ SPEC: dict[str, Any] = {
     "paths": {
         "/v1/health": {
             "get": _op(
-                "Liveness, the current revision and the number of open watch streams, the instance lease: {status, revision, watchers, instance_ttl}",
+                "Liveness, the current revision, this start's epoch (new at every restart: the registry is in memory), "
+                "the number of open watch streams, the instance lease: {status, revision, epoch, watchers, instance_ttl}",
                 auth=False,
             )
         },
@@ -40,7 +41,8 @@ SPEC: dict[str, Any] = {
         "/v1/instances": {
             "post": _op(
                 "Register (or replace) an instance. Body: service, host, port required; tag, state, weight, "
-                "admin_port, started_at, metadata, id (default service@host:port) optional. Returns the stored instance."
+                "admin_port, started_at, metadata, id (default service@host:port) optional; registered_at (an "
+                "instance registering again: kept unless in the future or over 300 s before started_at). Returns the stored instance."
             )
         },
         "/v1/instances/{id}/heartbeat": {"put": _op("Renew the lease; 404 when unknown (register again)")},
@@ -61,7 +63,7 @@ SPEC: dict[str, Any] = {
         "/v1/watch": {
             "get": _op(
                 "Server-Sent Events. Resume with Last-Event-ID or ?since=REV; otherwise or when too far behind, "
-                "a 'snapshot' frame {revision, services, instances, rules} comes first. Then 'instance' and 'rule' "
+                "a 'snapshot' frame {revision, epoch, instance_ttl, services, instances, rules} comes first. Then 'instance' and 'rule' "
                 "frames {revision, op: put|delete, instance|rule}; ': ping' comments keep the stream alive."
             )
         },

@@ -1,7 +1,11 @@
 """The control plane's state and every operation on it, without HTTP.
 
 Registry (instances, leased by heartbeat, in memory), rule store (persisted,
-every write a new revision), the change log and the push to watchers. Every
+every write a new revision), the change log and the push to watchers. The
+registry does not outlive the process, so each start is a new `epoch` (a
+random id, in `/v1/health` and in every watch snapshot): agents that see a new
+one register again at once, and consumers hold their last-known instances
+over a grace window meanwhile (`tidegate.core.directory`). Every
 method runs on the server's event loop thread, one at a time, so a snapshot
 and the subscription that follows it see the same revision.
 """
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -27,6 +32,8 @@ from tidegate.rules import document_key, validate
 
 #: Agent-reported events kept for the console.
 RECENT_EVENTS = 200
+#: How far before an instance's `started_at` a `registered_at` it claims may lie (clocks of two hosts differ).
+MAX_CLOCK_SKEW_S = 300.0
 MAX_EVENT_BYTES = 16 * 1024
 
 
@@ -56,8 +63,11 @@ class ControlPlane:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         log_capacity: int = 10_000,
+        epoch: str | None = None,
     ) -> None:
         self.storage = storage
+        #: This process's registry: a new one at every start (nothing of it is persisted).
+        self.epoch = epoch or secrets.token_hex(8)
         self.leases = Leases(instance_ttl)
         self.fanout = Fanout()
         self._clock = clock
@@ -225,6 +235,8 @@ class ControlPlane:
     def snapshot(self) -> dict[str, Any]:
         return {
             "revision": self.revision,
+            "epoch": self.epoch,
+            "instance_ttl": self.leases.ttl,  # consumers hold instances of an earlier epoch over this long
             "services": sorted(self._services),
             "instances": [i.to_dict() for i in self._instances.values()],
             "rules": [r.to_dict() for r in self.storage.rules()],
@@ -301,11 +313,15 @@ def parse_instance(body: Any, registered_at: float) -> Instance:
         raise RequestError(422, "must be an object of string values", field="metadata")
     # An instance registering again after the control plane lost it (a restart)
     # may say when it first registered, so consumers do not restart its warm-up.
+    # The claim is kept when it is sane: not in the future (this clock), and not
+    # before the instance's process started (less `MAX_CLOCK_SKEW_S`, as the two
+    # times come from different hosts' clocks); otherwise the instance is
+    # stamped now, as a new one is. The answer says which.
     claimed = body.get("registered_at")
     if claimed is not None:
         if isinstance(claimed, bool) or not isinstance(claimed, (int, float)) or not math.isfinite(claimed):
             raise RequestError(422, "must be a number (seconds since the epoch)", field="registered_at")
-        if 0 < claimed <= registered_at:
+        if 0 < claimed <= registered_at and claimed >= started_at - MAX_CLOCK_SKEW_S:
             registered_at = float(claimed)
     instance_id = (body.get("id") or "").strip() or f"{body['service']}@{body['host']}:{body['port']}"
     return Instance.from_dict({**body, "id": instance_id, "registered_at": registered_at})
