@@ -14,12 +14,14 @@ falls back to the injected random draw.
 
 from __future__ import annotations
 
-import re
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import parse_qsl
+
+from tidegate.core.regex import Regex
+from tidegate.core.regex import compile as compile_regex
 
 #: Percentages resolve to 1/100 of a percent.
 BUCKETS = 10_000
@@ -124,12 +126,14 @@ class MatchKind(StrEnum):
 class StringMatch:
     kind: MatchKind
     value: str = ""
-    pattern: re.Pattern[str] | None = None
+    pattern: Regex | None = None
 
     @classmethod
     def regex(cls, expression: str) -> StringMatch:
-        """Raises re.error for a bad expression (rule parsing turns it into a RuleError)."""
-        return cls(MatchKind.REGEX, expression, re.compile(expression))
+        """A whole-value match by the linear-time engine (`tidegate.core.regex`).
+
+        Raises RegexError for a bad or refused expression (rule parsing turns it into a RuleError)."""
+        return cls(MatchKind.REGEX, expression, compile_regex(expression))
 
     def matches(self, value: str | None) -> bool:
         if value is None:
@@ -139,7 +143,7 @@ class StringMatch:
         if self.kind is MatchKind.PREFIX:
             return value.startswith(self.value)
         if self.kind is MatchKind.REGEX:
-            return self.pattern is not None and self.pattern.fullmatch(value) is not None
+            return self.pattern is not None and self.pattern.fullmatch(value)
         return True
 
 

@@ -53,7 +53,6 @@ spec:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +69,7 @@ from tidegate.core.coloring import (
     Source,
     StringMatch,
 )
+from tidegate.core.regex import RegexError
 from tidegate.errors import RuleError
 from tidegate.rules.document import register_kind, validate
 
@@ -150,8 +150,8 @@ class _Spec:
         if how == MatchKind.REGEX:
             try:
                 return StringMatch.regex(str(text))
-            except re.error as bad:
-                raise self.fail(where, f"is not a valid regular expression: {bad}") from None
+            except RegexError as bad:
+                raise self.fail(where, f"regex {str(text)[:80]!r} {bad}") from None
         return StringMatch(MatchKind(how), str(text))
 
     def named_matches(self, value: Any, field: str, source: Source) -> list[Condition]:
