@@ -247,6 +247,34 @@ def document_key(document: Mapping[str, Any], default_namespace: str = "default"
     return (str(metadata.get("namespace") or default_namespace), str(document["kind"]), str(metadata["name"]))
 
 
+def label_app(document: Mapping[str, Any], label: str) -> str:
+    """The app OpenSergo's `metadata.labels.app` scopes the document to ("" when unset)."""
+    labels = (document.get("metadata") or {}).get("labels")
+    if labels is None:
+        return ""
+    if not isinstance(labels, Mapping):
+        raise RuleError("must be a mapping of label names to values", document=label, field="metadata.labels")
+    app = labels.get("app")
+    if app is None:
+        return ""
+    if not isinstance(app, str) or not app:
+        raise RuleError("must be a non-empty service name", document=label, field="metadata.labels.app")
+    return app
+
+
+def scoped_app(document: Mapping[str, Any], label: str, selector_app: str) -> str:
+    """The one app a document applies to: `spec.selector.app` and/or `metadata.labels.app` (OpenSergo's
+    way; its control plane reads only the label), which must agree when both are set; "" for every app."""
+    app = label_app(document, label)
+    if app and selector_app and app != selector_app:
+        raise RuleError(
+            f"names app {app!r} but spec.selector.app names {selector_app!r}: give one, or the same in both",
+            document=label,
+            field="metadata.labels.app",
+        )
+    return selector_app or app
+
+
 def check_api_version(document: Mapping[str, Any], api_version: str) -> str:
     """For a kind's parser: the document's label (`kind/name`) once its apiVersion is `api_version`."""
     label = f"{document['kind']}/{document['metadata']['name']}"

@@ -79,7 +79,7 @@ from typing import Any
 from tidegate.core.breaker import BreakerRule
 from tidegate.core.flow import FlowRule
 from tidegate.errors import RuleError
-from tidegate.rules.document import check_api_version, register_kind
+from tidegate.rules.document import check_api_version, register_kind, scoped_app
 from tidegate.rules.quantities import SpecFields
 
 API_VERSION = "fault-tolerance.opensergo.io/v1alpha1"
@@ -270,7 +270,7 @@ def parse_rule_document(document: Mapping[str, Any]) -> FaultToleranceRule:
     fields = SpecFields(label, document.get("spec") or {}, "spec", ("selector", "targets", "strategies", "fallbackAction"))
     if fields.has("fallbackAction"):
         raise fields.error("fallbackAction", "is not supported: a refused call gets 429, or 503 from a breaker or adaptive protection")
-    app = fields.selector_app()
+    app = scoped_app(document, label, fields.selector_app())
     targets_raw = fields.required("targets")
     if not isinstance(targets_raw, list) or not targets_raw:
         raise fields.error("targets", "must be a non-empty list of {targetResourceName: ...}")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidegate.core.hotspot import HotspotRule
-from tidegate.rules.document import check_api_version, register_kind
+from tidegate.rules.document import check_api_version, register_kind, scoped_app
 from tidegate.rules.quantities import SpecFields
 
 API_VERSION = "tidegate.io/v1alpha1"
@@ -50,7 +50,7 @@ def parse(document: Mapping[str, Any]) -> HotspotDocument:
         "spec",
         ("selector", "resource", "parameter", "threshold", "duration", "burst", "capacity", "exceptions"),
     )
-    app = fields.selector_app()
+    app = scoped_app(document, label, fields.selector_app())
     resource = fields.text("resource")
     if not resource:
         raise fields.error("resource", "is required: the resource whose parameter is limited")

@@ -71,7 +71,7 @@ from tidegate.core.coloring import (
 )
 from tidegate.core.regex import RegexError
 from tidegate.errors import RuleError
-from tidegate.rules.document import register_kind, validate
+from tidegate.rules.document import label_app, register_kind, validate
 
 LANE_KIND = "TrafficLane"
 CANARY_KIND = "CanaryRule"
@@ -186,6 +186,13 @@ def parse_traffic_lane(document: Mapping[str, Any]) -> TrafficLane:
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise reader.fail("spec.priority", "must be an integer")
     services = _selector(reader, spec.get("selector"))
+    app = label_app(document, reader.label)
+    if app and services and app not in services:
+        raise reader.fail(
+            "metadata.labels.app", f"names app {app!r} but spec.selector names {', '.join(sorted(services))}: give one, or the same in both"
+        )
+    if app and not services:
+        services = frozenset((app,))
     raw_rules = spec.get("rules", [])
     if not isinstance(raw_rules, list):
         raise reader.fail("spec.rules", "must be a list")
