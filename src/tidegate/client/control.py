@@ -101,8 +101,26 @@ class ControlClient:
         """Write revision `revision`'s document again, as a new revision."""
         return StoredRule.from_dict(self._call("POST", f"{_rule_path(namespace, kind, name)}/rollback", json={"revision": revision}))
 
-    def delete_rule(self, namespace: str, kind: str, name: str) -> None:
-        self._call("DELETE", _rule_path(namespace, kind, name))
+    def delete_rule(self, namespace: str, kind: str, name: str, cascade: bool = False) -> list[StoredRule]:
+        """Delete one rule; with `cascade`, also the rules that still use it (a strategy's referrers).
+        Returns the rules deleted, the named one first."""
+        answer = self._call("DELETE", _rule_path(namespace, kind, name), params={"cascade": "true"} if cascade else None)
+        if not isinstance(answer, Mapping):
+            return []
+        return [StoredRule.from_dict(answer), *(StoredRule.from_dict(item) for item in answer.get("cascaded", []))]
+
+    def delete_rules(self, text: str | bytes, cascade: bool = False) -> dict[str, Any]:
+        """Delete the rules the documents in `text` name (what `apply_rules(text)` wrote), referrers first:
+        {"deleted": [StoredRule, ...], "not_in_force": ["namespace/kind/name", ...]}."""
+        content = text.encode() if isinstance(text, str) else text
+        answer = self._call(
+            "DELETE",
+            "/v1/rules",
+            content=content,
+            headers={"Content-Type": "application/yaml"},
+            params={"cascade": "true"} if cascade else None,
+        )
+        return {"deleted": [StoredRule.from_dict(item) for item in answer["deleted"]], "not_in_force": list(answer["not_in_force"])}
 
     # -- events --------------------------------------------------------------------
 

@@ -24,8 +24,8 @@ from tidegate.control.eventlog import encode_frame
 from tidegate.control.openapi import SPEC
 from tidegate.control.plane import ControlPlane, RequestError
 from tidegate.errors import RuleError
+from tidegate.rules import document_key, load_documents
 from tidegate.rules import limits as rule_limits
-from tidegate.rules import load_documents
 
 log = logging.getLogger("tidegate.control")
 
@@ -104,7 +104,22 @@ def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_i
         return JSONResponse(plane.rule(_rule_key(request)).to_dict())
 
     async def delete_rule(request: Request) -> Response:
-        return JSONResponse(plane.delete_rule(_rule_key(request)).to_dict())
+        key = _rule_key(request)
+        plane.rule(key)  # 404 when not in force
+        deleted, _missing = plane.delete_rules([key], cascade=_cascade(request))
+        named = next(rule for rule in deleted if rule.key == key)
+        return JSONResponse({**named.to_dict(), "cascaded": [rule.to_dict() for rule in deleted if rule.key != key]})
+
+    async def delete_rules(request: Request) -> Response:
+        keys = [_envelope_key(document) for document in await _rule_documents(request)]
+        deleted, missing = plane.delete_rules(keys, cascade=_cascade(request))
+        return JSONResponse(
+            {
+                "deleted": [rule.to_dict() for rule in deleted],
+                "not_in_force": ["/".join(key) for key in missing],
+                "revision": plane.revision,
+            }
+        )
 
     async def history(request: Request) -> Response:
         return JSONResponse([entry.to_dict() for entry in plane.history(_rule_key(request))])
@@ -160,6 +175,7 @@ def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_i
         Route("/v1/instances/{id:path}", write(deregister), methods=["DELETE"]),
         Route("/v1/rules", read(list_rules), methods=["GET"]),
         Route("/v1/rules", write(apply_rules), methods=["POST"]),
+        Route("/v1/rules", write(delete_rules), methods=["DELETE"]),
         Route(rule_path, read(get_rule), methods=["GET"]),
         Route(rule_path, write(delete_rule), methods=["DELETE"]),
         Route(rule_path + "/history", read(history), methods=["GET"]),
@@ -258,6 +274,24 @@ async def _rule_documents(request: Request) -> list[Any]:
         return await asyncio.to_thread(load_documents, raw, request.headers.get("content-type", ""))
     except RuleError as error:  # the body could not be read as documents at all
         raise RequestError(400, f"rule body: {error}") from None
+
+
+def _cascade(request: Request) -> bool:
+    value = request.query_params.get("cascade", "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise RequestError(400, f"must be true or false, got {value!r}", field="cascade")
+    return value in ("true", "1")
+
+
+def _envelope_key(document: Any) -> tuple[str, str, str]:
+    """(namespace, kind, name) of a document named for deletion: only its envelope is read."""
+    metadata = document.get("metadata") if isinstance(document, dict) else None
+    if not isinstance(document.get("kind"), str) or not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
+        raise RequestError(422, "each document to delete needs a kind and a metadata.name", field="metadata.name")
+    namespace = metadata.get("namespace")
+    if namespace is not None and not isinstance(namespace, str):
+        raise RequestError(422, "must be a string", field="metadata.namespace")
+    return document_key(document)
 
 
 def _rule_key(request: Request) -> tuple[str, str, str]:
