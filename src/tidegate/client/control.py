@@ -78,6 +78,11 @@ class ControlClient:
         """Apply YAML/JSON text, one document or a list of documents, all or nothing.
 
         A document identical to the one in force keeps its revision."""
+        return [StoredRule.from_dict(item) for item in self.apply_rules_answer(text_or_documents)]
+
+    def apply_rules_answer(self, text_or_documents: str | bytes | Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """`apply_rules`, answered as the control plane says it: each rule's dict, with `unchanged` and
+        `warnings` (why a target can never match) when it has them."""
         if isinstance(text_or_documents, (str, bytes)):
             content = text_or_documents.encode() if isinstance(text_or_documents, str) else text_or_documents
             content_type = "application/yaml"
@@ -85,8 +90,8 @@ class ControlClient:
             documents = [text_or_documents] if isinstance(text_or_documents, Mapping) else list(text_or_documents)
             content = json.dumps(documents).encode()
             content_type = "application/json"
-        written = self._call("POST", "/v1/rules", content=content, headers={"Content-Type": content_type})
-        return [StoredRule.from_dict(item) for item in written]
+        written: list[dict[str, Any]] = self._call("POST", "/v1/rules", content=content, headers={"Content-Type": content_type})
+        return written
 
     def rules(self, namespace: str | None = None, kind: str | None = None) -> list[StoredRule]:
         params = {k: v for k, v in (("namespace", namespace), ("kind", kind)) if v}

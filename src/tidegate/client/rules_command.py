@@ -74,8 +74,10 @@ def _apply(args: argparse.Namespace) -> int:
         return 1
 
     def action(client: ControlClient) -> None:
-        for rule in client.apply_rules(text):
-            print(f"{rule.kind}/{rule.name} (namespace {rule.namespace}) at revision {rule.revision}")
+        for rule in client.apply_rules_answer(text):
+            print(f"{rule['kind']}/{rule['name']} (namespace {rule['namespace']}) at revision {rule['revision']}")
+            for warning in rule.get("warnings", ()):
+                print(f"tidegate rules: warning: {warning}", file=sys.stderr)
 
     return _with_client(args, action)
 

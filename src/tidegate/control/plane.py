@@ -145,9 +145,13 @@ class ControlPlane:
         its revision and comes back marked `"unchanged": true`."""
         keyed: list[tuple[RuleKey, Mapping[str, Any]]] = []
         seen: set[RuleKey] = set()
+        warnings: dict[RuleKey, list[str]] = {}
         for document in documents:
-            validate(document)
+            typed = validate(document)
             key = document_key(document)
+            found = [*getattr(typed, "warnings", ()), *self._app_warnings(typed, key)]
+            if found:
+                warnings[key] = found
             if key in seen:
                 raise RuleError("appears twice in one request", document=f"{key[1]}/{key[2]}", field="metadata.name")
             seen.add(key)
@@ -177,7 +181,30 @@ class ControlPlane:
             for rule in self.storage.put_rules(to_write):
                 self._record("rule", {"op": "put", "rule": rule.to_dict()}, rule.revision)
                 results[rule.key] = rule.to_dict()
+                if rule.key in warnings:  # reported where the console shows what agents post
+                    self.post_event(
+                        {
+                            "type": "rule-warning",
+                            "namespace": rule.namespace,
+                            "document": f"{rule.kind}/{rule.name}",
+                            "warnings": warnings[rule.key],
+                        }
+                    )
+        for key, found in warnings.items():
+            results[key]["warnings"] = found
         return [results[key] for key, _ in keyed]
+
+    def _app_warnings(self, typed: Any, key: RuleKey) -> list[str]:
+        """A scope naming an app no instance has ever registered as: likely a typo, inert until one does."""
+        app = getattr(typed, "app", "")
+        apps = {app} if isinstance(app, str) and app else set()
+        for rule in getattr(typed, "rules", ()):
+            apps |= set(getattr(rule, "services", ()))
+        unknown = sorted(apps - self._services)
+        return [
+            f"{key[1]}/{key[2]}: app {app!r} is no service that has registered here (yet); the rule acts only on a service of that name"
+            for app in unknown
+        ]
 
     def rules(self, namespace: str | None = None, kind: str | None = None) -> list[StoredRule]:
         return [
