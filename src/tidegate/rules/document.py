@@ -149,8 +149,9 @@ def load_documents(text: str | bytes, content_type: str = "") -> list[dict[str, 
 
 
 def _load_yaml(text: str) -> list[Any]:
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)
         loaded = []
         while loader.check_data():
             document = loader.get_data()
@@ -165,7 +166,8 @@ def _load_yaml(text: str) -> list[Any]:
     except RecursionError:  # guarded by the depth bound; kept as a refusal all the same
         raise RuleError(f"nests mappings and lists more than {limits.MAX_DEPTH} deep") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _load_json(text: str) -> list[Any]:

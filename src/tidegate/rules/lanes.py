@@ -355,17 +355,18 @@ def compile_lane_routing(
     left out and returned as errors, as are canaries of one service whose
     shares pass 100% or whose sticky keys differ (the first one's applies)."""
     lanes, problems = _parse_all(lane_documents, LANE_KIND)
-    canary_docs = sorted(
-        (doc for doc in canary_documents if isinstance(doc, Mapping)),
-        key=lambda doc: (
-            str((doc.get("metadata") or {}).get("namespace") or "default"),
-            str((doc.get("metadata") or {}).get("name") or ""),
-        ),
-    )
+    canary_docs = sorted((doc for doc in canary_documents if isinstance(doc, Mapping)), key=_order)
     canaries, canary_problems = _parse_all(canary_docs, CANARY_KIND)
     problems.extend(canary_problems)
     problems.extend(_canary_conflicts(canaries))
     return core_lanes.LaneRouting((lane.lane for lane in lanes), canaries), problems
+
+
+def _order(document: Mapping[str, Any]) -> tuple[str, str]:
+    metadata = document.get("metadata")
+    if not isinstance(metadata, Mapping):
+        return ("default", "")
+    return (str(metadata.get("namespace") or "default"), str(metadata.get("name") or ""))
 
 
 def _canary_conflicts(canaries: list[core_lanes.CanaryRule]) -> list[RuleError]:

@@ -45,7 +45,7 @@ def compile_rules(documents: Iterable[Mapping[str, Any]], service: str | None = 
     adaptive_rules = []
     hotspot_rules = []
     for document in documents:
-        if not isinstance(document, Mapping) or document.get("kind") not in KINDS:
+        if not isinstance(document, Mapping) or not isinstance(document.get("kind"), str) or document["kind"] not in KINDS:
             continue
         typed = validate(document)
         if isinstance(typed, faulttolerance.Strategy):
@@ -171,7 +171,7 @@ class IsolatingCompiler:
         strategies: dict[RuleKey, faulttolerance.Strategy] = {}
         others: list[tuple[RuleKey, Mapping[str, Any]]] = []
         for document in documents:
-            if not isinstance(document, Mapping) or document.get("kind") not in KINDS:
+            if not isinstance(document, Mapping) or not isinstance(document.get("kind"), str) or document["kind"] not in KINDS:
                 continue
             key = _key(document)
             if document.get("kind") not in faulttolerance.STRATEGY_KINDS:
