@@ -3,7 +3,9 @@
 Edges (the gateway, the agent's inbound adapters) build a `RequestView`; a
 `Coloring` walks its rules in order and the first that matches names the lane.
 A request that already carries a lane keeps it. Matching never raises: a
-malformed cookie or query string simply does not match.
+malformed cookie or query string simply does not match. Regex matches run on
+the linear-time engine of `tidegate.core.regex` (a value longer than its
+input bound does not match).
 
 Percentages are sticky: the same key value (a user id in a header or cookie)
 always lands in the same bucket, by a stable CRC-32 of the key (never Python's
