@@ -127,3 +127,36 @@ def test_delete_of_a_file_goes_referrers_first_and_names_what_was_not_in_force(t
             assert len(load_documents(text)) == 3
     finally:
         control.stop()
+
+
+def _settings(name: str, service: str, namespace: str = "default") -> dict:
+    return {
+        "apiVersion": "tidegate.io/v1",
+        "kind": "ServiceSettings",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"service": service},
+    }
+
+
+def _canary(name: str, percent: float, sticky: dict | None = None) -> dict:
+    spec = {"service": "orders", "tag": "v2", "percent": percent, **({"stickyKey": sticky} if sticky else {})}
+    return {"apiVersion": "traffic.opensergo.io/v1alpha1", "kind": "CanaryRule", "metadata": {"name": name}, "spec": spec}
+
+
+def test_a_second_service_settings_for_one_service_is_refused(plane: ControlPlane) -> None:
+    plane.apply_rules([_settings("orders", "orders")])
+    with pytest.raises(RequestError) as refused:
+        plane.apply_rules([_settings("orders-too", "orders", namespace="shop")])
+    assert refused.value.status == 409 and "already set by ServiceSettings/orders" in refused.value.message
+    plane.apply_rules([_settings("billing", "billing", namespace="shop")])  # another service's: fine
+    plane.apply_rules([_settings("orders", "orders"), _settings("billing", "billing", namespace="shop")])  # unchanged: fine
+
+
+def test_canaries_of_one_service_past_100_percent_or_with_two_sticky_keys_are_refused(plane: ControlPlane) -> None:
+    plane.apply_rules([_canary("a", 60, {"header": "x-user"})])
+    for refused_canary in (_canary("b", 50, {"header": "x-user"}), _canary("c", 10, {"cookie": "uid"})):
+        with pytest.raises(RequestError) as refused:
+            plane.apply_rules([refused_canary])
+        assert refused.value.status == 409
+    plane.apply_rules([_canary("b", 40, {"header": "x-user"})])
+    assert names(plane) == ["CanaryRule/a", "CanaryRule/b"]

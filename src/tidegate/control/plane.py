@@ -23,9 +23,9 @@ from tidegate.control.storage import RuleRevision, Storage
 from tidegate.core.instance import Instance, InstanceState, can_transition
 from tidegate.core.rulebook import RuleKey, StoredRule
 from tidegate.errors import RuleError
-from tidegate.rules import document_key, limits, validate
+from tidegate.rules import consistency, document_key, limits, validate
 from tidegate.rules.faulttolerance import RULE_KIND, STRATEGY_KINDS
-from tidegate.rules.stability import Problem, reference_problems
+from tidegate.rules.stability import Problem
 
 #: Agent-reported events kept for the console.
 RECENT_EVENTS = 200
@@ -173,7 +173,7 @@ class ControlPlane:
             raise RequestError(
                 409,
                 "; ".join(f"{_label(key)} field {error.field!r}: {error.reason}" for key, error in conflicts)
-                + " (apply the strategies it names in the same request, or before it)",
+                + " (a rule's strategies go in the same request or before it; one ServiceSettings per service; one service's canaries share a sticky key and at most 100%)",
                 field=conflicts[0][1].field,
                 extra={"document": _label(conflicts[0][0]), "referrers": [_referrer(key, error) for key, error in conflicts]},
             )
@@ -280,20 +280,25 @@ class ControlPlane:
 
     def _new_reference_problems(self, change: Mapping[RuleKey, Mapping[str, Any] | None]) -> list[Problem]:
         """The unresolved strategy references `change` (key -> new document, or None: deleted) would add."""
-        relevant = {key: document for key, document in change.items() if key[1] == RULE_KIND or key[1] in STRATEGY_KINDS}
+        references = (RULE_KIND, *STRATEGY_KINDS)  # resolved within a namespace
+        relevant = {key: document for key, document in change.items() if key[1] in references or key[1] in consistency.KINDS}
         if not relevant:
             return []
-        namespaces = {key[0] for key in relevant}
-        kinds = (RULE_KIND, *STRATEGY_KINDS)
-        current = {rule.key: rule.document for rule in self.storage.rules() if rule.namespace in namespaces and rule.kind in kinds}
+        namespaces = {key[0] for key in relevant if key[1] in references}
+        across = any(key[1] in consistency.KINDS for key in relevant)  # one service's settings and canaries, in any namespace
+        current = {
+            rule.key: rule.document
+            for rule in self.storage.rules()
+            if (rule.kind in references and rule.namespace in namespaces) or (across and rule.kind in consistency.KINDS)
+        }
         after = dict(current)
         for key, document in relevant.items():
             if document is None:
                 after.pop(key, None)
             else:
                 after[key] = document
-        before = {(key, str(error)) for key, error in reference_problems(current.values())}
-        return [(key, error) for key, error in reference_problems(after.values()) if (key, str(error)) not in before]
+        before = {(key, error.field) for key, error in consistency.set_problems(current.values())}
+        return [(key, error) for key, error in consistency.set_problems(after.values()) if (key, error.field) not in before]
 
     # -- events and watch ----------------------------------------------------------
 
