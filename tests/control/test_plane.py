@@ -147,7 +147,8 @@ def test_rollback_writes_the_old_document_as_a_new_revision(plane: ControlPlane)
 
 
 def test_namespaces_keep_rules_apart(plane: ControlPlane) -> None:
-    plane.apply_rules([_settings("a"), _settings("a", namespace="shop")])
+    # One name in two namespaces (for two services: one ServiceSettings per service, whatever its namespace).
+    plane.apply_rules([_settings("a"), {**_settings("a", namespace="shop"), "spec": {"service": "a-shop"}}])
     assert {r.namespace for r in plane.rules()} == {"default", "shop"}
     assert [r.namespace for r in plane.rules(namespace="shop")] == ["shop"]
 

@@ -13,8 +13,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import yaml
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -24,7 +24,8 @@ from tidegate.control.eventlog import encode_frame
 from tidegate.control.openapi import SPEC
 from tidegate.control.plane import ControlPlane, RequestError
 from tidegate.errors import RuleError
-from tidegate.rules import load_documents
+from tidegate.rules import document_key, load_documents
+from tidegate.rules import limits as rule_limits
 
 log = logging.getLogger("tidegate.control")
 
@@ -33,8 +34,6 @@ Handler = Callable[[Request], Awaitable[Response]]
 #: Largest request body accepted (rule files are small).
 MAX_BODY = 4 * 1024 * 1024
 PING_INTERVAL = 5.0
-#: Nodes a YAML rule body may have once its aliases are expanded.
-MAX_YAML_NODES = 100_000
 PING = b": ping\n\n"
 
 
@@ -50,6 +49,8 @@ def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_i
                 return await handler(request)
             except RequestError as error:
                 return JSONResponse(error.to_dict(), status_code=error.status)
+            except HTTPException:  # Starlette's own answers (a body over `MAX_BODY`: 413)
+                raise
             except RuleError as error:
                 return JSONResponse({"error": str(error), "field": error.field, "document": error.document}, status_code=422)
             except Exception as error:  # a bug (say, in a rule kind's parser) answers 500; the server carries on
@@ -112,7 +113,22 @@ def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_i
         return JSONResponse(plane.rule(_rule_key(request)).to_dict())
 
     async def delete_rule(request: Request) -> Response:
-        return JSONResponse(plane.delete_rule(_rule_key(request)).to_dict())
+        key = _rule_key(request)
+        plane.rule(key)  # 404 when not in force
+        deleted, _missing = plane.delete_rules([key], cascade=_cascade(request))
+        named = next(rule for rule in deleted if rule.key == key)
+        return JSONResponse({**named.to_dict(), "cascaded": [rule.to_dict() for rule in deleted if rule.key != key]})
+
+    async def delete_rules(request: Request) -> Response:
+        keys = [_envelope_key(document) for document in await _rule_documents(request)]
+        deleted, missing = plane.delete_rules(keys, cascade=_cascade(request))
+        return JSONResponse(
+            {
+                "deleted": [rule.to_dict() for rule in deleted],
+                "not_in_force": ["/".join(key) for key in missing],
+                "revision": plane.revision,
+            }
+        )
 
     async def history(request: Request) -> Response:
         return JSONResponse([entry.to_dict() for entry in plane.history(_rule_key(request))])
@@ -168,6 +184,7 @@ def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_i
         Route("/v1/instances/{id:path}", write(deregister), methods=["DELETE"]),
         Route("/v1/rules", read(list_rules), methods=["GET"]),
         Route("/v1/rules", write(apply_rules), methods=["POST"]),
+        Route("/v1/rules", write(delete_rules), methods=["DELETE"]),
         Route(rule_path, read(get_rule), methods=["GET"]),
         Route(rule_path, write(delete_rule), methods=["DELETE"]),
         Route(rule_path + "/history", read(history), methods=["GET"]),
@@ -240,42 +257,50 @@ async def _json_body(request: Request) -> Any:
     return _parse_json(raw, "request body")
 
 
+async def _rule_body(request: Request) -> bytes:
+    """The body of a rule request, read up to `limits.MAX_BODY_BYTES` (chunked or not): 413 past it."""
+    limit = rule_limits.MAX_BODY_BYTES
+    too_large = RequestError(413, f"a rule body is at most {limit} bytes (tidegate.rules.limits.MAX_BODY_BYTES); split the documents")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _rule_documents(request: Request) -> list[Any]:
-    raw = await request.body()
-    content_type = request.headers.get("content-type", "")
-    looks_json = "json" in content_type or raw.lstrip()[:1] in (b"{", b"[")
+    """The documents of a rule body (YAML or JSON), parsed off the event loop; 400 naming what is wrong."""
+    raw = await _rule_body(request)
+    if not raw.strip():
+        raise RequestError(400, "request body is empty; send YAML or JSON rule documents")
     try:
-        if looks_json:
-            loaded = _parse_json(raw, "rule body")
-            documents = loaded if isinstance(loaded, list) else [loaded]
-            if not documents:
-                raise RequestError(400, "no rule document in the request")
-            return documents
-        _refuse_alias_bombs(raw)
-        return list(load_documents(raw))
+        return await asyncio.to_thread(load_documents, raw, request.headers.get("content-type", ""))
     except RuleError as error:  # the body could not be read as documents at all
-        raise RequestError(400, str(error)) from None
+        raise RequestError(400, f"rule body: {error}") from None
 
 
-def _refuse_alias_bombs(raw: bytes) -> None:
-    """Refuse YAML whose aliases expand past `MAX_YAML_NODES` nodes: a few lines
-    of nested aliases can otherwise expand to gigabytes once stored as JSON."""
-    try:
-        roots = list(yaml.compose_all(raw, Loader=yaml.SafeLoader))
-    except yaml.YAMLError:
-        return  # load_documents reports the syntax error with its position
-    budget = MAX_YAML_NODES
-    stack: list[yaml.Node] = [root for root in roots if root is not None]
-    while stack:
-        node = stack.pop()
-        budget -= 1
-        if budget < 0:
-            raise RequestError(400, f"rule body expands (through YAML aliases) to more than {MAX_YAML_NODES} nodes")
-        if isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
-        elif isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                stack.extend((key, value))
+def _cascade(request: Request) -> bool:
+    value = request.query_params.get("cascade", "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise RequestError(400, f"must be true or false, got {value!r}", field="cascade")
+    return value in ("true", "1")
+
+
+def _envelope_key(document: Any) -> tuple[str, str, str]:
+    """(namespace, kind, name) of a document named for deletion: only its envelope is read."""
+    metadata = document.get("metadata") if isinstance(document, dict) else None
+    if not isinstance(document.get("kind"), str) or not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
+        raise RequestError(422, "each document to delete needs a kind and a metadata.name", field="metadata.name")
+    namespace = metadata.get("namespace")
+    if namespace is not None and not isinstance(namespace, str):
+        raise RequestError(422, "must be a string", field="metadata.namespace")
+    return document_key(document)
 
 
 def _rule_key(request: Request) -> tuple[str, str, str]:

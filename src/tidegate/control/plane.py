@@ -28,7 +28,9 @@ from tidegate.control.storage import RuleRevision, Storage
 from tidegate.core.instance import Instance, InstanceState, can_transition
 from tidegate.core.rulebook import RuleKey, StoredRule
 from tidegate.errors import RuleError
-from tidegate.rules import document_key, validate
+from tidegate.rules import consistency, document_key, limits, validate
+from tidegate.rules.faulttolerance import RULE_KIND, STRATEGY_KINDS
+from tidegate.rules.stability import Problem
 
 #: Agent-reported events kept for the console.
 RECENT_EVENTS = 200
@@ -40,16 +42,18 @@ MAX_EVENT_BYTES = 16 * 1024
 class RequestError(Exception):
     """A request the control plane refuses; `status` is the HTTP status to answer."""
 
-    def __init__(self, status: int, message: str, field: str = "") -> None:
+    def __init__(self, status: int, message: str, field: str = "", extra: Mapping[str, Any] | None = None) -> None:
         self.status = status
         self.message = message
         self.field = field
+        self.extra = dict(extra or {})
         super().__init__(message)
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": self.message}
         if self.field:
             body["field"] = self.field
+        body.update(self.extra)
         return body
 
 
@@ -151,26 +155,66 @@ class ControlPlane:
         its revision and comes back marked `"unchanged": true`."""
         keyed: list[tuple[RuleKey, Mapping[str, Any]]] = []
         seen: set[RuleKey] = set()
+        warnings: dict[RuleKey, list[str]] = {}
         for document in documents:
-            validate(document)
+            typed = validate(document)
             key = document_key(document)
+            found = [*getattr(typed, "warnings", ()), *self._app_warnings(typed, key)]
+            if found:
+                warnings[key] = found
             if key in seen:
                 raise RuleError("appears twice in one request", document=f"{key[1]}/{key[2]}", field="metadata.name")
             seen.add(key)
             keyed.append((key, _normalized(document, key)))
         results: dict[RuleKey, dict[str, Any]] = {}
         to_write: list[tuple[RuleKey, Mapping[str, Any]]] = []
+        added = 0
         for key, document in keyed:
             current = self.storage.rule(key)
             if current is not None and current.document == document:
                 results[key] = {**current.to_dict(), "unchanged": True}
             else:
                 to_write.append((key, document))
+                added += current is None
+        if added and len(self.storage.rules()) + added > limits.MAX_DOCUMENTS_IN_FORCE:
+            raise RequestError(413, f"the store holds at most {limits.MAX_DOCUMENTS_IN_FORCE} rule documents; delete some first")
+        conflicts = self._new_reference_problems(dict(to_write))
+        if conflicts:
+            raise RequestError(
+                409,
+                "; ".join(f"{_label(key)} field {error.field!r}: {error.reason}" for key, error in conflicts)
+                + " (a rule's strategies go in the same request or before it; one ServiceSettings per service; one service's canaries share a sticky key and at most 100%)",
+                field=conflicts[0][1].field,
+                extra={"document": _label(conflicts[0][0]), "referrers": [_referrer(key, error) for key, error in conflicts]},
+            )
         if to_write:
             for rule in self.storage.put_rules(to_write):
                 self._record("rule", {"op": "put", "rule": rule.to_dict()}, rule.revision)
                 results[rule.key] = rule.to_dict()
+                if rule.key in warnings:  # reported where the console shows what agents post
+                    self.post_event(
+                        {
+                            "type": "rule-warning",
+                            "namespace": rule.namespace,
+                            "document": f"{rule.kind}/{rule.name}",
+                            "warnings": warnings[rule.key],
+                        }
+                    )
+        for key, found in warnings.items():
+            results[key]["warnings"] = found
         return [results[key] for key, _ in keyed]
+
+    def _app_warnings(self, typed: Any, key: RuleKey) -> list[str]:
+        """A scope naming an app no instance has ever registered as: likely a typo, inert until one does."""
+        app = getattr(typed, "app", "")
+        apps = {app} if isinstance(app, str) and app else set()
+        for rule in getattr(typed, "rules", ()):
+            apps |= set(getattr(rule, "services", ()))
+        unknown = sorted(apps - self._services)
+        return [
+            f"{key[1]}/{key[2]}: app {app!r} is no service that has registered here (yet); the rule acts only on a service of that name"
+            for app in unknown
+        ]
 
     def rules(self, namespace: str | None = None, kind: str | None = None) -> list[StoredRule]:
         return [
@@ -206,13 +250,65 @@ class ControlPlane:
                 return self.apply_rules([dict(entry.rule.document)])[0]
         raise RequestError(404, f"rule {'/'.join(key)} has no revision {revision}", field="revision")
 
-    def delete_rule(self, key: RuleKey) -> StoredRule:
-        try:
+    def delete_rule(self, key: RuleKey, cascade: bool = False) -> StoredRule:
+        """Delete one rule (404 when not in force); refused (409, naming them) while other rules still
+        use it, unless `cascade` deletes them too (`delete_rules` says which)."""
+        if self.storage.rule(key) is None:
+            raise RequestError(404, f"no rule {'/'.join(key)} in force")
+        deleted, _missing = self.delete_rules([key], cascade)
+        return next(rule for rule in deleted if rule.key == key)
+
+    def delete_rules(self, keys: list[RuleKey], cascade: bool = False) -> tuple[list[StoredRule], list[RuleKey]]:
+        """Delete the rules in force among `keys`, referrers before what they name, each its own revision:
+        (deleted, keys not in force). A delete that leaves another rule naming a strategy that is gone
+        is refused (409 naming the referrers), unless `cascade` deletes those referrers too."""
+        wanted = list(dict.fromkeys(keys))
+        present = [key for key in wanted if self.storage.rule(key) is not None]
+        missing = [key for key in wanted if key not in present]
+        removing = dict.fromkeys(present)
+        conflicts = self._new_reference_problems(dict.fromkeys(removing))
+        if conflicts and not cascade:
+            names = ", ".join(sorted({_label(key) for key, _ in conflicts}))
+            raise RequestError(
+                409,
+                f"still in use by {names}: "
+                + "; ".join(f"{_label(key)} field {error.field!r}: {error.reason}" for key, error in conflicts)
+                + " (delete or change the referrers first, or delete them too with cascade)",
+                field=conflicts[0][1].field,
+                extra={"document": _label(conflicts[0][0]), "referrers": [_referrer(key, error) for key, error in conflicts]},
+            )
+        for key, _error in conflicts:
+            removing[key] = None
+        # Referrers first: an agent never sees a rule naming a strategy already gone.
+        order = sorted(removing, key=lambda key: key[1] in STRATEGY_KINDS)
+        deleted = []
+        for key in order:
             rule = self.storage.delete_rule(key)
-        except KeyError:
-            raise RequestError(404, f"no rule {'/'.join(key)} in force") from None
-        self._record("rule", {"op": "delete", "rule": rule.to_dict()}, rule.revision)
-        return rule
+            self._record("rule", {"op": "delete", "rule": rule.to_dict()}, rule.revision)
+            deleted.append(rule)
+        return deleted, missing
+
+    def _new_reference_problems(self, change: Mapping[RuleKey, Mapping[str, Any] | None]) -> list[Problem]:
+        """The unresolved strategy references `change` (key -> new document, or None: deleted) would add."""
+        references = (RULE_KIND, *STRATEGY_KINDS)  # resolved within a namespace
+        relevant = {key: document for key, document in change.items() if key[1] in references or key[1] in consistency.KINDS}
+        if not relevant:
+            return []
+        namespaces = {key[0] for key in relevant if key[1] in references}
+        across = any(key[1] in consistency.KINDS for key in relevant)  # one service's settings and canaries, in any namespace
+        current = {
+            rule.key: rule.document
+            for rule in self.storage.rules()
+            if (rule.kind in references and rule.namespace in namespaces) or (across and rule.kind in consistency.KINDS)
+        }
+        after = dict(current)
+        for key, document in relevant.items():
+            if document is None:
+                after.pop(key, None)
+            else:
+                after[key] = document
+        before = {(key, error.field) for key, error in consistency.set_problems(current.values())}
+        return [(key, error) for key, error in consistency.set_problems(after.values()) if (key, error.field) not in before]
 
     # -- events and watch ----------------------------------------------------------
 
@@ -269,6 +365,14 @@ class ControlPlane:
             revision = self.storage.next_revision()
         change = self.log.append(revision, event, {"revision": revision, **data})
         self.fanout.publish(change.frame)
+
+
+def _label(key: RuleKey) -> str:
+    return f"{key[1]}/{key[2]} (namespace {key[0]})"
+
+
+def _referrer(key: RuleKey, error: RuleError) -> dict[str, Any]:
+    return {"namespace": key[0], "kind": key[1], "name": key[2], "field": error.field, "reason": error.reason}
 
 
 def _normalized(document: Mapping[str, Any], key: RuleKey) -> dict[str, Any]:
