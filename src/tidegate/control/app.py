@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 import yaml
@@ -18,9 +18,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tidegate.control.auth import TokenCheck
-from tidegate.control.eventlog import encode_frame
 from tidegate.control.openapi import SPEC
 from tidegate.control.plane import ControlPlane, RequestError
 from tidegate.errors import RuleError
@@ -36,9 +36,18 @@ PING_INTERVAL = 5.0
 #: Nodes a YAML rule body may have once its aliases are expanded.
 MAX_YAML_NODES = 100_000
 PING = b": ping\n\n"
+#: The most a watch stream hands the server in one write: a watcher that does not
+#: read holds at most about this much (plus the socket's buffers) of its own.
+WRITE_CHUNK = 64 * 1024
 
 
-def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_interval: float = PING_INTERVAL) -> Starlette:
+def create_app(
+    plane: ControlPlane,
+    token: str,
+    open_reads: bool = False,
+    ping_interval: float = PING_INTERVAL,
+) -> ASGIApp:
+    """The API over `plane`."""
     auth = TokenCheck(token, open_reads)
 
     def guarded(handler: Handler, write: bool) -> Handler:
@@ -119,40 +128,35 @@ def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_i
 
     async def watch(request: Request) -> Response:
         since = _since(request)
+        plane.open_watch()  # 429 when every place is taken; given back when the response ends
 
-        async def frames() -> AsyncIterator[bytes]:
-            # Subscribed when streaming starts, so a stream that never starts leaks no queue.
-            snapshot, replay, queue = plane.watch(since)
+        async def frames() -> AsyncIterator[bytes | memoryview]:
+            yield b"retry: 1000\n\n"
+            # Subscribed when streaming starts, so a stream that never starts leaks no backlog.
+            subscription = await plane.watch(since)
+            subscriber = subscription.subscriber
             try:
-                yield b"retry: 1000\n\n"
-                if snapshot is not None:
-                    yield encode_frame("snapshot", snapshot["revision"], snapshot)
-                for change in replay:
-                    yield change.frame
-                while True:
-                    batch = [await queue.get()]
-                    while not queue.empty():  # a burst goes out in one write
-                        batch.append(queue.get_nowait())
-                    if None in batch:  # cut off (too slow) or shutting down
-                        if batch.index(None):
-                            yield b"".join(batch[: batch.index(None)])  # type: ignore[arg-type]
-                        return
-                    yield b"".join(batch)  # type: ignore[arg-type]
+                if subscription.snapshot is not None:
+                    # The shared bytes, a slice per write: the server waits for each to drain.
+                    frame = memoryview(subscription.snapshot.frame)
+                    for start in range(0, len(frame), WRITE_CHUNK):
+                        yield frame[start : start + WRITE_CHUNK]
+                for batch in _batches(change.frame for change in subscription.replay):
+                    yield batch
+                while (live := await subscriber.take(WRITE_CHUNK)) is not None:  # None: cut off or shutting down
+                    yield live
             finally:
-                plane.fanout.unsubscribe(queue)
+                plane.fanout.unsubscribe(subscriber)
 
-        return StreamingResponse(
-            frames(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return _WatchResponse(frames(), plane.close_watch)
 
     rule_path = "/v1/rules/{namespace}/{kind}/{name}"
     routes = [
         Route("/v1/health", health, methods=["GET"]),
         Route("/v1/openapi.json", openapi, methods=["GET"]),
         Route("/v1/services", read(services), methods=["GET"]),
-        Route("/v1/services/{name}/instances", read(service_instances), methods=["GET"]),
+        # :path, so a name with a '/' (refused at registration now, remembered from before) is still listed
+        Route("/v1/services/{name:path}/instances", read(service_instances), methods=["GET"]),
         Route("/v1/instances", write(register), methods=["POST"]),
         Route("/v1/instances/{id:path}/heartbeat", write(heartbeat), methods=["PUT"]),
         Route("/v1/instances/{id:path}/state", write(set_state), methods=["PUT"]),
@@ -177,13 +181,43 @@ def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_i
             for task in tasks:
                 task.cancel()
             plane.fanout.close_all()
+            plane.snapshots.close()
 
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={404: _not_found, 405: _not_allowed},
         max_body_size=MAX_BODY,
     )
+    return app
+
+
+class _WatchResponse(StreamingResponse):
+    """The watch stream; `on_close` runs however the response ends (even before it starts)."""
+
+    def __init__(self, frames: AsyncIterator[bytes | memoryview], on_close: Callable[[], None]) -> None:
+        super().__init__(frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
+def _batches(frames: Iterable[bytes]) -> Iterator[bytes]:
+    """Frames joined into writes of about `WRITE_CHUNK` bytes (a burst goes out in few writes)."""
+    batch: list[bytes] = []
+    size = 0
+    for frame in frames:
+        if batch and size + len(frame) > WRITE_CHUNK:
+            yield b"".join(batch)
+            batch, size = [], 0
+        batch.append(frame)
+        size += len(frame)
+    if batch:
+        yield b"".join(batch)
 
 
 async def _reap_forever(plane: ControlPlane) -> None:

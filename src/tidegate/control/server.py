@@ -9,6 +9,7 @@ import socket
 import uvicorn
 
 from tidegate.control.app import create_app
+from tidegate.control.limits import DEFAULT_LIMITS, Limits
 from tidegate.control.plane import ControlPlane
 from tidegate.control.storage import Storage
 
@@ -40,8 +41,16 @@ class _Server(uvicorn.Server):
             pass
 
 
-def serve(storage: Storage, token: str, host: str, port: int, open_reads: bool, instance_ttl: float) -> None:
-    plane = ControlPlane(storage, instance_ttl=instance_ttl)
+def serve(
+    storage: Storage,
+    token: str,
+    host: str,
+    port: int,
+    open_reads: bool,
+    instance_ttl: float,
+    limits: Limits = DEFAULT_LIMITS,
+) -> None:
+    plane = ControlPlane(storage, instance_ttl=instance_ttl, limits=limits)
     app = create_app(plane, token, open_reads=open_reads)
     config = uvicorn.Config(
         app,
