@@ -1,7 +1,9 @@
 """The control plane's HTTP API: a Starlette app over a `ControlPlane`.
 
 Handlers translate HTTP to plane operations and back; every refusal is a JSON
-body naming what was wrong, and no request can take the process down.
+body naming what was wrong, and no request can take the process down. A
+request whose `Host` is not an address the plane serves nor a configured name
+is answered 421 (DNS rebinding: `tidegate.core.hosts`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tidegate.control.auth import TokenCheck
 from tidegate.control.openapi import SPEC
 from tidegate.control.plane import ControlPlane, RequestError
+from tidegate.core.hosts import HostCheck
 from tidegate.errors import RuleError
 from tidegate.rules import load_documents
 
@@ -46,8 +49,9 @@ def create_app(
     token: str,
     open_reads: bool = False,
     ping_interval: float = PING_INTERVAL,
+    hosts: HostCheck | None = None,
 ) -> ASGIApp:
-    """The API over `plane`."""
+    """The API over `plane`; `hosts` says which Host headers it answers (default: loopback's)."""
     auth = TokenCheck(token, open_reads)
 
     def guarded(handler: Handler, write: bool) -> Handler:
@@ -189,7 +193,7 @@ def create_app(
         exception_handlers={404: _not_found, 405: _not_allowed},
         max_body_size=MAX_BODY,
     )
-    return app
+    return _HostGuard(app, hosts if hosts is not None else HostCheck("127.0.0.1"))
 
 
 class _WatchResponse(StreamingResponse):
@@ -218,6 +222,26 @@ def _batches(frames: Iterable[bytes]) -> Iterator[bytes]:
         size += len(frame)
     if batch:
         yield b"".join(batch)
+
+
+class _HostGuard:
+    """Answer 421 to a request whose Host header the plane does not serve (see `HostCheck`)."""
+
+    def __init__(self, app: ASGIApp, hosts: HostCheck) -> None:
+        self.app = app
+        self.hosts = hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"host"), None)
+            if not self.hosts.allows(host):
+                message = (
+                    f"Host {host!r} is not an address this control plane serves ({self.hosts.served()}); "
+                    "to reach it by that name (a proxy, a DNS name), start it with --allowed-host NAME"
+                )
+                await JSONResponse({"error": message}, status_code=421)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def _reap_forever(plane: ControlPlane) -> None:

@@ -25,6 +25,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument(
         "--instance-ttl", type=float, default=15.0, metavar="SECONDS", help="an instance silent this long is removed (default 15)"
     )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests whose Host is NAME (a DNS name or proxy in front; '*.example.com' for every name under it;"
+        " repeatable). Other names are refused with 421 (DNS rebinding)",
+    )
     limits = parser.add_argument_group("limits (a request past one is refused with 429 or 413 naming it)")
     for field, flag in FLAGS.items():
         limits.add_argument(flag, type=_positive, default=getattr(Limits(), field), metavar="N", help=_LIMIT_HELP[field])
@@ -73,5 +81,6 @@ def run(args: argparse.Namespace) -> int:
         open_reads=args.open_reads,
         instance_ttl=args.instance_ttl,
         limits=limits,
+        allowed_hosts=tuple(args.allowed_host),
     )
     return 0

@@ -12,6 +12,7 @@ from tidegate.control.app import create_app
 from tidegate.control.limits import DEFAULT_LIMITS, Limits
 from tidegate.control.plane import ControlPlane
 from tidegate.control.storage import Storage
+from tidegate.core.hosts import WILDCARDS, HostCheck
 
 
 class _Server(uvicorn.Server):
@@ -49,9 +50,10 @@ def serve(
     open_reads: bool,
     instance_ttl: float,
     limits: Limits = DEFAULT_LIMITS,
+    allowed_hosts: tuple[str, ...] = (),
 ) -> None:
     plane = ControlPlane(storage, instance_ttl=instance_ttl, limits=limits)
-    app = create_app(plane, token, open_reads=open_reads)
+    app = create_app(plane, token, open_reads=open_reads, hosts=host_check(host, allowed_hosts))
     config = uvicorn.Config(
         app,
         host=host,
@@ -65,3 +67,12 @@ def serve(
         _Server(config, plane, host).run()
     finally:
         storage.close()
+
+
+def host_check(host: str, allowed: tuple[str, ...]) -> HostCheck:
+    """The Host headers a plane bound to `host` answers: its addresses, the names given,
+    and, bound to every interface, this machine's own name."""
+    names = list(allowed)
+    if host in WILDCARDS:
+        names.append(socket.gethostname())
+    return HostCheck(host, names)
