@@ -153,3 +153,23 @@ def test_identifiers_are_never_cut_when_stdout_is_not_a_terminal(control: Contro
     assert "svc39" in spec and "…" not in listed.stdout
     history = _tidegate(control.url, "rules", "history", "ServiceSettings", "orders")
     assert "svc39" in history.stdout and "…" not in history.stdout
+
+
+def test_a_name_stored_before_names_were_checked_does_not_break_status(tmp_path) -> None:
+    from tidegate.control.storage import SqliteStorage
+
+    old = SqliteStorage(tmp_path / "data")
+    for name in ("a/b", "../../etc/passwd", "..", "x?y#z"):
+        old.add_service(name)
+    old.close()
+    plane = ControlProcess(tmp_path / "data", tmp_path / "control.log")
+    try:
+        with ControlClient(plane.url, TOKEN) as client:
+            client.register(Instance(id="", service="orders", host="127.0.0.1", port=8001))
+        status = _tidegate(plane.url, "status")
+        assert status.returncode == 0, status.stderr
+        for text in ("orders@127.0.0.1:8001", "a/b", "../../etc/passwd", "x?y#z"):
+            assert text in status.stdout
+        assert json.loads(_tidegate(plane.url, "status", "-o", "json").stdout)["services"][-1]["name"] == "x?y#z"
+    finally:
+        plane.stop()
