@@ -20,9 +20,11 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tidegate.control.auth import TokenCheck
+from tidegate.control.fanout import Subscriber
+from tidegate.control.limits import WATCHER_WRITE_STALL_SECONDS
 from tidegate.control.openapi import SPEC
 from tidegate.control.plane import ControlPlane, RequestError
 from tidegate.core.hosts import HostCheck
@@ -50,9 +52,15 @@ def create_app(
     open_reads: bool = False,
     ping_interval: float = PING_INTERVAL,
     hosts: HostCheck | None = None,
+    write_stall: float = WATCHER_WRITE_STALL_SECONDS,
 ) -> ASGIApp:
-    """The API over `plane`; `hosts` says which Host headers it answers (default: loopback's)."""
+    """The API over `plane`; `hosts` says which Host headers it answers (default: loopback's).
+
+    A watch stream whose write has waited `write_stall` seconds for its client to
+    read, or that was cut off (its backlog full) while waiting, is disconnected: the
+    client resumes from its last revision when it reads again."""
     auth = TokenCheck(token, open_reads)
+    streams: set[_WatchStream] = set()
 
     def guarded(handler: Handler, write: bool) -> Handler:
         async def endpoint(request: Request) -> Response:
@@ -134,11 +142,13 @@ def create_app(
         since = _since(request)
         plane.open_watch()  # 429 when every place is taken; given back when the response ends
 
+        stream = _WatchStream()
+
         async def frames() -> AsyncIterator[bytes | memoryview]:
             yield b"retry: 1000\n\n"
             # Subscribed when streaming starts, so a stream that never starts leaks no backlog.
             subscription = await plane.watch(since)
-            subscriber = subscription.subscriber
+            subscriber = stream.subscriber = subscription.subscriber
             try:
                 if subscription.snapshot is not None:
                     # The shared bytes, a slice per write: the server waits for each to drain.
@@ -152,7 +162,7 @@ def create_app(
             finally:
                 plane.fanout.unsubscribe(subscriber)
 
-        return _WatchResponse(frames(), plane.close_watch)
+        return _WatchResponse(frames(), stream, streams, plane.close_watch)
 
     rule_path = "/v1/rules/{namespace}/{kind}/{name}"
     routes = [
@@ -178,7 +188,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(_reap_forever(plane)), asyncio.create_task(_ping_forever(plane, ping_interval))]
+        tasks = [
+            asyncio.create_task(_reap_forever(plane)),
+            asyncio.create_task(_upkeep_forever(plane, streams, ping_interval, write_stall)),
+        ]
         try:
             yield
         finally:
@@ -193,21 +206,74 @@ def create_app(
         exception_handlers={404: _not_found, 405: _not_allowed},
         max_body_size=MAX_BODY,
     )
-    return _HostGuard(app, hosts if hosts is not None else HostCheck("127.0.0.1"))
+    return _HostGuard(_ConnectionHandle(app), hosts if hosts is not None else HostCheck("127.0.0.1"))
+
+
+class _WatchStream:
+    """What the upkeep task knows of one open watch stream."""
+
+    __slots__ = ("subscriber", "sending_since", "drop")
+
+    def __init__(self) -> None:
+        self.subscriber: Subscriber | None = None
+        self.sending_since: float | None = None  # loop time a write began waiting, None when none waits
+        self.drop: Callable[[], None] | None = None  # disconnects it (None: the server gives no handle)
+
+    def stalled(self, now: float, write_stall: float) -> bool:
+        if self.sending_since is None:
+            return False
+        return now - self.sending_since > write_stall or (self.subscriber is not None and self.subscriber.cut_off)
 
 
 class _WatchResponse(StreamingResponse):
-    """The watch stream; `on_close` runs however the response ends (even before it starts)."""
+    """The watch stream: its writes timed for the upkeep task, `on_close` run however it ends."""
 
-    def __init__(self, frames: AsyncIterator[bytes | memoryview], on_close: Callable[[], None]) -> None:
+    def __init__(
+        self, frames: AsyncIterator[bytes | memoryview], stream: _WatchStream, streams: set[_WatchStream], on_close: Callable[[], None]
+    ) -> None:
         super().__init__(frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._stream = stream
+        self._streams = streams
         self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stream = self._stream
+        stream.drop = scope.get(_DROP_CONNECTION)
+        loop = asyncio.get_running_loop()
+
+        async def timed_send(message: Message) -> None:
+            stream.sending_since = loop.time()
+            try:
+                await send(message)
+            finally:
+                stream.sending_since = None
+
+        self._streams.add(stream)
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, timed_send)
         finally:
+            self._streams.discard(stream)
             self._on_close()
+
+
+#: Scope key of a function that drops the request's connection (see `_ConnectionHandle`).
+_DROP_CONNECTION = "tidegate.drop_connection"
+
+
+class _ConnectionHandle:
+    """Put into each request's scope a way to drop its connection at once: the transport's
+    `abort()` when the server is uvicorn (its `send` is a method of an object holding the
+    transport). A watch stream whose client stopped reading is dropped so, rather than
+    closed, which would wait for the client to read what is buffered."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        transport = getattr(getattr(send, "__self__", None), "transport", None)
+        if scope["type"] == "http" and transport is not None and hasattr(transport, "abort"):
+            scope[_DROP_CONNECTION] = transport.abort
+        await self.app(scope, receive, send)
 
 
 def _batches(frames: Iterable[bytes]) -> Iterator[bytes]:
@@ -252,12 +318,20 @@ async def _reap_forever(plane: ControlPlane) -> None:
         plane.reap()
 
 
-async def _ping_forever(plane: ControlPlane, interval: float) -> None:
-    # One ping for all watchers through the queues they already wait on, rather
-    # than a timeout per watcher per wait (a task each, on every push).
+async def _upkeep_forever(plane: ControlPlane, streams: set[_WatchStream], interval: float, write_stall: float) -> None:
+    # One ping for all watchers through the backlogs they already wait on, rather
+    # than a timeout per watcher per wait (a task each, on every push); and one look
+    # at every stream for writes stuck on a client that does not read.
+    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(interval)
         plane.fanout.publish(PING)
+        now = loop.time()
+        for stream in [s for s in streams if s.stalled(now, write_stall)]:
+            streams.discard(stream)
+            if stream.drop is not None:
+                log.info("control plane: dropped a watch stream whose client stopped reading")
+                stream.drop()
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:

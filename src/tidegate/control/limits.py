@@ -21,6 +21,10 @@ MAX_WATCHERS = 10_000
 #: Bytes of changes one watcher may have pending before it is cut off (it reconnects and
 #: resumes from its last revision: the changes it missed are replayed, or it takes a snapshot).
 WATCHER_BACKLOG_BYTES = 8 * 1024 * 1024
+#: Seconds one write of a watch stream may wait for its client to read before the
+#: connection is dropped (a client that reads gets a ping every 5 s, and gives up
+#: itself after 20 s without a byte).
+WATCHER_WRITE_STALL_SECONDS = 30.0
 #: Agent-reported events kept for the console, and the size of one.
 RECENT_EVENTS = 200
 MAX_EVENT_BYTES = 16 * 1024
