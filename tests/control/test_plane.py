@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -157,10 +159,14 @@ def test_watch_replays_from_the_log_or_sends_a_snapshot(plane: ControlPlane) -> 
     plane.register({"service": "a", "host": "h", "port": 1})
     mid = plane.revision
     plane.apply_rules([_settings("a")])
-    snapshot, replay, _ = plane.watch(mid)
-    assert snapshot is None and [c.event for c in replay] == ["rule"]
-    snapshot, replay, _ = plane.watch(None)
-    assert snapshot is not None and replay == []
+    resumed = asyncio.run(plane.watch(mid))
+    assert resumed.snapshot is None and [c.event for c in resumed.replay] == ["rule"]
+    fresh = asyncio.run(plane.watch(None))
+    assert fresh.snapshot is not None and fresh.replay == []
+    assert fresh.snapshot.revision == plane.revision
+    event, _, data = fresh.snapshot.frame.decode().partition("\ndata: ")
+    assert event == f"event: snapshot\nid: {plane.revision}"
+    snapshot = json.loads(data)
     assert snapshot["revision"] == plane.revision
     assert [i["id"] for i in snapshot["instances"]] == ["a@h:1"]
     assert [r["name"] for r in snapshot["rules"]] == ["a"]
@@ -180,8 +186,9 @@ def test_a_restart_keeps_rules_and_revisions_and_forces_snapshots(tmp_path: Path
     assert second.instances() == []  # ephemeral
     assert [r.name for r in second.rules()] == ["a"]
     assert second.services() == [{"name": "a", "instances": 0, "tags": []}]
-    snapshot, _, _ = second.watch(last)
-    assert snapshot is not None
+    encoded = asyncio.run(second.watch(last)).snapshot
+    assert encoded is not None
+    snapshot = json.loads(encoded.frame.decode().split("data: ", 1)[1])
     assert first.epoch != second.epoch  # a new registry: agents register again when they see it
     assert snapshot["epoch"] == second.epoch and snapshot["instance_ttl"] == second.leases.ttl
     storage.close()

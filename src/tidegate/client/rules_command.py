@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tidegate.client import connection
+from tidegate.client import connection, output
 
 if TYPE_CHECKING:  # imported in the handlers, to keep `tidegate --help` fast
     from tidegate.client.control import ControlClient
@@ -56,6 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     for action in (apply, listing, history, rollback, delete):
         connection.add_arguments(action)
+    for action in (listing, history):
+        output.add_output_argument(action)
 
 
 def _read(path: str) -> str | None:
@@ -84,35 +86,36 @@ def _apply(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     def action(client: ControlClient) -> None:
-        from rich.console import Console
-        from rich.table import Table
-
         rules = client.rules(args.namespace, args.kind)
+        if args.output == "json":
+            output.print_json([rule.to_dict() for rule in rules])
+            return
         if not rules:
             print("no rule in force")
             return
-        table = Table()
+        table = output.table()
         for column in ("namespace", "kind", "name", "revision", "spec"):
-            table.add_column(column)
+            output.add_column(table, column)
         for rule in rules:
-            table.add_row(rule.namespace, rule.kind, rule.name, str(rule.revision), _spec(rule.document))
-        Console().print(table)
+            table.add_row(*map(output.cell, (rule.namespace, rule.kind, rule.name, rule.revision, _spec(rule.document))))
+        output.show(table)
 
     return _with_client(args, action)
 
 
 def _history(args: argparse.Namespace) -> int:
     def action(client: ControlClient) -> None:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=f"{args.namespace}/{args.kind}/{args.name}")
+        entries = client.history(args.namespace, args.kind, args.name)
+        if args.output == "json":
+            output.print_json([{**rule.to_dict(), "op": "put" if rule.document else "delete"} for rule in entries])
+            return
+        table = output.table(f"{args.namespace}/{args.kind}/{args.name}")
         for column in ("revision", "op", "spec"):
-            table.add_column(column)
-        for rule in client.history(args.namespace, args.kind, args.name):
+            output.add_column(table, column)
+        for rule in entries:
             deleted = not rule.document
-            table.add_row(str(rule.revision), "delete" if deleted else "put", "" if deleted else _spec(rule.document))
-        Console().print(table)
+            table.add_row(*map(output.cell, (rule.revision, "delete" if deleted else "put", "" if deleted else _spec(rule.document))))
+        output.show(table)
 
     return _with_client(args, action)
 
@@ -169,5 +172,5 @@ def _spec(document: object) -> str:
 
 
 def _fail(message: str) -> int:
-    print(f"tidegate rules: {message}", file=sys.stderr)
+    print(f"tidegate rules: {output.clean(message)}", file=sys.stderr)
     return 1

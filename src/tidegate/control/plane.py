@@ -7,24 +7,29 @@ random id, in `/v1/health` and in every watch snapshot): agents that see a new
 one register again at once, and consumers hold their last-known instances
 over a grace window meanwhile (`tidegate.core.directory`). Every
 method runs on the server's event loop thread, one at a time, so a snapshot
-and the subscription that follows it see the same revision.
+and the subscription that follows it see the same revision. What clients can
+make it hold is bounded (`tidegate.control.limits`), and every name an
+instance carries follows the grammar of `tidegate.core.names`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from tidegate.control.eventlog import Change, EventLog
-from tidegate.control.fanout import Fanout
+from tidegate.control.fanout import Fanout, Subscriber
 from tidegate.control.leases import Leases
+from tidegate.control.limits import DEFAULT_LIMITS, FLAGS, MAX_EVENT_BYTES, MAX_METADATA_BYTES, RECENT_EVENTS, Limits
+from tidegate.control.snapshots import EncodedSnapshot, Snapshots
 from tidegate.control.storage import RuleRevision, Storage
+from tidegate.core import names
 from tidegate.core.instance import Instance, InstanceState, can_transition
 from tidegate.core.rulebook import RuleKey, StoredRule
 from tidegate.errors import RuleError
@@ -32,20 +37,19 @@ from tidegate.rules import consistency, document_key, limits, validate
 from tidegate.rules.faulttolerance import RULE_KIND, STRATEGY_KINDS
 from tidegate.rules.stability import Problem
 
-#: Agent-reported events kept for the console.
-RECENT_EVENTS = 200
 #: How far before an instance's `started_at` a `registered_at` it claims may lie (clocks of two hosts differ).
 MAX_CLOCK_SKEW_S = 300.0
-MAX_EVENT_BYTES = 16 * 1024
 
 
 class RequestError(Exception):
-    """A request the control plane refuses; `status` is the HTTP status to answer."""
+    """A request the control plane refuses; `status` is the HTTP status to answer,
+    `limit` the bound it hit (a name of `tidegate.control.limits.Limits`), if any."""
 
-    def __init__(self, status: int, message: str, field: str = "", extra: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, status: int, message: str, field: str = "", limit: str = "", extra: Mapping[str, Any] | None = None) -> None:
         self.status = status
         self.message = message
         self.field = field
+        self.limit = limit
         self.extra = dict(extra or {})
         super().__init__(message)
 
@@ -53,8 +57,20 @@ class RequestError(Exception):
         body: dict[str, Any] = {"error": self.message}
         if self.field:
             body["field"] = self.field
+        if self.limit:
+            body["limit"] = self.limit
         body.update(self.extra)
         return body
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """What a new watcher is sent: a snapshot (or None when it resumes), the changes
+    after it (or after the watcher's revision) from the log, then its live backlog."""
+
+    snapshot: EncodedSnapshot | None
+    replay: list[Change]
+    subscriber: Subscriber
 
 
 class ControlPlane:
@@ -67,13 +83,16 @@ class ControlPlane:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         log_capacity: int = 10_000,
+        limits: Limits = DEFAULT_LIMITS,
         epoch: str | None = None,
     ) -> None:
         self.storage = storage
+        self.limits = limits
         #: This process's registry: a new one at every start (nothing of it is persisted).
         self.epoch = epoch or secrets.token_hex(8)
         self.leases = Leases(instance_ttl)
-        self.fanout = Fanout()
+        self.fanout = Fanout(limits.watcher_backlog_bytes)
+        self.watchers = 0  # open watch streams, subscribed or waiting for their snapshot
         self._clock = clock
         self._wall_clock = wall_clock
         self._instances: dict[str, Instance] = {}
@@ -82,6 +101,7 @@ class ControlPlane:
         # Instances did not survive the restart, and that loss is no replayable
         # change: a new revision makes every watcher from before take a snapshot.
         self.log = EventLog(floor=storage.next_revision(), capacity=log_capacity)
+        self.snapshots = Snapshots(self.snapshot, self.log)
 
     @property
     def revision(self) -> int:
@@ -90,7 +110,11 @@ class ControlPlane:
     # -- registry --------------------------------------------------------------
 
     def register(self, body: Any) -> Instance:
-        instance = parse_instance(body, registered_at=self._wall_clock())
+        instance = parse_instance(body, registered_at=self._wall_clock(), max_metadata_bytes=self.limits.max_metadata_bytes)
+        if instance.id not in self._instances and len(self._instances) >= self.limits.max_instances:
+            raise _full("max_instances", f"the registry holds {len(self._instances)} instances, its limit")
+        if instance.service not in self._services and len(self._services) >= self.limits.max_services:
+            raise _full("max_services", f"the control plane remembers {len(self._services)} service names, its limit")
         self.leases.grant(instance.id, self._clock())
         if instance.service not in self._services:
             self.storage.add_service(instance.service)
@@ -329,23 +353,41 @@ class ControlPlane:
         return list(reversed(self._recent))
 
     def snapshot(self) -> dict[str, Any]:
+        """The state at this revision; `instances` holds the `Instance` objects themselves
+        (immutable): `tidegate.control.snapshots` encodes them off the event loop."""
         return {
             "revision": self.revision,
             "epoch": self.epoch,
             "instance_ttl": self.leases.ttl,  # consumers hold instances of an earlier epoch over this long
             "services": sorted(self._services),
-            "instances": [i.to_dict() for i in self._instances.values()],
+            "instances": list(self._instances.values()),
             "rules": [r.to_dict() for r in self.storage.rules()],
         }
 
-    def watch(self, since: int | None) -> tuple[dict[str, Any] | None, list[Change], asyncio.Queue[bytes | None]]:
-        """Subscribe a watcher: (snapshot or None, changes to replay, live queue).
+    def open_watch(self) -> None:
+        """Take a watcher's place; RequestError(429) when every place is taken.
+        `close_watch` gives it back when the stream ends."""
+        if self.watchers >= self.limits.max_watchers:
+            raise _full("max_watchers", f"{self.watchers} watch streams are open, the limit")
+        self.watchers += 1
 
-        Done in one step on the loop thread, so nothing falls between the
-        snapshot (or replay) and the first live change."""
+    def close_watch(self) -> None:
+        self.watchers = max(0, self.watchers - 1)
+
+    async def watch(self, since: int | None) -> Subscription:
+        """Subscribe a watcher: the changes after `since` from the log when it still
+        holds them, else the newest shared snapshot and the changes after it.
+
+        The log is read and the subscription made in one step on the loop
+        thread, so nothing falls between them and the first live change."""
         replay = self.log.since(since) if since is not None else None
-        snapshot = self.snapshot() if replay is None else None
-        return snapshot, replay or [], self.fanout.subscribe()
+        if replay is not None:
+            return Subscription(None, replay, self.fanout.subscribe())
+        while True:
+            snapshot = await self.snapshots.get()
+            replay = self.log.since(snapshot.revision)
+            if replay is not None:  # else: more changes than the log keeps came during the build
+                return Subscription(snapshot, replay, self.fanout.subscribe())
 
     # -- internals -------------------------------------------------------------------
 
@@ -386,8 +428,9 @@ def _normalized(document: Mapping[str, Any], key: RuleKey) -> dict[str, Any]:
         raise RuleError("numbers must be finite (no .inf or .nan)", document=f"{key[1]}/{key[2]}") from None
 
 
-def parse_instance(body: Any, registered_at: float) -> Instance:
-    """An Instance from a registration body; RequestError(422) names a bad field.
+def parse_instance(body: Any, registered_at: float, max_metadata_bytes: int = MAX_METADATA_BYTES) -> Instance:
+    """An Instance from a registration body; RequestError(422) names a bad field,
+    RequestError(413) metadata over `max_metadata_bytes`.
 
     `registered_at` is now, unless the body claims an earlier registration."""
     if not isinstance(body, Mapping):
@@ -397,12 +440,18 @@ def parse_instance(body: Any, registered_at: float) -> Instance:
             raise RequestError(422, "is required", field=name)
         if not isinstance(body[name], str) or not body[name].strip():
             raise RequestError(422, "must be a non-empty string", field=name)
+    _check_name(body, "service", names.is_service_name, names.SERVICE_NAME_RULE)
+    _check_name(body, "host", names.is_host, names.HOST_RULE)
     _check_int(body, "port", required=True, low=1, high=65535)
     _check_int(body, "weight", low=0, high=1_000_000)
     _check_int(body, "admin_port", low=1, high=65535)
     for name in ("tag", "id"):
         if body.get(name) is not None and not isinstance(body[name], str):
             raise RequestError(422, "must be a string", field=name)
+    if body.get("tag"):
+        _check_name(body, "tag", names.is_tag, names.TAG_RULE)
+    if (body.get("id") or "").strip():
+        _check_name(body, "id", names.is_instance_id, names.INSTANCE_ID_RULE)
     started_at = body.get("started_at", 0.0)
     if isinstance(started_at, bool) or not isinstance(started_at, (int, float)) or not math.isfinite(started_at):
         raise RequestError(422, "must be a number (seconds since the epoch)", field="started_at")
@@ -412,9 +461,7 @@ def parse_instance(body: Any, registered_at: float) -> Instance:
         except (ValueError, TypeError):
             known = ", ".join(s.value for s in InstanceState)
             raise RequestError(422, f"unknown state {body['state']!r} (known: {known})", field="state") from None
-    metadata = body.get("metadata") or {}
-    if not isinstance(metadata, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
-        raise RequestError(422, "must be an object of string values", field="metadata")
+    _check_metadata(body.get("metadata") or {}, max_metadata_bytes)
     # An instance registering again after the control plane lost it (a restart)
     # may say when it first registered, so consumers do not restart its warm-up.
     # The claim is kept when it is sane: not in the future (this clock), and not
@@ -428,7 +475,40 @@ def parse_instance(body: Any, registered_at: float) -> Instance:
         if 0 < claimed <= registered_at and claimed >= started_at - MAX_CLOCK_SKEW_S:
             registered_at = float(claimed)
     instance_id = (body.get("id") or "").strip() or f"{body['service']}@{body['host']}:{body['port']}"
+    if not names.is_instance_id(instance_id):  # the default id of a host too long for one
+        raise RequestError(422, f"the instance id {instance_id!r} made of service, host and port is too long: give an 'id'", field="id")
     return Instance.from_dict({**body, "id": instance_id, "registered_at": registered_at})
+
+
+def _check_name(body: Mapping[str, Any], field: str, valid: Callable[[str], bool], rule: str) -> None:
+    value = body[field]
+    if not valid(value):
+        shown = value if len(value) <= 80 else value[:80] + "..."
+        raise RequestError(422, f"{shown!r} is not valid: {rule}", field=field)
+
+
+def _check_metadata(metadata: Any, max_bytes: int) -> None:
+    if not isinstance(metadata, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise RequestError(422, "must be an object of string values", field="metadata")
+    size = len(json.dumps(metadata, separators=(",", ":")).encode())
+    if size > max_bytes:
+        flag = FLAGS["max_metadata_bytes"]
+        raise RequestError(
+            413,
+            f"is {size} bytes of JSON, over the limit of {max_bytes} (max_metadata_bytes; `tidegate control {flag} N` raises it)",
+            field="metadata",
+            limit="max_metadata_bytes",
+        )
+    for key, value in metadata.items():
+        if not names.is_metadata_key(key):
+            raise RequestError(422, f"key {key[:80]!r} is not valid: {names.METADATA_KEY_RULE}", field="metadata")
+        if names.has_control_characters(value):
+            raise RequestError(422, f"the value of {key!r} holds control characters", field=f"metadata.{key}")
+
+
+def _full(limit: str, what: str) -> RequestError:
+    """429 for a count at its bound, naming the limit and the flag that moves it."""
+    return RequestError(429, f"refused: {what} ({limit}; `tidegate control {FLAGS[limit]} N` raises it)", limit=limit)
 
 
 def _check_int(body: Mapping[str, Any], name: str, low: int, high: int, required: bool = False) -> None:
