@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.support.procs import TIDEGATE, Proc, free_port, wait_until
 
-TOKEN = "test-token"
+TOKEN = "test-token-0123456789"
 
 
 class ControlProcess:

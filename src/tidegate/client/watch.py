@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from tidegate.client.control import tls_verify
 from tidegate.client.snapshot import load_snapshot, write_snapshot
 from tidegate.client.sse import Frame, frames
 from tidegate.core.directory import ServiceDirectory
@@ -53,9 +54,11 @@ class Watcher:
         snapshot_path: Path | None = None,
         on_change: Callable[[], None] | None = None,
         backoff_cap: float = BACKOFF_CAP,
+        ca: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
+        self._verify = tls_verify(ca)  # an https:// control plane: the CA file `ca`, default $TIDEGATE_CA
         self.directory = directory
         self.rulebook = rulebook
         self.snapshot_path = Path(snapshot_path) if snapshot_path else None
@@ -108,7 +111,7 @@ class Watcher:
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         timeout = httpx.Timeout(5.0, read=READ_TIMEOUT)
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, verify=self._verify)
         self._thread = threading.Thread(target=self._run, name="tidegate-watch", daemon=True)
         self._stopping = threading.Event()
         self._synced = threading.Event()

@@ -19,10 +19,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tidegate.control.auth import TokenCheck
+from tidegate.control.auth import Credentials, Refusal, lease_of, visible, without_notice_keys
 from tidegate.control.eventlog import encode_frame
 from tidegate.control.openapi import SPEC
 from tidegate.control.plane import ControlPlane, RequestError
+from tidegate.control.tokens import Role, RoleTokens
 from tidegate.errors import RuleError
 from tidegate.rules import load_documents
 
@@ -38,14 +39,18 @@ MAX_YAML_NODES = 100_000
 PING = b": ping\n\n"
 
 
-def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_interval: float = PING_INTERVAL) -> Starlette:
-    auth = TokenCheck(token, open_reads)
+def create_app(plane: ControlPlane, tokens: RoleTokens, open_reads: bool = False, ping_interval: float = PING_INTERVAL) -> Starlette:
+    auth = Credentials(tokens, open_reads)
 
-    def guarded(handler: Handler, write: bool) -> Handler:
+    def guarded(handler: Handler, needs: Role) -> Handler:
+        """`handler` for callers holding `needs` (or a higher role), which it finds in `request.state.role`."""
+
         async def endpoint(request: Request) -> Response:
-            refusal = auth.refusal(request, write)
-            if refusal is not None:
-                return JSONResponse({"error": refusal}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            role = auth.role(request, needs)
+            if isinstance(role, Refusal):
+                headers = {"WWW-Authenticate": "Bearer"} if role.status == 401 else None
+                return JSONResponse({"error": role.message}, status_code=role.status, headers=headers)
+            request.state.role = role
             try:
                 return await handler(request)
             except RequestError as error:
@@ -59,10 +64,13 @@ def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_i
         return endpoint
 
     def read(handler: Handler) -> Handler:
-        return guarded(handler, write=False)
+        return guarded(handler, Role.READ)
 
-    def write(handler: Handler) -> Handler:
-        return guarded(handler, write=True)
+    def agent(handler: Handler) -> Handler:
+        return guarded(handler, Role.AGENT)
+
+    def admin(handler: Handler) -> Handler:
+        return guarded(handler, Role.ADMIN)
 
     async def health(request: Request) -> Response:
         # instance_ttl: agents heartbeat every third of it
@@ -75,21 +83,23 @@ def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_i
         return JSONResponse(plane.services())
 
     async def service_instances(request: Request) -> Response:
-        return JSONResponse([i.to_dict() for i in plane.instances(request.path_params["name"])])
+        role = request.state.role
+        return JSONResponse([visible(i.to_dict(), role) for i in plane.instances(request.path_params["name"])])
 
     async def register(request: Request) -> Response:
-        instance = plane.register(await _json_body(request))
+        instance = plane.register(await _json_body(request), request.state.role)
         return JSONResponse(instance.to_dict(), status_code=201)
 
     async def heartbeat(request: Request) -> Response:
-        plane.heartbeat(request.path_params["id"])
+        plane.heartbeat(request.path_params["id"], request.state.role, lease_of(request))
         return JSONResponse({"status": "ok", "revision": plane.revision})
 
     async def set_state(request: Request) -> Response:
-        return JSONResponse(plane.set_state(request.path_params["id"], await _json_body(request)).to_dict())
+        body = await _json_body(request)
+        return JSONResponse(plane.set_state(request.path_params["id"], body, request.state.role, lease_of(request)).to_dict())
 
     async def deregister(request: Request) -> Response:
-        plane.deregister(request.path_params["id"])
+        plane.deregister(request.path_params["id"], request.state.role, lease_of(request))
         return JSONResponse({"status": "deleted", "revision": plane.revision})
 
     async def list_rules(request: Request) -> Response:
@@ -142,7 +152,7 @@ def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_i
                 plane.fanout.unsubscribe(queue)
 
         return StreamingResponse(
-            frames(),
+            frames() if request.state.role >= Role.AGENT else without_notice_keys(frames()),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -153,18 +163,18 @@ def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_i
         Route("/v1/openapi.json", openapi, methods=["GET"]),
         Route("/v1/services", read(services), methods=["GET"]),
         Route("/v1/services/{name}/instances", read(service_instances), methods=["GET"]),
-        Route("/v1/instances", write(register), methods=["POST"]),
-        Route("/v1/instances/{id:path}/heartbeat", write(heartbeat), methods=["PUT"]),
-        Route("/v1/instances/{id:path}/state", write(set_state), methods=["PUT"]),
-        Route("/v1/instances/{id:path}", write(deregister), methods=["DELETE"]),
+        Route("/v1/instances", agent(register), methods=["POST"]),
+        Route("/v1/instances/{id:path}/heartbeat", agent(heartbeat), methods=["PUT"]),
+        Route("/v1/instances/{id:path}/state", agent(set_state), methods=["PUT"]),
+        Route("/v1/instances/{id:path}", agent(deregister), methods=["DELETE"]),
         Route("/v1/rules", read(list_rules), methods=["GET"]),
-        Route("/v1/rules", write(apply_rules), methods=["POST"]),
+        Route("/v1/rules", admin(apply_rules), methods=["POST"]),
         Route(rule_path, read(get_rule), methods=["GET"]),
-        Route(rule_path, write(delete_rule), methods=["DELETE"]),
+        Route(rule_path, admin(delete_rule), methods=["DELETE"]),
         Route(rule_path + "/history", read(history), methods=["GET"]),
-        Route(rule_path + "/rollback", write(rollback), methods=["POST"]),
+        Route(rule_path + "/rollback", admin(rollback), methods=["POST"]),
         Route("/v1/events", read(list_events), methods=["GET"]),
-        Route("/v1/events", write(post_event), methods=["POST"]),
+        Route("/v1/events", agent(post_event), methods=["POST"]),
         Route("/v1/watch", read(watch), methods=["GET"]),
     ]
 

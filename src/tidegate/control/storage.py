@@ -1,5 +1,5 @@
 """Durable state of the control plane: rules with their history, service names,
-the global revision counter and the access token.
+and the global revision counter (the tokens are files beside it: `tidegate.control.tokens`).
 
 `Storage` is the interface a backend implements (SQLite here; an etcd backend
 can follow). Instances are not stored: they are ephemeral, leased by heartbeat.
@@ -8,14 +8,13 @@ can follow). Instances are not stored: they are ephemeral, leased by heartbeat.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from tidegate.control.tokens import new_token as new_token  # where the demo and benches find it
 from tidegate.core.rulebook import RuleKey, StoredRule
 
 
@@ -59,10 +58,6 @@ class Storage(Protocol):
         """Remove the rule in force; the returned rule carries the deletion's revision."""
         ...
 
-    def load_token(self) -> str | None: ...
-
-    def save_token(self, token: str) -> None: ...
-
     def close(self) -> None: ...
 
 
@@ -84,8 +79,7 @@ CREATE TABLE IF NOT EXISTS rule_history (
 
 
 class SqliteStorage:
-    """`Storage` in one SQLite file (WAL) under the data directory; the token sits
-    beside it in `token`, readable by its owner only."""
+    """`Storage` in one SQLite file (WAL) under the data directory."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
@@ -158,19 +152,6 @@ class SqliteStorage:
             )
         return StoredRule(*key, revision=revision, document=current.document)
 
-    def load_token(self) -> str | None:
-        path = self.data_dir / "token"
-        if not path.exists():
-            return None
-        return path.read_text().strip() or None
-
-    def save_token(self, token: str) -> None:
-        path = self.data_dir / "token"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(token + "\n")
-        os.chmod(path, 0o600)
-
     def close(self) -> None:
         self._db.close()
 
@@ -192,12 +173,6 @@ class _Transaction:
 def _rule(row: tuple[Any, ...]) -> StoredRule:
     namespace, kind, name, revision, document = row
     return StoredRule(namespace, kind, name, revision=int(revision), document=json.loads(document))
-
-
-def new_token() -> str:
-    """A fresh bearer token. The `tg_` prefix keeps it from starting with '-' (which a
-    command line would read as an option: `--token -abc`) and lets secret scanners spot it."""
-    return "tg_" + secrets.token_urlsafe(32)
 
 
 def default_data_dir() -> Path:
