@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tidegate.client import connection
+from tidegate.control.tokens import Role
 
 if TYPE_CHECKING:  # imported in the handlers, to keep `tidegate --help` fast
     from tidegate.client.control import ControlClient
@@ -44,8 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     rollback.add_argument("revision", type=int)
     delete = one_rule("delete", "delete a rule", _delete)
 
-    for action in (apply, listing, history, rollback, delete):
-        connection.add_arguments(action)
+    for action, needs in ((apply, Role.ADMIN), (listing, Role.READ), (history, Role.READ), (rollback, Role.ADMIN), (delete, Role.ADMIN)):
+        connection.add_arguments(action, needs)
 
 
 def _apply(args: argparse.Namespace) -> int:
@@ -116,11 +117,10 @@ def _delete(args: argparse.Namespace) -> int:
 
 
 def _with_client(args: argparse.Namespace, action: Callable[[ControlClient], None]) -> int:
-    from tidegate.client.control import ControlClient
     from tidegate.errors import ControlPlaneError
 
     try:
-        with ControlClient(connection.control_url(args.control), connection.token(args.token)) as client:
+        with connection.client(args) as client:
             action(client)
     except ControlPlaneError as error:
         return _fail(str(error))

@@ -7,11 +7,12 @@ import sys
 import time
 
 from tidegate.client import connection
+from tidegate.control.tokens import Role
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("status", help="show services and instances", description="Show services and their instances.")
-    connection.add_arguments(parser)
+    connection.add_arguments(parser, Role.READ)
     parser.set_defaults(func=run)
 
 
@@ -19,13 +20,12 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from tidegate.client.control import ControlClient
     from tidegate.errors import ControlPlaneError
 
     url = connection.control_url(args.control)
     console = Console()
     try:
-        with ControlClient(url, connection.token(args.token)) as client:
+        with connection.client(args) as client:
             services = client.services()
             instances = {s["name"]: client.instances(s["name"]) for s in services}
             revision = client.health()["revision"]
