@@ -307,3 +307,14 @@ def test_a_bad_lease_secret_or_notice_key_is_refused_naming_the_field(clock: Fak
         with pytest.raises(RequestError) as refused:
             plane.register(body, Role.AGENT)
         assert (refused.value.status, refused.value.field) == (422, field)
+
+
+def test_the_openapi_document_names_the_role_of_each_operation() -> None:
+    from tidegate.control.openapi import SPEC
+
+    for method, path, _, expected in TABLE:
+        operation = SPEC["paths"][_template(path).replace("{id:path}", "{id}")][method.lower()]
+        if expected[NONE] < 400:
+            assert operation["security"] == [], path
+        else:
+            assert operation["x-tidegate-role"] == next(c for c in (READ, AGENT, ADMIN) if expected[c] < 400), (method, path)
