@@ -43,7 +43,7 @@ REQUESTS = {"fastapi": 12_000, "flask": 6_000}
 CONCURRENCY = {"fastapi": 32, "flask": 8}
 ROUNDS = 5
 WARMUP_REQUESTS = 1_000
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456789"
 
 APP = """
 from fastapi import FastAPI

@@ -37,6 +37,7 @@ from typing import Any
 
 import httpx
 
+from tidegate.client.control import tls_verify
 from tidegate.client.snapshot import load_snapshot, write_snapshot
 from tidegate.client.sse import Frame, frames
 from tidegate.core.directory import ServiceDirectory
@@ -84,6 +85,7 @@ class Watcher:
         on_epoch: Callable[[str], None] | None = None,
         gate: AbstractContextManager[Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        ca: str | None = None,
     ) -> None:
         """`on_epoch(epoch)` is called (on the watch thread) for every snapshot from a control
         plane epoch other than the last one this watcher saw, the first included. `gate` is
@@ -91,6 +93,7 @@ class Watcher:
         never copies the directory's lock held). `clock` times the grace windows."""
         self.base_url = base_url.rstrip("/")
         self._token = token
+        self._verify = tls_verify(ca)  # an https:// control plane: the CA file `ca`, default $TIDEGATE_CA
         self.directory = directory
         self.rulebook = rulebook
         self.snapshot_path = Path(snapshot_path) if snapshot_path else None
@@ -154,7 +157,7 @@ class Watcher:
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         timeout = httpx.Timeout(5.0, read=READ_TIMEOUT)
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, verify=self._verify)
         self._thread = threading.Thread(target=self._run, name="tidegate-watch", daemon=True)
         self._stopping = threading.Event()
         self._synced = threading.Event()
