@@ -268,6 +268,39 @@ def _watch_until_registered(http: httpx.Client, register: Any) -> tuple[dict[str
     raise AssertionError("the watch stream ended")
 
 
+def test_a_read_callers_snapshot_has_no_notice_keys_and_the_shared_one_keeps_them(tmp_path: Path) -> None:
+    """The snapshot is encoded once for every watcher (`tidegate.control.snapshots`): a read caller
+    gets a copy without notice keys (made once, shared by the read callers after it), agent and
+    admin callers the shared snapshot with them, in any order."""
+    process = ControlProcess(tmp_path / "data", tmp_path / "control.log", token=None, ttl=30)
+    try:
+        fresh = Plane(process.url, role_tokens(tmp_path / "data"), tmp_path / "data")
+        registered = {body["id"]: body for body in (fresh.register(service="billing", port=8300 + n) for n in range(3))}
+        for caller in (READ, AGENT, READ, ADMIN, READ):
+            with fresh.http(fresh.tokens[caller]) as http:
+                records = {record["id"]: record for record in _snapshot(http)["instances"]}
+            assert set(records) == set(registered), caller
+            for instance_id, body in registered.items():
+                if caller == READ:
+                    assert "notice_key" not in records[instance_id]
+                else:
+                    assert records[instance_id]["notice_key"] == body["notice_key"], caller
+    finally:
+        process.stop()
+
+
+def _snapshot(http: httpx.Client) -> dict[str, Any]:
+    """The first snapshot frame of a watch stream."""
+    with http.stream("GET", "/v1/watch") as stream:
+        event = ""
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "snapshot":
+                return json.loads(line[6:])  # type: ignore[no-any-return]
+    raise AssertionError("the watch stream ended")
+
+
 # -- leases, exactly (the plane without HTTP, on a fake clock) -------------------------------
 
 
