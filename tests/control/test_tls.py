@@ -5,6 +5,7 @@ serves HTTPS with TIDEGATE_ADMIN_CERT/KEY."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import ssl
@@ -19,7 +20,7 @@ from tests.control.running import TOKEN, ControlProcess
 from tests.support.procs import BIN, TIDEGATE, Proc, free_port, wait_until
 from tests.support.tls import Certificates, make_certificates
 from tidegate.client.control import ControlClient
-from tidegate.client.watch import Watcher
+from tidegate.client.watch import Watcher, tls_failure
 from tidegate.core.directory import ServiceDirectory
 from tidegate.core.instance import Instance
 from tidegate.core.rulebook import RuleBook
@@ -64,6 +65,26 @@ def test_a_certificate_no_trusted_ca_signed_is_refused(tls_plane: ControlProcess
         with pytest.raises(ControlPlaneError) as refused:
             client.services()
     assert refused.value.status is None and "CERTIFICATE_VERIFY_FAILED" in str(refused.value)
+
+
+def test_a_watcher_that_cannot_verify_the_certificate_says_so_and_backs_off(
+    tls_plane: ControlProcess, certificates: Certificates, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not taken for a control plane that is restarting (those retries are quick and quiet)."""
+    caplog.set_level(logging.DEBUG, logger="tidegate.watch")
+    watcher = Watcher(tls_plane.url, TOKEN, ServiceDirectory(), RuleBook(), ca=str(certificates.other_ca))
+    watcher.start()
+    try:
+        wait_until(
+            lambda: any("CERTIFICATE_VERIFY_FAILED" in r.getMessage() and r.levelno >= logging.WARNING for r in caplog.records),
+            what="the watcher to say it cannot verify the certificate",
+        )
+        assert not watcher.wait_synced(0.5)
+    finally:
+        watcher.stop()
+    wrapped = httpx.ConnectError("handshake failed")
+    wrapped.__cause__ = ssl.SSLCertVerificationError("certificate verify failed")
+    assert tls_failure(wrapped) and not tls_failure(httpx.ConnectError("[Errno 111] Connection refused"))
 
 
 def test_the_ca_comes_from_tidegate_ca_by_default(

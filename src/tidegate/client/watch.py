@@ -4,7 +4,8 @@ plane's watch stream, from a daemon thread.
 It resumes after a disconnect from the last revision it applied (the server
 replays what was missed, or sends a snapshot), reconnects with capped backoff
 (at most `RECONNECT_CAP` while the control plane refuses connections: a
-restart is back within a second), and keeps an on-disk snapshot so a process
+restart is back within a second; a TLS handshake that fails is no restart, and
+backs off as any other error), and keeps an on-disk snapshot so a process
 that starts while the control plane is down still routes with the last known
 instances and rules.
 
@@ -28,6 +29,7 @@ import json
 import logging
 import random
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -68,6 +70,19 @@ def retry_delay(backoff: float, refused: bool, draw: float) -> float:
     if not refused:
         return backoff
     return min(backoff, RECONNECT_CAP) * (0.5 + draw / 2)
+
+
+def tls_failure(error: BaseException) -> bool:
+    """Whether a failed connection got as far as a TLS handshake that failed (a certificate no
+    trusted CA signed, ...), rather than finding nobody listening."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 class Watcher:
@@ -179,10 +194,18 @@ class Watcher:
             try:
                 if self._stream():
                     backoff = BACKOFF_START
-            except httpx.ConnectError as error:  # nobody listens (a restart): come back soon
-                refused = True
-                if not self._stopping.is_set():
+            except httpx.ConnectError as error:
+                refused = not tls_failure(error)  # nobody listens (a restart): come back soon
+                if self._stopping.is_set():
+                    pass
+                elif refused:
                     log.debug("watch stream to %s: cannot connect: %s; retrying", self.base_url, error)
+                else:  # it answers, with a certificate this watcher cannot verify: no restart, say why
+                    log.warning(
+                        "watch stream to %s: TLS refused: %s (TIDEGATE_CA names the CA to verify it with); retrying",
+                        self.base_url,
+                        error,
+                    )
             except (httpx.HTTPError, OSError) as error:
                 if not self._stopping.is_set():
                     log.info("watch stream to %s lost: %s; reconnecting", self.base_url, error)
