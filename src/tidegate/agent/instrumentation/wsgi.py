@@ -18,6 +18,7 @@ from time import perf_counter
 from typing import Any
 
 from tidegate.agent import lanes
+from tidegate.agent.instrumentation.base import inbound_problem
 from tidegate.agent.instrumentation.inbound import fallback_route
 from tidegate.agent.offline import drain
 from tidegate.agent.runtime import Metrics
@@ -63,6 +64,8 @@ class InboundWSGI:
         incoming = _EMPTY
         if baggage or consumer:
             incoming = context.from_headers(baggage, consumer)
+            if incoming.problem:
+                inbound_problem(incoming)
             if incoming.origin_admin:
                 drain.note_consumer(incoming)  # whom a drain tells directly
         entered = lanes.color_wsgi(environ, incoming)
