@@ -155,5 +155,6 @@ def test_wsgi_names_a_request_by_the_route_a_hook_left_else_the_fallback() -> No
     for path in ("/hello/world", "/nowhere/7"):
         body = wrapped(EnvironBuilder(path=path).get_environ(), lambda *a: None)
         b"".join(body)
+        body.close()  # type: ignore[attr-defined]  # what every WSGI server does once the body was sent
     rows = {(row[0], row[2]) for row in metrics.snapshot()["inbound"]}
     assert rows == {("/hello/<name>", 200), ("/nowhere/*", 404)}
