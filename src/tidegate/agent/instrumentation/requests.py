@@ -101,7 +101,15 @@ class RequestsInstrumentor(HttpClientInstrumentor):
                 port = parts.port
             except ValueError:  # a malformed port: leave it to requests to report
                 return wrapped(*args, **kwargs)
-            call = pipeline.begin(parts.hostname or "", port, lane=current.lane, inbound=current.request, errors=ERRORS, request=request)
+            call = pipeline.begin(
+                parts.hostname or "",
+                port,
+                lane=current.lane,
+                inbound=current.request,
+                errors=ERRORS,
+                request=request,
+                method=request.method or "GET",
+            )
             if call is None:
                 return wrapped(*args, **kwargs)
             if call.refused is not None:
