@@ -95,3 +95,13 @@ def test_an_app_that_raises_ends_its_request_at_once() -> None:
     with pytest.raises(RuntimeError):
         InboundWSGI(app, metrics)({"REQUEST_METHOD": "GET", "PATH_INFO": "/f"}, lambda *a: None)
     assert metrics.in_flight == 0 and metrics.snapshot()["inbound"][0][:3] == ["/f", "GET", 500]
+
+
+def test_a_list_body_keeps_its_length_and_a_servers_marker_is_returned_as_it_is() -> None:
+    metrics = AgentMetrics()
+    body = InboundWSGI(lambda environ, start_response: [b"one block"], metrics)({"PATH_INFO": "/l"}, lambda *a: None)
+    assert len(body) == 1 and list(body) == [b"one block"]  # type: ignore[arg-type]  # wsgiref sets Content-Length from it
+    body.close()  # type: ignore[attr-defined]
+    already_handled = object()  # gunicorn's async workers' marker of a response the app wrote itself
+    assert InboundWSGI(lambda environ, start_response: already_handled, metrics)({"PATH_INFO": "/h"}, lambda *a: None) is already_handled
+    assert metrics.in_flight == 0

@@ -115,9 +115,21 @@ class _ClosingBody:
                 finish()
 
 
+class _SizedClosingBody(_ClosingBody):
+    """A `_ClosingBody` of a sized body (a list): servers read its length (wsgiref sets Content-Length from it)."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self._body)  # type: ignore[arg-type]
+
+
 def _finished_on_close(body: Iterable[bytes], finish: Callable[[], None], file_wrapper: Any) -> Iterable[bytes]:
     """`body`, calling `finish` once when the server closes it."""
-    closing = _ClosingBody(body, finish)
+    if not hasattr(body, "__iter__"):  # a server's own marker (gunicorn's ALREADY_HANDLED): nothing to send
+        finish()
+        return body
+    closing = _SizedClosingBody(body, finish) if hasattr(body, "__len__") else _ClosingBody(body, finish)
     if isinstance(file_wrapper, type) and isinstance(body, file_wrapper):
         try:  # the server's own type, so that it can still sendfile: only its close is ours
             own_close = getattr(body, "close", None)
