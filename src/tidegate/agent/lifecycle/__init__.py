@@ -112,6 +112,8 @@ class InstanceLifecycle:
         self._epoch = ""  # the control plane's epoch the instances were last registered in
         self._lease_secrets: dict[str, str] = {}  # by instance id, made with the instance, never replaced
         self._admin_file: Path | None = None
+        #: Set by `stopping` once it deregisters: a registration that lands after it deregisters itself.
+        self._deregistering = False
 
     # -- what server hooks call ------------------------------------------------------
 
@@ -180,6 +182,10 @@ class InstanceLifecycle:
         thread = self._thread
         if thread is not None:
             thread.join(timeout=DEREGISTER_TIMEOUT_S)
+        with self._lock:
+            # The join may have timed out with a registration in flight (a slow control plane,
+            # several instances): that one, when it lands, deregisters itself (`_register`).
+            self._deregistering = True
         self._deregister_all()
         if self.admin is not None:
             self.admin.stop()
@@ -332,10 +338,17 @@ class InstanceLifecycle:
         stored = client.register(_with_state(instance, state, self._admin_port()), self.lease_secret(instance.id))
         with self._lock:
             self.instances = [stored if i.id == stored.id else i for i in self.instances]
-            self.registered = True  # even when shutdown began meanwhile: then `stopping` deregisters it
+            self.registered = True  # even when shutdown began meanwhile: then `stopping` deregisters it ...
             if not self._stop.is_set():
                 self.state = state
+            late = self._deregistering  # ... unless it deregistered already: then this one is ours to undo
         log.info("tidegate: registered %s as %s at %s (%s)", self.config.service, stored.id, stored.address, state)
+        if late:
+            try:
+                client.deregister(stored.id, self.lease_secret(stored.id))
+                log.info("tidegate: deregistered %s (its registration landed after shutdown began)", stored.id)
+            except ControlPlaneError as error:
+                log.warning("tidegate: could not deregister %s (the lease will expire): %s", stored.id, error)
 
     def _deregister_all(self) -> None:
         if not self.registered:
