@@ -118,3 +118,20 @@ def test_origin_nodes_are_capped_and_a_named_origin_keeps_its_own_limit() -> Non
     nodes = gov._slots["r"].by_origin
     assert len(nodes) <= MAX_ORIGIN_NODES + 1 and FOLDED_ORIGIN in nodes
     assert passes(gov, "r", 5.0, origin="frontend") == 1  # the named origin still has its own node and limit
+
+
+def test_metrics_series_from_outside_are_capped_and_counted(runtime: AgentRuntime) -> None:
+    """20,000 random paths and methods (issue 11, item 5): /metrics stays bounded, unknown methods are OTHER."""
+    from tidegate.agent.metrics import FOLDED_ROUTE, MAX_INBOUND_SERIES, render
+
+    metrics = AgentMetrics()
+    client = httpx.Client(transport=httpx.WSGITransport(app=wrap_wsgi(_wsgi_app, metrics)), base_url="http://orders")
+    for n in range(2000):
+        word = "".join(chr(97 + int(d)) for d in str(n))  # letters only: the fallback route keeps a word
+        client.request(f"M{n}X" if n % 2 else "GET", f"/{word}/{n}")
+    text = render([metrics.snapshot()]).decode()
+    assert 'method="M1X"' not in text and 'method="OTHER"' in text
+    series = [line for line in text.splitlines() if line.startswith("tidegate_inbound_requests_total{")]
+    assert len(series) <= MAX_INBOUND_SERIES + 2 and FOLDED_ROUTE in text
+    folded = next(line for line in text.splitlines() if line.startswith("tidegate_metrics_folded_total"))
+    assert float(folded.split()[-1]) == 2000 - MAX_INBOUND_SERIES
