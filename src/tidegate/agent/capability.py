@@ -37,8 +37,17 @@ T = TypeVar("T")
 #: prewarm markers), exported before they start so forked and spawned ones inherit it.
 SHARED_DIR_ENV = "TIDEGATE_METRICS_DIR"
 
-#: An admin write: (JSON body, query parameters) -> (HTTP status, JSON answer).
+#: An admin write: (JSON body, query parameters) -> (HTTP status, JSON answer); a `signed`
+#: route's write gets a `SignedBody` instead of the parsed JSON.
 AdminWrite = Callable[[Any, Mapping[str, list[str]]], tuple[int, dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class SignedBody:
+    """What a `signed` admin write gets: the exact body bytes and the signature header sent with them."""
+
+    raw: bytes
+    signature: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@ writes, and TLS (a throwaway CA, an untrusted one refused)."""
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import httpx
 import pytest
 
 from tests.support.tls import Certificates, make_certificates
-from tidegate.agent.capability import AdminRoute
+from tidegate.agent.capability import AdminRoute, SignedBody
 from tidegate.agent.lifecycle.admin import AdminServer
 
 TOKEN = "agent-token-0123456789"
@@ -34,12 +35,16 @@ def _echo(body: Any, query: Any) -> tuple[int, dict[str, Any]]:
     return 200, {"echo": body}
 
 
+def _echo_signed(body: SignedBody, query: Any) -> tuple[int, dict[str, Any]]:
+    return 200, {"echo": json.loads(body.raw), "signature": body.signature}
+
+
 @pytest.fixture
 def admin() -> Iterator[str]:
     server = AdminServer(
         View(),
         TOKEN,
-        writes={"/echo": AdminRoute(_echo), "/signed": AdminRoute(_echo, signed=True)},
+        writes={"/echo": AdminRoute(_echo), "/signed": AdminRoute(_echo_signed, signed=True)},
         lease_secrets=lambda: [LEASE],
         names=["orders-0.orders.shop.svc"],
     )
@@ -76,8 +81,10 @@ def test_writes_take_the_lease_secret_or_the_token_from_loopback(admin: str) -> 
 
 
 def test_a_signed_write_asks_no_token(admin: str) -> None:
-    """A drain notice authenticates itself by its signature (checked by the write): no bearer token."""
-    assert httpx.post(f"{admin}/signed", json=4).json() == {"echo": 4}
+    """A drain notice authenticates itself by its signature (checked by the write, which gets the exact
+    bytes and the signature header): no bearer token."""
+    answer = httpx.post(f"{admin}/signed", content=b"4", headers={"X-Tidegate-Signature": "v1=ab"})
+    assert answer.json() == {"echo": 4, "signature": "v1=ab"}
 
 
 @pytest.fixture

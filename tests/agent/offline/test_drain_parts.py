@@ -4,6 +4,7 @@ settings, notice validation, and dropping idle connections from real httpx, requ
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +16,7 @@ import pytest
 import requests
 
 from tests.support.clock import FakeClock
+from tidegate.agent.capability import SignedBody
 from tidegate.agent.config import AgentConfig
 from tidegate.agent.offline import pools
 from tidegate.agent.offline.drain import LosslessError, LosslessOffline, install, settings_from_env
@@ -96,7 +98,7 @@ def test_a_bad_setting_is_logged_and_leaves_lossless_off(monkeypatch: pytest.Mon
 )
 def test_a_malformed_drain_notice_is_refused_naming_the_field(body: Any, field: str) -> None:
     runtime = AgentRuntime(config=AgentConfig(service="checkout"), directory=_directory())
-    status, answer = LosslessOffline(runtime, DrainSettings()).receive_notice(body)
+    status, answer = LosslessOffline(runtime, DrainSettings()).receive_notice(SignedBody(json.dumps(body).encode(), ""))
     assert status == 400 and field in answer["error"]
     assert _routable(runtime.directory) == {"a", "b"}  # nothing changed
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from time import perf_counter
 from typing import Any
 
-from tidegate.agent import lanes
+from tidegate.agent import lanes, trust
 from tidegate.agent.instrumentation.base import inbound_problem
 from tidegate.agent.instrumentation.inbound import fallback_route
 from tidegate.agent.offline import drain
@@ -69,6 +69,7 @@ class InboundWSGI:
             incoming = context.from_headers(baggage, consumer)
             if incoming.problem:
                 inbound_problem(incoming)
+            incoming = trust.believed(incoming, environ.get("REMOTE_ADDR", ""))
             if incoming.origin_admin:
                 drain.note_consumer(incoming)  # whom a drain tells directly
         entered = lanes.color_wsgi(environ, incoming)

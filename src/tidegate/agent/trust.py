@@ -1,0 +1,50 @@
+"""The process's inbound trust (`tidegate.core.trust`), made once from TIDEGATE_EDGE and the directory.
+
+The inbound adapters call `believed(found, peer)` on every request that carries a
+consumer header or a lane; a request that carries neither never comes here.
+Imports the runtime and `tidegate.core`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from tidegate.agent.runtime import get_runtime
+from tidegate.core.context import RequestContext
+from tidegate.core.trust import EDGE_ENV, EdgeMode, InboundTrust, parse_edge
+
+log = logging.getLogger("tidegate")
+
+_trust: InboundTrust | None = None
+
+
+def edge_mode(environ: dict[str, str] | None = None) -> EdgeMode:
+    """TIDEGATE_EDGE's mode; a value that names none is logged and auto is used (the safe default)."""
+    try:
+        return parse_edge((os.environ if environ is None else environ).get(EDGE_ENV, ""))
+    except ValueError as error:
+        log.error("tidegate: %s; using auto", error)
+        return EdgeMode.AUTO
+
+
+def trust() -> InboundTrust | None:
+    """The process's trust decision (None outside an agent: nothing is filtered there)."""
+    global _trust
+    runtime = get_runtime()
+    if runtime is None:
+        return None
+    if _trust is None or _trust.directory is not runtime.directory:
+        _trust = InboundTrust(edge_mode(), runtime.directory)
+    return _trust
+
+
+def believed(found: RequestContext, peer: str) -> RequestContext:
+    """`found` as far as the caller at `peer` is believed."""
+    decision = trust()
+    if decision is None:
+        return found
+    kept = decision.apply(found, peer)
+    if kept is not found:
+        log.debug("tidegate: caller %s is not a governed peer: its consumer name and lane are not used", peer or "(unknown)")
+    return kept
