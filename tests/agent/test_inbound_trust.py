@@ -135,3 +135,43 @@ def test_metrics_series_from_outside_are_capped_and_counted(runtime: AgentRuntim
     assert len(series) <= MAX_INBOUND_SERIES + 2 and FOLDED_ROUTE in text
     folded = next(line for line in text.splitlines() if line.startswith("tidegate_metrics_folded_total"))
     assert float(folded.split()[-1]) == 2000 - MAX_INBOUND_SERIES
+
+
+def _lane_document(lane: str, from_clients: bool) -> dict[str, Any]:
+    return {
+        "apiVersion": "tidegate.io/v1alpha1",
+        "kind": "TrafficLane",
+        "metadata": {"name": f"{lane}-lane"},
+        "spec": {"lane": {"name": lane, "fromClients": from_clients}, "rules": [{"http": {"headers": {"x-tester": "1"}}}]},
+    }
+
+
+@pytest.mark.parametrize("from_clients", [True, False])
+def test_a_lane_a_traffic_lane_opens_to_clients_is_kept_from_outside_others_not(runtime: AgentRuntime, from_clients: bool) -> None:
+    from tidegate.agent import lanes
+    from tidegate.core.rulebook import RuleBook, StoredRule
+
+    book = RuleBook()
+    document = _lane_document("gray", from_clients)
+    book.put(StoredRule("default", "TrafficLane", "gray-lane", 1, document))
+    lanes.install(book, "orders")
+    try:
+        transport = httpx.WSGITransport(app=wrap_wsgi(_wsgi_app, AgentMetrics()), remote_addr=OUTSIDE)
+        client = httpx.Client(transport=transport, base_url="http://orders")
+        gray = client.get("/x", headers=SPOOF).json()
+        blue = client.get("/x", headers={**SPOOF, "baggage": "tidegate.lane=blue,user=42"}).json()
+    finally:
+        lanes.uninstall()
+    assert (gray["origin"], gray["lane"]) == ("", "gray" if from_clients else "")  # the caller's name is never believed
+    assert (blue["lane"], blue["baggage"]) == ("", "user=42")  # a lane no document opens stays closed to outside callers
+
+
+def test_from_clients_must_be_a_boolean() -> None:
+    from tidegate.errors import RuleError
+    from tidegate.rules.lanes import parse_traffic_lane
+
+    document = _lane_document("gray", True)
+    assert parse_traffic_lane(document).lane.from_clients
+    document["spec"]["lane"]["fromClients"] = "yes"
+    with pytest.raises(RuleError, match="fromClients"):
+        parse_traffic_lane(document)

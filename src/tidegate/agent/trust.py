@@ -39,12 +39,13 @@ def trust() -> InboundTrust | None:
     return _trust
 
 
-def believed(found: RequestContext, peer: str) -> RequestContext:
-    """`found` as far as the caller at `peer` is believed."""
+def believed(found: RequestContext, peer: str, client_lanes: frozenset[str] = frozenset()) -> RequestContext:
+    """`found` as far as the caller at `peer` is believed; its lane is kept from any caller when
+    it is one of `client_lanes` (a TrafficLane in force lets clients name it)."""
     decision = trust()
     if decision is None:
         return found
-    kept = decision.apply(found, peer)
+    kept = decision.apply(found, peer, clients_set_lane=bool(found.lane) and found.lane in client_lanes)
     if kept is not found:
         log.debug("tidegate: caller %s is not a governed peer: its consumer name and lane are not used", peer or "(unknown)")
     return kept

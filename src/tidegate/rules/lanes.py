@@ -222,34 +222,39 @@ def parse_traffic_lane(document: Mapping[str, Any]) -> TrafficLane:
         # OpenSergo's shape: one rule, the lane inside it
         if "lane" in spec:
             raise reader.fail("spec.lane", "give the lane once: in spec.rules.lane (OpenSergo's shape) or spec.lane")
-        lane, strict, items = _opensergo_rules(reader, raw_rules, warnings)
+        lane, strict, from_clients, items = _opensergo_rules(reader, raw_rules, warnings)
     else:
         lane_spec = reader.mapping(spec.get("lane"), "spec.lane")
-        reader.only(lane_spec, "spec.lane", ("name", "strict"))
+        reader.only(lane_spec, "spec.lane", ("name", "strict", "fromClients"))
         lane = reader.lane_name(lane_spec.get("name"), "spec.lane.name")
         strict = lane_spec.get("strict", False)
+        from_clients = lane_spec.get("fromClients", False)
         if not isinstance(raw_rules, list):
             raise reader.fail("spec.rules", "must be a list (or OpenSergo's mapping of traffic, workload, lane, traceIdBaggage)")
         items = [(item, f"spec.rules[{i}]") for i, item in enumerate(raw_rules)]
     if not isinstance(strict, bool):
         raise reader.fail("spec.lane.strict", "must be true or false")
+    if not isinstance(from_clients, bool):
+        raise reader.fail("spec.lane.fromClients", "must be true or false")
     rules = tuple(_coloring_rule(reader, item, field, lane, services) for item, field in items)
     metadata = document["metadata"]
     return TrafficLane(
         name=str(metadata["name"]),
         namespace=str(metadata.get("namespace") or "default"),
-        lane=core_lanes.LaneRule(lane, strict),
+        lane=core_lanes.LaneRule(lane, strict, from_clients),
         rules=rules,
         priority=priority,
         warnings=tuple(f"{reader.label} field {field!r}: {text}" for field, text in warnings),
     )
 
 
-def _opensergo_rules(reader: _Spec, rules: Mapping[str, Any], warnings: list[tuple[str, str]]) -> tuple[str, Any, list[tuple[Any, str]]]:
-    """(lane, strict, [(coloring rule item, field)]) of OpenSergo's `spec.rules` mapping."""
+def _opensergo_rules(
+    reader: _Spec, rules: Mapping[str, Any], warnings: list[tuple[str, str]]
+) -> tuple[str, Any, Any, list[tuple[Any, str]]]:
+    """(lane, strict, fromClients, [(coloring rule item, field)]) of OpenSergo's `spec.rules` mapping."""
     reader.only(rules, "spec.rules", ("traffic", "workload", "lane", "traceIdBaggage"))
     lane_spec = reader.mapping(rules.get("lane"), "spec.rules.lane")
-    reader.only(lane_spec, "spec.rules.lane", ("name", "strict"))
+    reader.only(lane_spec, "spec.rules.lane", ("name", "strict", "fromClients"))
     lane = reader.lane_name(lane_spec.get("name"), "spec.rules.lane.name")
     if "workload" in rules:
         workload = reader.mapping(rules["workload"], "spec.rules.workload")
@@ -272,7 +277,7 @@ def _opensergo_rules(reader: _Spec, rules: Mapping[str, Any], warnings: list[tup
     reader.only(traffic, "spec.rules.traffic", ("http",))
     if "http" not in traffic:
         raise reader.fail("spec.rules.traffic.http", "is required: the requests that join the lane")
-    return lane, lane_spec.get("strict", False), [({"http": traffic["http"]}, "spec.rules.traffic")]
+    return lane, lane_spec.get("strict", False), lane_spec.get("fromClients", False), [({"http": traffic["http"]}, "spec.rules.traffic")]
 
 
 def _selector(reader: _Spec, value: Any) -> frozenset[str]:

@@ -61,7 +61,7 @@ def request_context(headers: list[tuple[bytes, bytes]], client: Any = None) -> c
     found = context.from_headers(join_headers(baggage), consumer)
     if found.problem:
         inbound_problem(found)
-    found = trust.believed(found, client[0] if client else "")
+    found = trust.believed(found, client[0] if client else "", lanes.client_lanes())
     if found.origin_admin:
         drain.note_consumer(found)  # whom a drain tells directly
     return found

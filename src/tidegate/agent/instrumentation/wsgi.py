@@ -69,7 +69,7 @@ class InboundWSGI:
             incoming = context.from_headers(baggage, consumer)
             if incoming.problem:
                 inbound_problem(incoming)
-            incoming = trust.believed(incoming, environ.get("REMOTE_ADDR", ""))
+            incoming = trust.believed(incoming, environ.get("REMOTE_ADDR", ""), lanes.client_lanes())
             if incoming.origin_admin:
                 drain.note_consumer(incoming)  # whom a drain tells directly
         entered = lanes.color_wsgi(environ, incoming)
