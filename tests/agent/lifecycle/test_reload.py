@@ -39,7 +39,8 @@ def test_sigterm_to_the_reloader_drains_a_slow_request_and_keeps_serving_meanwhi
     wait_until(lambda: httpx.get(f"{server.admin_url()}/state", timeout=5).json()["in_flight"] >= 1, what="the slow request in flight")
     server.proc.signal(signal.SIGTERM)
     wait_until(lambda: "draining orders" in server.proc.output(), what="the drain to begin", timeout=10)
-    assert [i["state"] for i in control_plane.instances("orders")] in (["DRAINING"], []), server.fail_report()  # consumers are told
+    # consumers are told: the control plane hears it from a thread the drain starts, so soon, not at once
+    wait_until(lambda: [i["state"] for i in control_plane.instances("orders")] in (["DRAINING"], []), what="the plane to show the drain")
     during = httpx.get(f"http://127.0.0.1:{port}/who", timeout=10)  # the server process still serves while draining
     assert during.status_code == 200 and during.headers.get("x-tidegate-draining") == "1", server.fail_report()
     caller.join(timeout=30)
