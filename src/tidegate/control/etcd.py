@@ -62,16 +62,16 @@ class EtcdConfig:
         """The config of a `--store` URL; StorageError names what is wrong with it."""
         parts = urlsplit(url)
         if parts.scheme not in ("etcd", "etcds"):
-            raise StorageError(f"--store {url!r}: the scheme must be etcd:// (or etcds:// for TLS), e.g. etcd://127.0.0.1:2379")
+            raise StorageError(f"--store {url}: the scheme must be etcd:// (or etcds:// for TLS), e.g. etcd://127.0.0.1:2379")
         scheme = "https" if parts.scheme == "etcds" or options.get("ca") else "http"
         hosts = [host.strip() for host in parts.netloc.split(",") if host.strip()]
         if not hosts:
-            raise StorageError(f"--store {url!r} names no etcd member: give host:port[,host:port...]")
+            raise StorageError(f"--store {url}: names no etcd member: give host:port[,host:port...]")
         endpoints = []
         for host in hosts:
             name, _, port = host.rpartition(":")
             if not name or not port.isdigit() or not 0 < int(port) < 65536:
-                raise StorageError(f"--store {url!r}: member {host!r} is not host:port (port 1 to 65535)")
+                raise StorageError(f"--store {url}: member {host!r} is not host:port (port 1 to 65535)")
             endpoints.append(f"{scheme}://{host}")
         prefix = parts.path.strip("/") or DEFAULT_PREFIX
         return cls(tuple(endpoints), prefix=prefix, **options)
