@@ -308,7 +308,10 @@ class Watcher:
         except (ValueError, KeyError, TypeError) as bad:
             log.warning("ignored a malformed %r frame from %s: %r", frame.event, self.base_url, bad)
             return
-        self._revision = max(self._revision, revision) if frame.event != "snapshot" else revision
+        if frame.event == "snapshot":
+            self._revision = revision
+        else:  # "more": another change at this revision follows (one etcd transaction): resume before it
+            self._revision = max(self._revision, revision - 1 if data.get("more") is True else revision)
         self._dirty = True
         self._changed()
 

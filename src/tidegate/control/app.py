@@ -27,6 +27,7 @@ from tidegate.control.fanout import Subscriber
 from tidegate.control.limits import WATCHER_WRITE_STALL_SECONDS
 from tidegate.control.openapi import SPEC
 from tidegate.control.plane import ControlPlane, RequestError
+from tidegate.control.storage import StorageError
 from tidegate.control.tokens import Role, RoleTokens
 from tidegate.core.hosts import MISDIRECTED, HostCheck
 from tidegate.errors import RuleError
@@ -77,6 +78,8 @@ def create_app(
                 return await handler(request)
             except RequestError as error:
                 return JSONResponse(error.to_dict(), status_code=error.status)
+            except StorageError as error:  # the store unreachable (503), or a request past what it takes
+                return JSONResponse({"error": str(error), "store": plane.storage.describe()}, status_code=error.status)
             except HTTPException:  # Starlette's own answers (a body over `MAX_BODY`: 413)
                 raise
             except RuleError as error:
@@ -99,14 +102,19 @@ def create_app(
     async def health(request: Request) -> Response:
         # instance_ttl: agents heartbeat every third of it
         # epoch: a new one at every start of the control plane (its registry is in memory)
+        # store: which one, and its problem; a replica that cannot reach it answers 503,
+        # so a load balancer takes it out while agents keep serving from their snapshot
+        problem = await asyncio.to_thread(plane.storage.problem)
         return JSONResponse(
             {
-                "status": "ok",
+                "status": "ok" if problem is None else "store unavailable",
                 "revision": plane.revision,
                 "epoch": plane.epoch,
                 "watchers": len(plane.fanout),
                 "instance_ttl": plane.leases.ttl,
-            }
+                "store": {"name": plane.storage.describe(), "state": "ok" if problem is None else problem},
+            },
+            status_code=200 if problem is None else 503,
         )
 
     async def openapi(request: Request) -> Response:

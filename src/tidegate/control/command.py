@@ -7,8 +7,12 @@ import os
 import ssl
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tidegate.control.limits import FLAGS, Limits
+
+if TYPE_CHECKING:
+    from tidegate.control.storage import Storage
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -20,6 +24,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=int, default=7070, help="port to listen on (default 7070; 0 picks a free one)")
     parser.add_argument("--data", type=Path, default=None, help="data directory (default: the user data dir for tidegate)")
+    store = parser.add_argument_group("store (default: SQLite under --data)")
+    store.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="keep rules, history and revisions in etcd: etcd://HOST:PORT[,HOST:PORT...][/PREFIX] (etcds:// for TLS);"
+        " several replicas on one cluster serve alike. --data still holds the token files",
+    )
+    store.add_argument("--store-ca", default=None, metavar="PEM", help="CA that signed the etcd members' certificates")
+    store.add_argument("--store-cert", default=None, metavar="PEM", help="client certificate for etcd (with --store-key)")
+    store.add_argument("--store-key", default=None, metavar="PEM", help="private key of --store-cert")
+    store.add_argument("--store-user", default=None, metavar="NAME", help="etcd user (its password from $TIDEGATE_ETCD_PASSWORD)")
     parser.add_argument(
         "--token-file",
         default=None,
@@ -69,7 +85,7 @@ def _positive(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from tidegate.control.server import serve
-    from tidegate.control.storage import SqliteStorage, default_data_dir
+    from tidegate.control.storage import StorageError, default_data_dir
     from tidegate.control.tokens import Role, TokenError, TokenFiles, given_token
 
     if args.instance_ttl <= 0:
@@ -82,12 +98,18 @@ def run(args: argparse.Namespace) -> int:
     data_dir = args.data or default_data_dir()
     try:
         admin = given_token(args.token, args.token_file, os.environ, _warn)
-        storage = SqliteStorage(data_dir)
+        storage = open_store(args, data_dir)
+    except (TokenError, StorageError) as error:
+        print(f"tidegate control: {error}", file=sys.stderr)
+        return 2
+    try:
         files = TokenFiles(data_dir)
         tokens, made = files.ensure(admin, _warn)
     except TokenError as error:
+        storage.close()
         print(f"tidegate control: {error}", file=sys.stderr)
         return 2
+    print(f"tidegate control: store: {storage.describe()}", flush=True)
     # Only where each token is: a token printed would end up in service logs.
     for role, use in ((Role.ADMIN, "rules, rollouts, any instance"), (Role.AGENT, "for agents"), (Role.READ, "for status and the console")):
         where = _admin_source(args) if role == Role.ADMIN and admin is not None else str(files.path(role))
@@ -106,6 +128,35 @@ def run(args: argparse.Namespace) -> int:
         key=args.key,
     )
     return 0
+
+
+def open_store(args: argparse.Namespace, data_dir: Path) -> Storage:
+    """The store `--store` names (reached now: StorageError names what failed), else SQLite in `data_dir`."""
+    from tidegate.control.storage import SqliteStorage, StorageError
+
+    if args.store is None:
+        if any(getattr(args, name) for name in ("store_ca", "store_cert", "store_key", "store_user")):
+            raise StorageError("--store-ca, --store-cert, --store-key and --store-user go with --store etcd://...")
+        return SqliteStorage(data_dir)
+    from tidegate.control.etcd import EtcdConfig, EtcdStorage
+
+    if bool(args.store_cert) != bool(args.store_key):
+        raise StorageError("--store-cert and --store-key go together: give both (PEM files)")
+    for flag, path in (("--store-ca", args.store_ca), ("--store-cert", args.store_cert), ("--store-key", args.store_key)):
+        if path and not os.path.isfile(path):
+            raise StorageError(f"{flag} {path}: no such file")
+    config = EtcdConfig.parse(
+        args.store,
+        ca=args.store_ca,
+        cert=args.store_cert,
+        key=args.store_key,
+        user=args.store_user,
+        password=os.environ.get("TIDEGATE_ETCD_PASSWORD"),
+    )
+    try:
+        return EtcdStorage(config)
+    except StorageError as error:
+        raise StorageError(f"--store {args.store}: {error}") from None
 
 
 def _warn(message: str) -> None:

@@ -240,8 +240,13 @@ class ControlPlane:
                 extra={"document": _label(conflicts[0][0]), "referrers": [_referrer(key, error) for key, error in conflicts]},
             )
         if to_write:
-            for rule in self.storage.put_rules(to_write):
-                self._record("rule", {"op": "put", "rule": rule.to_dict()}, rule.revision)
+            written = self.storage.put_rules(to_write)
+            for index, rule in enumerate(written):
+                # On etcd one apply is one transaction at one revision: every frame of it but the
+                # last says "more", so a watcher cut off inside it resumes before that revision.
+                joins = index > 0 and written[index - 1].revision == rule.revision
+                more = index + 1 < len(written) and written[index + 1].revision == rule.revision
+                self._record("rule", {"op": "put", "rule": rule.to_dict(), **({"more": True} if more else {})}, rule.revision, joins)
                 results[rule.key] = rule.to_dict()
                 if rule.key in warnings:  # reported where the console shows what agents post
                     self.post_event(
@@ -443,10 +448,10 @@ class ControlPlane:
         self.leases.revoke(instance.id)
         self._record("instance", {"op": "delete", "instance": instance.to_dict()})
 
-    def _record(self, event: str, data: dict[str, Any], revision: int | None = None) -> None:
+    def _record(self, event: str, data: dict[str, Any], revision: int | None = None, joins: bool = False) -> None:
         if revision is None:
             revision = self.storage.next_revision()
-        change = self.log.append(revision, event, {"revision": revision, **data})
+        change = self.log.append(revision, event, {"revision": revision, **data}, joins)
         self.fanout.publish(change.frame)
 
 

@@ -1,8 +1,8 @@
 """Durable state of the control plane: rules with their history, service names,
 and the global revision counter (the tokens are files beside it: `tidegate.control.tokens`).
 
-`Storage` is the interface a backend implements (SQLite here; an etcd backend
-can follow). Instances are not stored: they are ephemeral, leased by heartbeat.
+`Storage` is the interface a backend implements: SQLite here (the default), etcd
+in `tidegate.control.etcd` (`--store etcd://...`). Instances are not stored: they are ephemeral, leased by heartbeat.
 The data directory is its owner's only (0700) and so are the database files
 (0600); a directory or file found open to others is closed at start, and said so.
 """
@@ -42,8 +42,26 @@ class RuleRevision:
         return {**self.rule.to_dict(), "op": self.op}
 
 
+class StorageError(Exception):
+    """The store cannot do what was asked: unreachable, misconfigured, or a request past
+    what it takes. `status` is the HTTP status a request that met it is answered with."""
+
+    def __init__(self, message: str, status: int = 503) -> None:
+        self.status = status
+        super().__init__(message)
+
+
 class Storage(Protocol):
-    """What the control plane persists. Every method is one atomic step."""
+    """What the control plane persists. Every method is one atomic step; one that
+    cannot reach the store raises StorageError."""
+
+    def describe(self) -> str:
+        """Which store this is, for `/v1/health` and the start-up line."""
+        ...
+
+    def problem(self) -> str | None:
+        """Why the store cannot serve now, or None when it can."""
+        ...
 
     def revision(self) -> int: ...
 
@@ -103,6 +121,12 @@ class SqliteStorage:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+
+    def describe(self) -> str:
+        return f"sqlite {self.data_dir / DATABASE}"
+
+    def problem(self) -> str | None:
+        return None  # a local file: its faults surface as the request's own error
 
     def revision(self) -> int:
         return int(self._db.execute("SELECT revision FROM counter WHERE id = 1").fetchone()[0])
