@@ -87,7 +87,7 @@ def sendable(header: str) -> Cleaned:
     """`header` without its empty list members and without the members holding a
     character outside printable ASCII and tab (raw UTF-8 or Latin-1 bytes, CR, LF, NUL);
     every other member is kept byte-for-byte. The usual header is returned as it is."""
-    if _UNSENDABLE.search(header) is None:
+    if _usual(header) or _UNSENDABLE.search(header) is None:
         return Cleaned(header)
     kept: list[str] = []
     dropped = 0
@@ -100,6 +100,12 @@ def sendable(header: str) -> Cleaned:
         kept.append(segment)
     problem = f"{dropped} baggage member(s) held characters a header cannot carry (non-ASCII or control); dropped" if dropped else ""
     return Cleaned(",".join(kept).strip(_OWS), problem)
+
+
+def _usual(header: str) -> bool:
+    """The usual header, found sendable without a regex scan (3 µs on the bench's header; this
+    is one outbound call's path): printable ASCII (no tab, no control), no empty member."""
+    return header.isascii() and header.isprintable() and all(segment.strip(" ") for segment in header.split(","))
 
 
 def parse_member(text: str) -> Member:
