@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import os
 
-from tidegate.agent.runtime import get_runtime
+from tidegate.agent.runtime import AgentRuntime, get_runtime
 from tidegate.core.context import RequestContext
-from tidegate.core.trust import EDGE_ENV, EdgeMode, InboundTrust, parse_edge
+from tidegate.core.trust import EDGE_ENV, EdgeMode, InboundTrust, is_loopback, parse_edge
 
 log = logging.getLogger("tidegate")
 
@@ -36,7 +36,18 @@ def trust() -> InboundTrust | None:
         return None
     if _trust is None or _trust.directory is not runtime.directory:
         _trust = InboundTrust(edge_mode(), runtime.directory)
+    _trust.loopback_local = _advertises_loopback(runtime)
     return _trust
+
+
+def _advertises_loopback(runtime: AgentRuntime) -> bool:
+    """Whether this process's instances (or its TIDEGATE_HOST) are on loopback: then so is every
+    governed process it talks to (phase 2's rule), whether or not its directory lists any yet."""
+    lifecycle = runtime.lifecycle
+    hosts = [instance.host for instance in lifecycle.instances] if lifecycle is not None else []
+    if runtime.config.advertise_host:
+        hosts.append(runtime.config.advertise_host)
+    return any(is_loopback(host) for host in hosts)
 
 
 def believed(found: RequestContext, peer: str, client_lanes: frozenset[str] = frozenset()) -> RequestContext:

@@ -56,8 +56,11 @@ def is_loopback(peer: str) -> bool:
 class InboundTrust:
     """Decides, per request, whether its caller's identity and lane are believed."""
 
-    def __init__(self, mode: EdgeMode, directory: ServiceDirectory) -> None:
+    def __init__(self, mode: EdgeMode, directory: ServiceDirectory, loopback_local: bool = False) -> None:
         self.mode = mode
+        #: This instance advertises a loopback host: every governed process is on this host,
+        #: so a loopback peer is one of them (the agent keeps it current).
+        self.loopback_local = loopback_local
         self.directory = directory
         self._seen_revision = -1
         self._hosts: frozenset[str] = frozenset()
@@ -71,7 +74,7 @@ class InboundTrust:
             return False
         self._refresh()
         if is_loopback(peer):
-            return self._loopback
+            return self.loopback_local or self._loopback
         return peer in self._hosts or peer.removeprefix("::ffff:") in self._hosts
 
     def apply(self, found: RequestContext, peer: str, clients_set_lane: bool = False) -> RequestContext:
