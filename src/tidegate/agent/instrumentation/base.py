@@ -215,11 +215,14 @@ class HttpClientInstrumentor(Instrumentor):
 
 
 def baggage(current: context.RequestContext, existing: str | None) -> str | None:
-    """The `baggage` value a call made in `current` carries, or None to leave the call's own as it is."""
+    """The `baggage` value a call made in `current` carries, or None to leave the call's own as it is.
+
+    Whitespace around the whole value is not part of it (RFC 9110 5.5) and clients refuse to send
+    it (httpx raises on `'! '`): it is left out, the members stay byte for byte."""
     if current.lane:
-        return lane_baggage(existing if existing is not None else current.baggage, current.lane)
+        return lane_baggage(existing if existing is not None else current.baggage, current.lane).strip(" \t")
     if current.baggage and existing is None:
-        return current.baggage
+        return current.baggage.strip(" \t") or None
     return None
 
 
