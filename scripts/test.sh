@@ -99,9 +99,34 @@ start_rabbitmq() {
   export TIDEGATE_TEST_RABBITMQ="amqp://guest:guest@127.0.0.1:$port/"
 }
 
+start_etcd() {  # a 3-member cluster on loopback: the control plane's etcd store (tests/control)
+  need_pkg etcd etcd-server
+  need_pkg etcdctl etcd-client
+  local cluster="" clients=() peers=() i
+  for i in 1 2 3; do clients+=("$(free_port)"); peers+=("$(free_port)"); cluster+="${cluster:+,}m$i=http://127.0.0.1:${peers[$((i-1))]}"; done
+  for i in 1 2 3; do
+    local dir="$RUN_DIR/etcd$i" client=${clients[$((i-1))]} peer=${peers[$((i-1))]}
+    mkdir -p "$dir"
+    etcd --name "m$i" --data-dir "$dir/data" --initial-cluster-token "tidegate-test-$$" \
+      --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
+      --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+      --initial-cluster "$cluster" --initial-cluster-state new >"$dir/log" 2>&1 &
+    echo $! >"$dir/pid"
+    STARTED+=("kill -KILL \$(cat $dir/pid)")  # throwaway data: a leader alone waits on SIGTERM
+  done
+  local endpoints; endpoints=$(printf 'http://127.0.0.1:%s,' "${clients[@]}"); endpoints=${endpoints%,}
+  local tries=0
+  until ETCDCTL_API=3 etcdctl --endpoints="$endpoints" endpoint health >/dev/null 2>&1; do
+    tries=$((tries + 1))
+    if [ "$tries" -gt 100 ]; then echo "tidegate: etcd did not start; its log:" >&2; cat "$RUN_DIR"/etcd1/log >&2; exit 1; fi
+    sleep 0.2
+  done
+  export TIDEGATE_TEST_ETCD="$endpoints"
+}
+
 # Which servers the suite uses: a test that needs one skips only when its
 # variable is unset, and CI always sets them, so none is silently skipped there.
-for server in ${TIDEGATE_TEST_SERVERS-postgres redis rabbitmq}; do
+for server in ${TIDEGATE_TEST_SERVERS-postgres redis rabbitmq etcd}; do
   "start_$server"
 done
 

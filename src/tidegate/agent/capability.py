@@ -37,17 +37,29 @@ T = TypeVar("T")
 #: prewarm markers), exported before they start so forked and spawned ones inherit it.
 SHARED_DIR_ENV = "TIDEGATE_METRICS_DIR"
 
-#: An admin write: (JSON body, query parameters) -> (HTTP status, JSON answer).
+#: An admin write: (JSON body, query parameters) -> (HTTP status, JSON answer); a `signed`
+#: route's write gets a `SignedBody` instead of the parsed JSON.
 AdminWrite = Callable[[Any, Mapping[str, list[str]]], tuple[int, dict[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
+class SignedBody:
+    """What a `signed` admin write gets: the exact body bytes and the signature header sent with them."""
+
+    raw: bytes
+    signature: str
+
+
+@dataclass(frozen=True, slots=True)
 class AdminRoute:
-    """A `POST` the admin endpoint answers (token-checked there)."""
+    """A `POST` the admin endpoint answers (authenticated there, unless `signed`)."""
 
     write: AdminWrite
     #: False for writes that may take long (a drain): they take the fork gate only where they need it.
     gated: bool = True
+    #: True for a write that authenticates its own requests (a drain notice, by its signature):
+    #: the admin endpoint then asks no bearer token for it.
+    signed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -175,6 +175,12 @@ class _EnvironHeaders(Mapping[str, str]):
         return sum(1 for _ in self)
 
 
+def client_lanes() -> frozenset[str]:
+    """Lanes callers outside the estate may name themselves (a TrafficLane says `fromClients`)."""
+    state = _state
+    return state.routing.client_lanes if state is not None else frozenset()
+
+
 def color_asgi(scope: Mapping[str, Any], current: RequestContext) -> RequestContext:
     """The context an ASGI request runs in: `current`, colored when lane rules are in force."""
     state = _state

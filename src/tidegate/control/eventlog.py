@@ -42,8 +42,10 @@ class EventLog:
         self.floor = floor
         self.head = floor
 
-    def append(self, revision: int, event: str, data: Mapping[str, Any]) -> Change:
-        if revision <= self.head:
+    def append(self, revision: int, event: str, data: Mapping[str, Any], joins: bool = False) -> Change:
+        """Add the change at `revision`, after the head; or, `joins`, one more change at the
+        head's revision (an etcd transaction writes several documents at one revision)."""
+        if revision < self.head or (revision == self.head and not (joins and self._changes)):
             raise ValueError(f"revision {revision} is not after the log's head {self.head}")
         change = Change(revision, event, data, encode_frame(event, revision, data))
         self._changes.append(change)

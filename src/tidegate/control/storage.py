@@ -1,22 +1,34 @@
 """Durable state of the control plane: rules with their history, service names,
-the global revision counter and the access token.
+and the global revision counter (the tokens are files beside it: `tidegate.control.tokens`).
 
-`Storage` is the interface a backend implements (SQLite here; an etcd backend
-can follow). Instances are not stored: they are ephemeral, leased by heartbeat.
+`Storage` is the interface a backend implements: SQLite here (the default), etcd
+in `tidegate.control.etcd` (`--store etcd://...`). Instances are not stored: they are ephemeral, leased by heartbeat.
+The data directory is its owner's only (0700) and so are the database files
+(0600); a directory or file found open to others is closed at start, and said so.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import secrets
 import sqlite3
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from tidegate.control.tokens import new_token as new_token  # where the demo and benches find it
 from tidegate.core.rulebook import RuleKey, StoredRule
+
+log = logging.getLogger("tidegate.control")
+
+DATABASE = "control.sqlite3"
+#: The database and the files SQLite keeps beside it (write-ahead log, shared memory).
+DATABASE_FILES = (DATABASE, DATABASE + "-wal", DATABASE + "-shm", DATABASE + "-journal")
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +42,26 @@ class RuleRevision:
         return {**self.rule.to_dict(), "op": self.op}
 
 
+class StorageError(Exception):
+    """The store cannot do what was asked: unreachable, misconfigured, or a request past
+    what it takes. `status` is the HTTP status a request that met it is answered with."""
+
+    def __init__(self, message: str, status: int = 503) -> None:
+        self.status = status
+        super().__init__(message)
+
+
 class Storage(Protocol):
-    """What the control plane persists. Every method is one atomic step."""
+    """What the control plane persists. Every method is one atomic step; one that
+    cannot reach the store raises StorageError."""
+
+    def describe(self) -> str:
+        """Which store this is, for `/v1/health` and the start-up line."""
+        ...
+
+    def problem(self) -> str | None:
+        """Why the store cannot serve now, or None when it can."""
+        ...
 
     def revision(self) -> int: ...
 
@@ -59,10 +89,6 @@ class Storage(Protocol):
         """Remove the rule in force; the returned rule carries the deletion's revision."""
         ...
 
-    def load_token(self) -> str | None: ...
-
-    def save_token(self, token: str) -> None: ...
-
     def close(self) -> None: ...
 
 
@@ -84,18 +110,23 @@ CREATE TABLE IF NOT EXISTS rule_history (
 
 
 class SqliteStorage:
-    """`Storage` in one SQLite file (WAL) under the data directory; the token sits
-    beside it in `token`, readable by its owner only."""
+    """`Storage` in one SQLite file (WAL) under the data directory."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        secure_data_dir(self.data_dir)
         # One connection, used from the event loop's thread only; autocommit, with
         # explicit transactions where several rows must change together.
-        self._db = sqlite3.connect(self.data_dir / "control.sqlite3", isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(self.data_dir / DATABASE, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+
+    def describe(self) -> str:
+        return f"sqlite {self.data_dir / DATABASE}"
+
+    def problem(self) -> str | None:
+        return None  # a local file: its faults surface as the request's own error
 
     def revision(self) -> int:
         return int(self._db.execute("SELECT revision FROM counter WHERE id = 1").fetchone()[0])
@@ -158,19 +189,6 @@ class SqliteStorage:
             )
         return StoredRule(*key, revision=revision, document=current.document)
 
-    def load_token(self) -> str | None:
-        path = self.data_dir / "token"
-        if not path.exists():
-            return None
-        return path.read_text().strip() or None
-
-    def save_token(self, token: str) -> None:
-        path = self.data_dir / "token"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(token + "\n")
-        os.chmod(path, 0o600)
-
     def close(self) -> None:
         self._db.close()
 
@@ -194,10 +212,33 @@ def _rule(row: tuple[Any, ...]) -> StoredRule:
     return StoredRule(namespace, kind, name, revision=int(revision), document=json.loads(document))
 
 
-def new_token() -> str:
-    """A fresh bearer token. The `tg_` prefix keeps it from starting with '-' (which a
-    command line would read as an option: `--token -abc`) and lets secret scanners spot it."""
-    return "tg_" + secrets.token_urlsafe(32)
+def secure_data_dir(data_dir: Path) -> None:
+    """Make `data_dir` (0700) and its database file (0600) if missing; close an existing
+    one that others may read or write, with a warning. SQLite gives the files it adds
+    beside the database (-wal, -shm) the database file's mode."""
+    if not data_dir.exists():
+        data_dir.mkdir(parents=True, mode=DIR_MODE)
+    _restrict(data_dir, DIR_MODE, "data directory")
+    database = data_dir / DATABASE
+    if not database.exists():
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT, FILE_MODE))
+    for name in DATABASE_FILES:
+        path = data_dir / name
+        if path.exists():
+            _restrict(path, FILE_MODE, "database file")
+
+
+def _restrict(path: Path, mode: int, what: str) -> None:
+    current = stat.S_IMODE(path.stat().st_mode)
+    if not current & 0o077:
+        return
+    wanted = current & 0o700 | mode
+    try:
+        os.chmod(path, wanted)
+    except OSError as error:
+        log.warning("tidegate control: %s %s is open to other users (mode %04o) and could not be closed: %s", what, path, current, error)
+        return
+    log.warning("tidegate control: %s %s was open to other users (mode %04o); now %04o", what, path, current, wanted)
 
 
 def default_data_dir() -> Path:

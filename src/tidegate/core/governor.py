@@ -32,6 +32,11 @@ from tidegate.core.hotspot import HotspotLimiter, HotspotRule
 from tidegate.core.stat import StatNode, Window
 from tidegate.errors import BreakerOpenError, FlowBlockedError, HotspotBlockedError, SystemBlockedError
 
+#: Per-resource statistics nodes of distinct origins (callers); origins past it share one node.
+MAX_ORIGIN_NODES = 256
+#: The node origins past MAX_ORIGIN_NODES share (not a service name: the name grammar has no '*').
+FOLDED_ORIGIN = "*folded*"
+
 
 class _Rule(Protocol):
     """What the rule managers need of every rule: it checks itself (raising RuleError)."""
@@ -137,14 +142,21 @@ class Entry:
             window.min_rt_ms = rt_ms
         if error:
             window.error += 1
-        stat.concurrency -= 1
+        _leave(stat)
         if self._extra is not None:
             now_ms = int(now * 1000.0)
             for node in self._extra:
                 node.second.add_complete(now_ms, rt_ms, error)
-                node.concurrency -= 1
+                _leave(node)
         for breaker in slot.breakers:
             breaker.on_complete(rt_ms, error, now)
+
+
+def _leave(node: StatNode) -> None:
+    try:
+        node.active.pop()
+    except IndexError:  # the count was reset (`concurrency = 0`) while calls were in progress
+        pass
 
 
 class Governor:
@@ -184,7 +196,7 @@ class Governor:
             window.roll(now_ms)
         origin_node = context_node = inbound_node = None
         if origin and slot.track_origin:
-            origin_node = slot.by_origin.get(origin) or self._sub_node(slot.by_origin, origin)
+            origin_node = slot.by_origin.get(origin) or self._origin_node(slot, origin)
         if context and slot.track_context:
             context_node = slot.by_context.get(context) or self._sub_node(slot.by_context, context)
         if inbound:
@@ -245,7 +257,7 @@ class Governor:
             raise BreakerOpenError(resource, breaker.rule.label, f"circuit breaker {breaker.state}", breaker.retry_after_s(now_ms))
 
         window.passed += 1
-        stat.concurrency += 1
+        stat.active.append(None)
         if slot.rule_windows:
             for rule_window in slot.rule_windows:
                 rule_window.add_pass(now_ms)
@@ -254,7 +266,7 @@ class Governor:
             extra = tuple(node for node in (origin_node, context_node, inbound_node) if node is not None)
             for node in extra:
                 node.second.add_pass(now_ms)
-                node.concurrency += 1
+                node.active.append(None)
         return Entry(slot, now + wait, wait, extra)
 
     def _flow_node(
@@ -289,6 +301,14 @@ class Governor:
         for node in others:
             if node is not None:
                 node.second.add_block(now_ms)
+
+    def _origin_node(self, slot: ResourceSlot, origin: str) -> StatNode:
+        """The statistics node of a new origin: its own while fewer than MAX_ORIGIN_NODES exist (or a
+        rule names it), else the one `FOLDED_ORIGIN` node every further origin shares, so callers that
+        name a new origin per request cannot grow memory without bound."""
+        if origin not in slot.named_origins and len(slot.by_origin) >= MAX_ORIGIN_NODES:
+            origin = FOLDED_ORIGIN
+        return self._sub_node(slot.by_origin, origin)
 
     def _sub_node(self, nodes: dict[str, StatNode], key: str) -> StatNode:
         with self._lock:

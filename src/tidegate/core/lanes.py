@@ -27,10 +27,14 @@ BASE = ""
 
 @dataclass(frozen=True, slots=True)
 class LaneRule:
-    """A lane and whether it is strict (no fallback to base instances)."""
+    """A lane, whether it is strict (no fallback to base instances), and whether callers
+    outside the estate may name it themselves (`from_clients`: a tester's
+    `baggage: tidegate.lane=<lane>` through an edge; otherwise only governed peers'
+    lanes and the coloring rules count, `tidegate.core.trust`)."""
 
     lane: str
     strict: bool = False
+    from_clients: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,12 +112,14 @@ class LaneRouting:
     canary picks its own users. A canary whose tag has no routable instance
     sends its share to base instances."""
 
-    __slots__ = ("_strict", "_splits", "lanes", "canaries")
+    __slots__ = ("_strict", "_splits", "lanes", "canaries", "client_lanes")
 
     def __init__(self, lanes: Iterable[LaneRule] = (), canaries: Iterable[CanaryRule] = ()) -> None:
         self.lanes = tuple(lanes)
         self.canaries = tuple(canaries)
         self._strict = frozenset(rule.lane for rule in self.lanes if rule.strict)
+        #: Lanes a caller that is not a governed peer may put itself in (a document says `fromClients`).
+        self.client_lanes = frozenset(rule.lane for rule in self.lanes if rule.from_clients)
         by_service: dict[str, list[CanaryRule]] = {}
         for canary in self.canaries:
             by_service.setdefault(canary.service, []).append(canary)

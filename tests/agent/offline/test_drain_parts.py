@@ -4,6 +4,7 @@ settings, notice validation, and dropping idle connections from real httpx, requ
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +16,7 @@ import pytest
 import requests
 
 from tests.support.clock import FakeClock
+from tidegate.agent.capability import SignedBody
 from tidegate.agent.config import AgentConfig
 from tidegate.agent.offline import pools
 from tidegate.agent.offline.drain import LosslessError, LosslessOffline, install, settings_from_env
@@ -96,7 +98,7 @@ def test_a_bad_setting_is_logged_and_leaves_lossless_off(monkeypatch: pytest.Mon
 )
 def test_a_malformed_drain_notice_is_refused_naming_the_field(body: Any, field: str) -> None:
     runtime = AgentRuntime(config=AgentConfig(service="checkout"), directory=_directory())
-    status, answer = LosslessOffline(runtime, DrainSettings()).receive_notice(body)
+    status, answer = LosslessOffline(runtime, DrainSettings()).receive_notice(SignedBody(json.dumps(body).encode(), ""))
     assert status == 400 and field in answer["error"]
     assert _routable(runtime.directory) == {"a", "b"}  # nothing changed
 
@@ -201,7 +203,7 @@ def test_a_worker_that_exited_but_was_not_reaped_counts_as_gone() -> None:
     import os
     import time
 
-    from tidegate.agent.forking import process_alive as _alive
+    from tidegate.agent.forking import process_alive as _alive  # the one the drain board and the metrics files share
 
     pid = os.fork()
     if pid == 0:
@@ -212,6 +214,6 @@ def test_a_worker_that_exited_but_was_not_reaped_counts_as_gone() -> None:
             time.sleep(0.01)
         assert not _alive(pid)
         assert _alive(os.getpid())
-        assert not _alive(0)  # not 'signal my process group', as os.kill(0, 0) would
+        assert not _alive(0) and not _alive(-1)  # 0 would signal the process group: never alive
     finally:
         os.waitpid(pid, 0)

@@ -18,11 +18,13 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
 from typing import Any
 
-from tidegate.agent import lanes
+from tidegate.agent import lanes, trust
+from tidegate.agent.instrumentation.base import inbound_problem
 from tidegate.agent.instrumentation.inbound import fallback_route
 from tidegate.agent.offline import drain
 from tidegate.agent.runtime import Metrics
 from tidegate.core import context
+from tidegate.core.baggage import join_headers
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -44,8 +46,9 @@ def route_template(scope: Scope) -> str:
     return fallback_route(scope.get("path", "/"))
 
 
-def request_context(headers: list[tuple[bytes, bytes]]) -> context.RequestContext:
-    """The request's tidegate context from its raw ASGI headers (names are lower-case)."""
+def request_context(headers: list[tuple[bytes, bytes]], client: Any = None) -> context.RequestContext:
+    """The request's tidegate context from its raw ASGI headers (names are lower-case), as far as
+    the caller (`client`, the scope's (host, port)) is believed (`tidegate.agent.trust`)."""
     baggage: list[str] = []
     consumer = ""
     for name, value in headers:
@@ -55,7 +58,10 @@ def request_context(headers: list[tuple[bytes, bytes]]) -> context.RequestContex
             consumer = value.decode("latin-1")
     if not baggage and not consumer:
         return _EMPTY
-    found = context.from_headers(",".join(baggage), consumer)
+    found = context.from_headers(join_headers(baggage), consumer)
+    if found.problem:
+        inbound_problem(found)
+    found = trust.believed(found, client[0] if client else "", lanes.client_lanes())
     if found.origin_admin:
         drain.note_consumer(found)  # whom a drain tells directly
     return found
@@ -97,7 +103,7 @@ class InboundASGI:
         metrics = self.metrics
         metrics.request_started()
         started = perf_counter()
-        entered = lanes.color_asgi(scope, request_context(scope.get("headers", ())))
+        entered = lanes.color_asgi(scope, request_context(scope.get("headers", ()), scope.get("client")))
         # The empty context is what a request without tidegate headers runs in: when it is
         # current already (the usual case: each request is its own task), there is nothing to set.
         token = context.enter(entered) if entered is not _EMPTY or context.current() is not _EMPTY else None

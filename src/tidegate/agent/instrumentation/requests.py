@@ -5,21 +5,22 @@ call and once per redirect hop (a hop to an instance's address is not a
 service name and goes out untouched). The caller's `PreparedRequest` gets its
 URL back after the call; `response.url` is the instance's address. With
 `stream=True` the instance is released when the response headers arrive.
-Lossless online's HTTP prewarm step gives every `Session` the app created one
-open connection (no request) per instance of each service `http_targets` names.
+Lossless online's HTTP prewarm step (off by default) warms the `Session`s the
+app's own code created (`callers.created_by_app`) with whole exchanges (`online/http.py`).
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from tidegate.agent.instrumentation.base import HttpClientInstrumentor, baggage
+from tidegate.agent.instrumentation.callers import created_by_app
 from tidegate.agent.offline import pools
 from tidegate.agent.online import LosslessOnline
+from tidegate.agent.online.http import warm_sessions
 from tidegate.agent.outbound.call import ErrorKind, netloc
 from tidegate.agent.outbound.drive import drive
 from tidegate.agent.outbound.errors import LibraryErrors, set_request_no_response
@@ -55,22 +56,6 @@ def classify(error: Exception) -> ErrorKind:
     )
 
 
-def open_connections(sessions: Iterable[Any], urls: Iterable[str]) -> int:
-    """One open connection per (session, url) in the session's urllib3 pool."""
-    opened = 0
-    targets = list(urls)
-    for session in sessions:
-        for url in targets:
-            pool = session.get_adapter(url).poolmanager.connection_from_url(url)
-            connection = pool._get_conn()  # urllib3 has no public "connect ahead"; this is its own pool's path
-            try:
-                connection.connect()
-                opened += 1
-            finally:
-                pool._put_conn(connection)
-    return opened
-
-
 class RequestsInstrumentor(HttpClientInstrumentor):
     library = "requests"
     # offline/pools.py and the prewarm step reach into urllib3's pool manager and pools.
@@ -101,7 +86,15 @@ class RequestsInstrumentor(HttpClientInstrumentor):
                 port = parts.port
             except ValueError:  # a malformed port: leave it to requests to report
                 return wrapped(*args, **kwargs)
-            call = pipeline.begin(parts.hostname or "", port, lane=current.lane, inbound=current.request, errors=ERRORS, request=request)
+            call = pipeline.begin(
+                parts.hostname or "",
+                port,
+                lane=current.lane,
+                inbound=current.request,
+                errors=ERRORS,
+                request=request,
+                method=request.method or "GET",
+            )
             if call is None:
                 return wrapped(*args, **kwargs)
             if call.refused is not None:
@@ -124,17 +117,13 @@ class RequestsInstrumentor(HttpClientInstrumentor):
 
 def prewarm(online: LosslessOnline, plan: PrewarmPlan) -> str:
     services, urls = online.http_targets(plan)
-    if not services:
-        return "no service called before or declared"
-    sessions = list(SESSIONS)
-    if not sessions:
-        return f"services {', '.join(services)}: no requests.Session to fill"
-    return f"services {', '.join(services)}: {open_connections(sessions, urls)} connection(s)"
+    return warm_sessions(services, list(SESSIONS), urls, plan.http_request, "requests.Session")
 
 
 def _track(wrapped: Any, session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     result = wrapped(*args, **kwargs)
-    SESSIONS.add(session)
+    if created_by_app(depth=2, library="requests"):  # a library's Session (an APM agent's) carries none of the app's calls
+        SESSIONS.add(session)
     return result
 
 

@@ -38,6 +38,14 @@ BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0
 Series = list
 
 
+#: Methods counted by name; any other (a client can send any token) is counted as OTHER.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+#: Inbound series (route, method, status) one process keeps; requests past it are counted under
+#: FOLDED_ROUTE, and `tidegate_metrics_folded` says how many, so no client can grow /metrics without bound.
+MAX_INBOUND_SERIES = 1000
+FOLDED_ROUTE = "(folded)"
+
+
 def _new_series() -> Series:
     return [0, 0.0] + [0] * (len(BUCKETS) + 1)
 
@@ -59,6 +67,7 @@ class AgentMetrics(Capability):
         self._outbound: dict[tuple[str, bool], Series] = {}
         # Governed resources (stability): [passed, blocked, errors, RT seconds summed].
         self._resources: dict[str, list[float]] = {}
+        self.folded = 0  # inbound requests counted under FOLDED_ROUTE (the series cap was reached)
         # One item per inbound request started and not finished: appending and popping are
         # atomic, so the count needs no lock (it is read, never summed, by other threads).
         self._active: deque[None] = deque()
@@ -74,12 +83,17 @@ class AgentMetrics(Capability):
 
     def observe_inbound(self, route: str, method: str, status: int, seconds: float, *, finished: bool = False) -> None:
         """Count one inbound request by route template; `finished=True` also ends its in-flight count."""
-        key = (route, method, status)
+        key = (route, method if method in METHODS else "OTHER", status)
         bucket = 2 + bisect_left(BUCKETS, seconds)
         with self._lock:
             series = self._inbound.get(key)
             if series is None:
-                series = self._inbound[key] = _new_series()
+                if len(self._inbound) >= MAX_INBOUND_SERIES:
+                    self.folded += 1
+                    key = (FOLDED_ROUTE, key[1], key[2])
+                    series = self._inbound.get(key)
+                if series is None:
+                    series = self._inbound[key] = _new_series()
             series[0] += 1
             series[1] += seconds
             series[bucket] += 1
@@ -123,6 +137,7 @@ class AgentMetrics(Capability):
         self._inbound = {}
         self._outbound = {}
         self._resources = {}
+        self.folded = 0
         self._active = deque()
         self.generation += 1
 
@@ -131,6 +146,7 @@ class AgentMetrics(Capability):
             return {
                 "pid": os.getpid(),
                 "in_flight": len(self._active),
+                "folded": self.folded,
                 "inbound": [[*key, *series] for key, series in self._inbound.items()],
                 "outbound": [[*key, *series] for key, series in self._outbound.items()],
                 "resources": [[resource, *row] for resource, row in self._resources.items()],
@@ -228,6 +244,12 @@ class _SnapshotCollector(Collector):
         yield out_latency
 
         yield from _resource_families(self._snapshots)
+
+        folded = CounterMetricFamily(
+            "tidegate_metrics_folded", f"Inbound requests counted under route {FOLDED_ROUTE!r}: the per-process series cap was reached"
+        )
+        folded.add_metric([], sum(int(s.get("folded", 0)) for s in self._snapshots))
+        yield folded
 
         in_flight = GaugeMetricFamily("tidegate_inbound_in_flight", "Inbound requests being served now")
         in_flight.add_metric([], total_in_flight(self._snapshots))

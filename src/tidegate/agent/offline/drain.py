@@ -7,9 +7,14 @@ before the server's own shutdown closes the listener, or on `POST /offline`:
 
   1. state DRAINING: `/ready` says 503, the control plane is told (it pushes
      the state to every consumer's watch stream, and routable() drops it);
-  2. every channel at once: the push of 1, a direct `POST /drain-notice` to
-     the admin endpoint of each consumer that called recently, and
-     `x-tidegate-draining: 1` plus `Connection: close` on every response;
+  2. every channel at once: the push of 1 (started first), a direct signed
+     `POST /drain-notice` to the admin endpoint of each consumer that called
+     recently and that the directory backs (`tidegate.core.notice`: no token is
+     ever sent to a consumer, and an address a caller names that no instance of
+     its service holds is never called), and `x-tidegate-draining: 1` plus
+     `Connection: close` on every response. Both calls run on their own
+     threads, outside the fork gate: a consumer that never answers delays
+     nothing but its own notice;
   3. wait until no request is in flight (at least a settle time, at most
      TIDEGATE_DRAIN_TIMEOUT, 20 s by default), then return to the server,
      whose own shutdown runs (the instance is deregistered there).
@@ -23,7 +28,6 @@ writes then answer 409 saying so).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -33,14 +37,14 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from tidegate.agent.capability import AdminRoute, Capability, Listening, Serving
-from tidegate.agent.forking import FORK_GATE
+from tidegate.agent.capability import AdminRoute, Capability, Listening, Serving, SignedBody
 from tidegate.agent.offline.board import POLL_S, OwnerBoard, WorkerBoard
 from tidegate.agent.offline.notices import DrainNotices
 from tidegate.agent.runtime import AgentRuntime, get_runtime
 from tidegate.core.context import DRAINING_HEADER, consumer_value
 from tidegate.core.drain import DEFAULT_TIMEOUT_S, Drain, DrainPhase, DrainSettings, RecentConsumers
 from tidegate.core.instance import Instance, InstanceState
+from tidegate.core.notice import SIGNATURE_HEADER, NoticeCheck, notice_body, sign, targets
 
 if TYPE_CHECKING:
     from tidegate.core.context import RequestContext
@@ -50,6 +54,8 @@ log = logging.getLogger("tidegate")
 #: Set by the owner before its workers fork or spawn: the admin address calls from them name.
 ADMIN_ENV = "TIDEGATE_CONSUMER_ADMIN"
 NOTICE_TIMEOUT_S = 1.0
+#: Consumers told at once (each at most NOTICE_TIMEOUT_S per notice).
+NOTICE_PARALLEL = 16
 _DRAIN_HEADERS = ((DRAINING_HEADER, "1"), ("Connection", "close"))
 
 
@@ -94,6 +100,7 @@ class LosslessOffline(Capability):
         self.settings = settings
         self.notices = DrainNotices(runtime.directory)
         self.consumers = RecentConsumers()
+        self.notice_check = NoticeCheck()
         self.drain = Drain(settings)
         self._lock = threading.Lock()
         self._owner_board: OwnerBoard | None = None
@@ -151,10 +158,12 @@ class LosslessOffline(Capability):
                 self._owner_board.draining_since = started
                 self._owner_board.publish()
         instances = lifecycle.set_serving_state(InstanceState.DRAINING) if lifecycle is not None else []
+        # The control plane first; the direct notices beside it, on their own thread: neither waits
+        # for the other, and neither runs inside the fork gate.
         threading.Thread(
             target=self._announce, args=(instances, InstanceState.DRAINING), name="tidegate-drain-announce", daemon=True
         ).start()
-        self._notify_consumers([(i.id, i.address) for i in instances])
+        threading.Thread(target=self._notify_consumers, args=(instances,), name="tidegate-drain-notices", daemon=True).start()
         log.info(
             "tidegate: draining %s: consumers told; in-flight requests finish (at most %gs)",
             self.runtime.config.service,
@@ -229,34 +238,41 @@ class LosslessOffline(Capability):
         from tidegate.client.control import ControlClient
         from tidegate.errors import ControlPlaneError
 
-        config = self.runtime.config
+        config, lifecycle = self.runtime.config, self.runtime.lifecycle
         try:
-            with FORK_GATE, ControlClient(config.control, config.token or None, timeout=2.0) as client:
+            with ControlClient(config.control, config.token or None, timeout=2.0) as client:
                 for instance in instances:
-                    client.set_state(instance.id, state)
+                    client.set_state(instance.id, state, lease=lifecycle.lease_secret(instance.id) if lifecycle else "")
         except ControlPlaneError as error:
             log.warning("tidegate: could not tell the control plane %s is %s (other channels carry it): %s", config.service, state, error)
 
-    def _notify_consumers(self, instances: list[tuple[str, str]]) -> None:
-        """The direct channel: POST /drain-notice to every recent consumer, all at once, bounded."""
+    def _notify_consumers(self, instances: list[Instance]) -> None:
+        """The direct channel: a signed POST /drain-notice to every recent consumer the directory
+        backs, NOTICE_PARALLEL at a time; never a token."""
         now = time.time()
         if self._owner_board is not None:
             self.consumers.merge(tuple(c) for r in self._owner_board.reports() for c in r.get("consumers", ()))
-        targets = sorted({admin for _, admin, _ in self.consumers.current(now)})
-        if not targets or not instances:
+        recent = [(service, admin) for service, admin, _ in self.consumers.current(now)]
+        chosen = targets(recent, self.runtime.directory.instances)
+        if len(chosen) < len({admin for _, admin in recent}):
+            log.info(
+                "tidegate: %d recent consumer address(es) no instance in the directory holds: not told",
+                len({a for _, a in recent}) - len(chosen),
+            )
+        signed = [(i.id, i.notice_key) for i in instances if i.notice_key]
+        if not chosen or not signed:
             return
-        token = self.runtime.config.token
-        bodies = [
-            json.dumps({"service": self.runtime.config.service, "instance": iid, "address": address}).encode() for iid, address in instances
-        ]
+        service = self.runtime.config.service
+        by_id = {i.id: i for i in instances}
 
         def tell(admin: str) -> None:
-            for body in bodies:
+            for instance_id, key in signed:
+                body = notice_body(service, instance_id, by_id[instance_id].address, time.time())
                 request = urllib.request.Request(
                     f"http://{admin}/drain-notice",
                     data=body,
                     method="POST",
-                    headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+                    headers={"Content-Type": "application/json", SIGNATURE_HEADER: sign(key, body)},
                 )
                 try:
                     with urllib.request.urlopen(request, timeout=NOTICE_TIMEOUT_S) as answer:
@@ -265,23 +281,26 @@ class LosslessOffline(Capability):
                     log.info("tidegate: drain notice to consumer admin %s failed (other channels carry it): %s", admin, error)
                     return
 
-        with FORK_GATE, ThreadPoolExecutor(max_workers=min(16, len(targets)), thread_name_prefix="tidegate-notice") as pool:
-            list(pool.map(tell, targets))
-        log.info("tidegate: drain notice sent to %d consumer(s): %s", len(targets), ", ".join(targets))
+        with ThreadPoolExecutor(max_workers=min(NOTICE_PARALLEL, len(chosen)), thread_name_prefix="tidegate-notice") as pool:
+            list(pool.map(tell, chosen))
+        log.info("tidegate: drain notice sent to %d consumer(s): %s", len(chosen), ", ".join(chosen))
 
     # -- consumer side: notices from providers ----------------------------------------------------
 
     def receive_notice(self, body: Any) -> tuple[int, dict[str, Any]]:
-        """`POST /drain-notice` {"service", "instance", "address"}: a provider this process calls drains."""
-        if not isinstance(body, dict):
-            return 400, {"error": "body must be a JSON object with 'instance' and 'address' (host:port)"}
-        instance_id, address = body.get("instance"), body.get("address")
-        if not isinstance(instance_id, str) or not isinstance(address, str) or ":" not in address:
-            return 400, {"error": "fields 'instance' (an id) and 'address' (host:port) are required strings"}
-        fresh = self.notices.notice(instance_id, address, "direct notice")
+        """`POST /drain-notice`: a provider this process calls drains. Acted on only when signed by
+        an instance the directory knows, fresh and not seen before (`tidegate.core.notice`)."""
+        if not isinstance(body, SignedBody):
+            return 400, {"error": "a drain notice is the exact signed body of a POST /drain-notice"}
+        verdict = self.notice_check.verify(body.raw, body.signature, self.runtime.directory.find, time.time())
+        if not verdict.ok or verdict.instance is None:
+            log.info("tidegate: drain notice refused (%d): %s", verdict.status, verdict.reason)
+            return verdict.status, {"error": verdict.reason}
+        instance = verdict.instance
+        fresh = self.notices.notice(instance.id, instance.address, "direct notice")
         if self._owner_board is not None:
-            self._owner_board.add_notice(instance_id, address, time.time())
-        return 200, {"noticed": instance_id, "new": fresh}
+            self._owner_board.add_notice(instance.id, instance.address, time.time())
+        return 200, {"noticed": instance.id, "new": fresh}
 
     # -- workers of a multi-process server ---------------------------------------------------------
 
@@ -307,12 +326,12 @@ class LosslessOffline(Capability):
     # -- the admin endpoint ---------------------------------------------------------------------------
 
     def admin_routes(self) -> Mapping[str, AdminRoute]:
-        """`POST /offline[?wait=false]`, `POST /online`, `POST /drain-notice` (all token-checked by the
-        admin endpoint); the first two may take long (a drain) and so run outside the fork gate."""
+        """`POST /offline[?wait=false]`, `POST /online` (token-checked by the admin endpoint; they may
+        take long, a drain, and so run outside the fork gate), `POST /drain-notice` (checked by its signature)."""
         return {
             "/offline": AdminRoute(self._admin_offline, gated=False),
             "/online": AdminRoute(self._admin_online, gated=False),
-            "/drain-notice": AdminRoute(lambda body, query: self.receive_notice(body)),
+            "/drain-notice": AdminRoute(lambda body, query: self.receive_notice(body), signed=True),
         }
 
     def _admin_offline(self, body: Any, query: Mapping[str, list[str]]) -> tuple[int, dict[str, Any]]:
@@ -374,7 +393,7 @@ class SwitchedOff(Capability):
         return {
             "/offline": AdminRoute(refuse, gated=False),
             "/online": AdminRoute(refuse, gated=False),
-            "/drain-notice": AdminRoute(refuse),
+            "/drain-notice": AdminRoute(refuse, signed=True),
         }
 
 
