@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from tests.control.running import TOKEN, ControlProcess
 from tests.support.procs import free_port, wait_until
 from tidegate.client.control import ControlClient
-from tidegate.client.watch import Watcher
+from tidegate.client.watch import RECONNECT_CAP, Watcher, retry_delay
 from tidegate.core.directory import ServiceDirectory
 from tidegate.core.instance import Instance, InstanceState
 from tidegate.core.rulebook import RuleBook
@@ -164,3 +165,46 @@ def test_restart_after_fork_gives_the_child_its_own_live_stream(control: Control
         wait_until(lambda: directory.instances("after-fork"), timeout=20, what="the parent's watcher too")
     finally:
         watcher.stop()
+
+
+def test_a_restarted_control_plane_does_not_empty_the_directory(tmp_path: Path, clock) -> None:
+    """SIGKILL and restart: the new plane's first snapshot is empty, yet both instances stay
+    routable; the one registered again is in for good, the other leaves when its window ends."""
+    data = tmp_path / "data"
+    plane = ControlProcess(data, tmp_path / "first.log")
+    epochs: list[str] = []
+    watcher, directory, _ = _watcher(plane.url, on_epoch=epochs.append, clock=clock)
+    watcher.start()
+    try:
+        with ControlClient(plane.url, TOKEN) as client:
+            a = client.register(Instance(id="orders-a", service="orders", host="127.0.0.1", port=1))
+            client.register(Instance(id="orders-b", service="orders", host="127.0.0.1", port=2))
+            wait_until(lambda: len(directory.routable("orders")) == 2, timeout=20, what="both instances")
+            first = client.health()["epoch"]
+        assert epochs == [first]
+        plane.proc.signal(signal.SIGKILL)
+        plane.stop()
+        plane = ControlProcess(data, tmp_path / "second.log", port=plane.port)
+        with ControlClient(plane.url, TOKEN) as client:
+            second = client.health()["epoch"]
+            wait_until(lambda: watcher.epoch == second, timeout=20, what="the snapshot of the restarted plane")
+            assert epochs == [first, second]  # the agent's cue to register again at once
+            assert {i.id for i in directory.routable("orders")} == {"orders-a", "orders-b"}  # the clock stands: both held
+            assert set(directory.held_over()) == {"orders-a", "orders-b"}
+            client.register(a)
+            wait_until(lambda: set(directory.held_over()) == {"orders-b"}, timeout=20, what="orders-a registered again")
+        clock.advance(2.0)  # the test plane's lease: orders-b's window ends
+        wait_until(lambda: [i.id for i in directory.routable("orders")] == ["orders-a"], timeout=20, what="orders-b to leave")
+        assert directory.held_over() == {}
+    finally:
+        watcher.stop()
+        plane.stop()
+
+
+def test_while_the_control_plane_refuses_connections_a_watcher_tries_again_within_a_quarter_second() -> None:
+    assert retry_delay(0.1, refused=True, draw=0.0) == 0.05
+    assert retry_delay(0.2, refused=True, draw=0.0) == 0.1
+    assert retry_delay(3.2, refused=True, draw=0.0) == RECONNECT_CAP / 2
+    assert retry_delay(3.2, refused=True, draw=0.999) < RECONNECT_CAP == 0.25
+    # refused by an answer (a bad token, a limit): the backoff as it grew, up to its cap
+    assert retry_delay(3.2, refused=False, draw=0.5) == 3.2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -147,7 +149,8 @@ def test_rollback_writes_the_old_document_as_a_new_revision(plane: ControlPlane)
 
 
 def test_namespaces_keep_rules_apart(plane: ControlPlane) -> None:
-    plane.apply_rules([_settings("a"), _settings("a", namespace="shop")])
+    # One name in two namespaces (for two services: one ServiceSettings per service, whatever its namespace).
+    plane.apply_rules([_settings("a"), {**_settings("a", namespace="shop"), "spec": {"service": "a-shop"}}])
     assert {r.namespace for r in plane.rules()} == {"default", "shop"}
     assert [r.namespace for r in plane.rules(namespace="shop")] == ["shop"]
 
@@ -156,10 +159,14 @@ def test_watch_replays_from_the_log_or_sends_a_snapshot(plane: ControlPlane) -> 
     plane.register({"service": "a", "host": "h", "port": 1})
     mid = plane.revision
     plane.apply_rules([_settings("a")])
-    snapshot, replay, _ = plane.watch(mid)
-    assert snapshot is None and [c.event for c in replay] == ["rule"]
-    snapshot, replay, _ = plane.watch(None)
-    assert snapshot is not None and replay == []
+    resumed = asyncio.run(plane.watch(mid))
+    assert resumed.snapshot is None and [c.event for c in resumed.replay] == ["rule"]
+    fresh = asyncio.run(plane.watch(None))
+    assert fresh.snapshot is not None and fresh.replay == []
+    assert fresh.snapshot.revision == plane.revision
+    event, _, data = fresh.snapshot.frame.decode().partition("\ndata: ")
+    assert event == f"event: snapshot\nid: {plane.revision}"
+    snapshot = json.loads(data)
     assert snapshot["revision"] == plane.revision
     assert [i["id"] for i in snapshot["instances"]] == ["a@h:1"]
     assert [r["name"] for r in snapshot["rules"]] == ["a"]
@@ -179,8 +186,11 @@ def test_a_restart_keeps_rules_and_revisions_and_forces_snapshots(tmp_path: Path
     assert second.instances() == []  # ephemeral
     assert [r.name for r in second.rules()] == ["a"]
     assert second.services() == [{"name": "a", "instances": 0, "tags": []}]
-    snapshot, _, _ = second.watch(last)
-    assert snapshot is not None
+    encoded = asyncio.run(second.watch(last)).snapshot
+    assert encoded is not None
+    snapshot = json.loads(encoded.frame.decode().split("data: ", 1)[1])
+    assert first.epoch != second.epoch  # a new registry: agents register again when they see it
+    assert snapshot["epoch"] == second.epoch and snapshot["instance_ttl"] == second.leases.ttl
     storage.close()
 
 
@@ -201,6 +211,17 @@ def test_a_re_registration_may_keep_its_first_registration_time_but_not_claim_th
     with pytest.raises(RequestError) as refused:
         plane.register({"service": "a", "host": "h", "port": 1, "registered_at": "then"})
     assert refused.value.field == "registered_at"
+
+
+def test_a_claimed_registration_time_before_the_process_started_is_not_kept(plane: ControlPlane) -> None:
+    started = 1_650_000_000.0
+    body = {"service": "a", "host": "h", "port": 1, "started_at": started}
+    # the first registration after the start (a few seconds of prewarm), claimed again after a restart: kept
+    assert plane.register({**body, "registered_at": started + 5}).registered_at == started + 5
+    # another host's clock may be a little behind this one's: within MAX_CLOCK_SKEW_S it is kept
+    assert plane.register({**body, "registered_at": started - 60}).registered_at == started - 60
+    # registered a day before its process started: not sane, stamped now like a new instance
+    assert plane.register({**body, "registered_at": started - 86_400}).registered_at == 1_700_000_000.0
 
 
 def test_generated_tokens_never_look_like_an_option() -> None:

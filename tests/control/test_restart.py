@@ -59,6 +59,8 @@ def test_rules_history_survive_and_a_connected_watcher_ends_with_exactly_the_rul
         assert watcher.wait_synced(20)
         wait_until(lambda: {r.key: r for r in rulebook.all()} == before, timeout=20, what="watcher to hold the rules")
         wait_until(lambda: directory.instances("a"), timeout=20, what="watcher to see the instance")
+        first_epoch = plane_epoch(plane.url)
+        assert watcher.epoch == directory.epoch == first_epoch
         plane.stop()
         wait_until(lambda: not watcher.connected, timeout=20, what="watcher to notice the restart")
 
@@ -76,11 +78,18 @@ def test_rules_history_survive_and_a_connected_watcher_ends_with_exactly_the_rul
 
         wait_until(lambda: watcher.revision == head, timeout=20, what="watcher to reach the head revision")
         assert {r.key: r for r in rulebook.all()} == after
-        assert directory.instances("a") == ()  # instances did not survive the restart
+        # Instances did not survive the restart. The watcher held this one over for a lease (it
+        # might have been alive, its agent registering again); nobody registered it, so it left.
+        assert directory.epoch == plane_epoch(plane.url) != first_epoch
+        wait_until(lambda: directory.instances("a") == (), timeout=20, what="the held-over instance to leave")
         assert directory.knows("a")  # the service name did
     finally:
         watcher.stop()
         plane.stop()
+
+
+def plane_epoch(url: str) -> str:
+    return str(httpx.get(f"{url}/v1/health").json()["epoch"])
 
 
 def test_the_printed_address_is_the_bound_one(tmp_path) -> None:

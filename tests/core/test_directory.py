@@ -67,3 +67,108 @@ def test_snapshot_round_trips_through_disk_form() -> None:
     assert copy.revision == 3
     assert copy.services() == {"orders", "idle"}
     assert {(i.id, i.tag) for i in copy.routable("orders")} == {("orders-1", "gray"), ("orders-2", "")}
+
+
+# -- a control plane that restarts (a new epoch): the grace window ------------------------------
+
+LEASE = 15.0
+
+
+def _ids(d: ServiceDirectory, service: str = "orders") -> set[str]:
+    return {i.id for i in d.routable(service)}
+
+
+def test_a_snapshot_from_a_new_epoch_holds_over_the_instances_it_lacks_for_one_window(clock) -> None:
+    d = ServiceDirectory()
+    d.replace(5, [inst(1), inst(2), inst(3)], ["orders"], epoch="e1", now=clock(), grace_s=LEASE)
+    assert d.held_over() == {}
+    restart = clock.advance(1)
+    d.replace(20, [inst(1)], ["orders"], epoch="e2", now=restart, grace_s=LEASE)  # only orders-1 registered again so far
+    assert d.epoch == "e2" and d.revision == 20
+    assert _ids(d) == {"orders-1", "orders-2", "orders-3"}  # nobody forgot a live instance
+    assert d.held_over() == {"orders-2": restart + LEASE, "orders-3": restart + LEASE}
+    assert d.put(21, inst(2))  # orders-2 registers with the new control plane: it is in for good
+    assert d.held_over() == {"orders-3": restart + LEASE}
+    assert d.expire(clock.advance(LEASE - 0.001)) == restart + LEASE  # the window has not ended
+    assert _ids(d) == {"orders-1", "orders-2", "orders-3"}
+    assert d.expire(clock.advance(0.001)) is None  # it ends: orders-3 never came back and leaves
+    assert _ids(d) == {"orders-1", "orders-2"}
+    assert d.held_over() == {}
+    assert d.expire(clock.advance(100)) is None
+
+
+def test_the_first_snapshot_and_snapshots_of_the_same_epoch_replace_everything_at_once(clock) -> None:
+    d = ServiceDirectory()
+    d.replace(1, [inst(1), inst(2)], ["orders"])  # e.g. from a disk snapshot without an epoch
+    d.replace(5, [inst(1)], ["orders"], epoch="e1", now=clock(), grace_s=LEASE)  # no epoch known before: the truth
+    assert _ids(d) == {"orders-1"}
+    d.replace(9, [inst(1), inst(3)], ["orders"], epoch="e1", now=clock(), grace_s=LEASE)
+    d.replace(12, [inst(3)], ["orders"], epoch="e1", now=clock(), grace_s=LEASE)  # same plane, fell behind its log
+    assert _ids(d) == {"orders-3"} and d.held_over() == {}
+
+
+def test_without_a_window_a_new_epoch_replaces_everything(clock) -> None:
+    d = ServiceDirectory()
+    d.replace(5, [inst(1), inst(2)], epoch="e1", now=clock(), grace_s=LEASE)
+    d.replace(9, [inst(2)], epoch="e2", now=clock(), grace_s=0)
+    assert _ids(d) == {"orders-2"} and d.held_over() == {}
+
+
+def test_a_held_over_instance_leaves_at_once_when_it_is_deregistered(clock) -> None:
+    d = ServiceDirectory()
+    d.replace(5, [inst(1), inst(2)], epoch="e1", now=clock(), grace_s=LEASE)
+    d.replace(9, [], epoch="e2", now=clock(), grace_s=LEASE)
+    assert d.remove(10, "orders", "orders-2")
+    assert _ids(d) == {"orders-1"} and set(d.held_over()) == {"orders-1"}
+
+
+def test_an_instance_back_under_a_new_id_at_the_same_address_releases_the_held_one(clock) -> None:
+    d = ServiceDirectory()
+    d.replace(5, [inst(1), inst(2)], epoch="e1", now=clock(), grace_s=LEASE)
+    d.replace(9, [], epoch="e2", now=clock(), grace_s=LEASE)
+    again = Instance(id="orders-new", service="orders", host="127.0.0.1", port=8001)
+    assert d.put(10, again)
+    assert _ids(d) == {"orders-new", "orders-2"}  # orders-1 (same address) is not counted twice
+    assert set(d.held_over()) == {"orders-2"}
+
+
+def test_a_second_restart_gives_the_instances_still_held_a_new_window_a_same_epoch_snapshot_keeps_theirs(clock) -> None:
+    d = ServiceDirectory()
+    d.replace(5, [inst(1), inst(2)], epoch="e1", now=clock(), grace_s=LEASE)
+    first = clock.advance(1)
+    d.replace(9, [inst(1)], epoch="e2", now=first, grace_s=LEASE)
+    d.replace(11, [inst(1)], epoch="e2", now=clock.advance(5), grace_s=LEASE)  # same plane again: the window goes on
+    assert d.held_over() == {"orders-2": first + LEASE}
+    second = clock.advance(5)
+    d.replace(30, [], epoch="e3", now=second, grace_s=LEASE)  # restarted again before orders-2 could register
+    assert d.held_over() == {"orders-1": second + LEASE, "orders-2": second + LEASE}
+    assert _ids(d) == {"orders-1", "orders-2"}
+
+
+def test_held_over_instances_keep_their_state_and_local_marks(clock) -> None:
+    d = ServiceDirectory()
+    d.replace(5, [inst(1), inst(2, state=InstanceState.DRAINING), inst(3)], epoch="e1", now=clock(), grace_s=LEASE)
+    assert d.mark("orders-3", InstanceState.DRAINING)  # a drain notice came directly
+    d.replace(9, [], epoch="e2", now=clock(), grace_s=LEASE)
+    assert _ids(d) == {"orders-1"}
+    assert len(d.instances("orders")) == 3
+
+
+def test_listeners_hear_of_a_held_over_instance_leaving(clock) -> None:
+    d = ServiceDirectory()
+    d.replace(5, [inst(1), inst(1, service="stock")], epoch="e1", now=clock(), grace_s=LEASE)
+    d.replace(9, [inst(1, service="stock")], epoch="e2", now=clock(), grace_s=LEASE)
+    heard: list[str] = []
+    d.add_listener(heard.append)
+    d.expire(clock.advance(LEASE))
+    assert heard == ["orders"]
+
+
+def test_the_epoch_survives_the_disk_snapshot(clock) -> None:
+    d = ServiceDirectory()
+    d.replace(5, [inst(1)], ["orders"], epoch="e1", now=clock(), grace_s=LEASE)
+    loaded = ServiceDirectory()
+    loaded.load_snapshot(d.to_snapshot())
+    assert loaded.epoch == "e1" and _ids(loaded) == {"orders-1"}
+    loaded.replace(9, [], ["orders"], epoch="e2", now=clock(), grace_s=LEASE)  # the plane restarted while this process was down
+    assert _ids(loaded) == {"orders-1"}

@@ -5,12 +5,14 @@ registers its capabilities in the order their hooks run — metrics, lanes,
 lossless online, the outbound router, lossless offline, stability — gives it
 its lifecycle, builds the process's one outbound call pipeline from them
 (which the HTTP client instrumentors take), publishes it, and applies every
-instrumentor. Booting starts no
-thread and binds nothing: a process becomes a server only when a server hook
-says so, so a wrapper process (e.g. `opentelemetry-instrument` before its
-exec) costs nothing. A forked child gets one at-fork call: every capability's
-`after_fork_in_child`, then the lifecycle's (no ownership of its parent's
-registration).
+instrumentor. Booting starts no thread and binds nothing: a process becomes a
+server only when a server hook says so, and watches the registry only then or
+at its first call to a host the directory does not know (a batch job, a
+worker, a CLI tool: the router's `on_unknown` is the lifecycle's
+`watch_on_demand`), so a wrapper process (e.g. `opentelemetry-instrument`
+before its exec) costs nothing. A forked child gets one at-fork call: every
+capability's `after_fork_in_child`, then the lifecycle's (no ownership of its
+parent's registration).
 """
 
 from __future__ import annotations
@@ -55,8 +57,11 @@ def start(config: AgentConfig | None = None) -> AgentRuntime | None:
         runtime.add(metrics)
         lane_state = runtime.add(lanes.install(runtime.rulebook, config.service, config.tag))
         lossless_online = online.install(runtime)
-        runtime.router = _build_router(runtime, lane_state, lossless_online)
-        runtime.lifecycle = InstanceLifecycle(runtime)
+        router = _build_router(runtime, lane_state, lossless_online)
+        runtime.router = router
+        runtime.lifecycle = lifecycle = InstanceLifecycle(runtime)
+        if router is not None:
+            router.on_unknown = lifecycle.watch_on_demand  # a process that serves nothing routes by name too
         if runtime.router is not None:
             lossless_online.remember_calls()
         offline.install(runtime)

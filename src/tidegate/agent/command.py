@@ -3,7 +3,9 @@
 It validates the agent settings, exports them as env (so a container can set the
 same env instead), puts `agent/bootstrap/` first on PYTHONPATH so Python imports
 our `sitecustomize` at start-up, and execs the program: the server becomes this
-very process, so signals reach it directly.
+very process, so signals reach it directly. Before the exec it checks that the
+program's Python can import tidegate (`tidegate.agent.interpreter`), and stops
+with what to install where when it cannot (`--allow-ungoverned` starts it anyway).
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--control", help="control plane URL (env TIDEGATE_CONTROL, default http://127.0.0.1:7070)")
     parser.add_argument("--token", help="bearer token for the control plane and admin writes (env TIDEGATE_TOKEN)")
     parser.add_argument("--admin-port", help="admin endpoint port, 0 = ephemeral (env TIDEGATE_ADMIN_PORT)")
+    parser.add_argument(
+        "--allow-ungoverned",
+        action="store_true",
+        help="start the program even when its Python cannot import tidegate (it then runs without the agent)",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="the program to run, after --")
     parser.set_defaults(func=run)
 
@@ -72,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     except AgentConfigError as error:
         print(f"tidegate run: {error}", file=sys.stderr)
         return 2
+    if not _governable(command, env, allow=args.allow_ungoverned):
+        return 2
     sys.stdout.flush()
     sys.stderr.flush()
     try:
@@ -80,3 +89,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"tidegate run: cannot start {command[0]!r}: {error.strerror or error}", file=sys.stderr)
         return 127
     return 0  # not reached: exec replaced this process
+
+
+def _governable(command: Sequence[str], env: Mapping[str, str], allow: bool) -> bool:
+    """Whether the program may start: its Python can import tidegate (or that cannot be told),
+    or `--allow-ungoverned` says to start it anyway (with a warning)."""
+    from tidegate.agent.interpreter import refusal
+
+    problem = refusal(command, env)
+    if problem is None:
+        return True
+    if allow:
+        print(problem.splitlines()[0] + " (--allow-ungoverned: starting it without the agent)", file=sys.stderr)
+        return True
+    print(problem, file=sys.stderr)
+    return False

@@ -15,15 +15,14 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from tidegate.core import names
 from tidegate.errors import TidegateError
 
 N = TypeVar("N", int, float)
 
 DEFAULT_CONTROL = "http://127.0.0.1:7070"
 
-_SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _LANE_KEY = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
-_TAG = re.compile(r"^[A-Za-z0-9._-]{0,63}$")
 
 
 class AgentConfigError(TidegateError, ValueError):
@@ -51,11 +50,11 @@ class AgentConfig:
         service = env.get("TIDEGATE_SERVICE", "").strip()
         if not service:
             raise AgentConfigError("TIDEGATE_SERVICE", "is required (the service name this process registers as)")
-        if not _SERVICE_NAME.match(service):
-            raise AgentConfigError("TIDEGATE_SERVICE", f"{service!r} is not a service name (letters, digits, '.', '_', '-'; at most 63)")
+        if not names.is_service_name(service):
+            raise AgentConfigError("TIDEGATE_SERVICE", f"{service!r} is not a service name ({names.SERVICE_NAME_RULE})")
         tag = env.get("TIDEGATE_TAG", "").strip()
-        if not _TAG.match(tag):
-            raise AgentConfigError("TIDEGATE_TAG", f"{tag!r} is not a tag (letters, digits, '.', '_', '-'; at most 63)")
+        if not names.is_tag(tag):
+            raise AgentConfigError("TIDEGATE_TAG", f"{tag!r} is not a tag ({names.TAG_RULE})")
         control = env.get("TIDEGATE_CONTROL", "").strip() or DEFAULT_CONTROL
         parts = urlsplit(control)
         if parts.scheme not in ("http", "https") or not parts.hostname:

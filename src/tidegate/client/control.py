@@ -78,6 +78,11 @@ class ControlClient:
         """Apply YAML/JSON text, one document or a list of documents, all or nothing.
 
         A document identical to the one in force keeps its revision."""
+        return [StoredRule.from_dict(item) for item in self.apply_rules_answer(text_or_documents)]
+
+    def apply_rules_answer(self, text_or_documents: str | bytes | Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """`apply_rules`, answered as the control plane says it: each rule's dict, with `unchanged` and
+        `warnings` (why a target can never match) when it has them."""
         if isinstance(text_or_documents, (str, bytes)):
             content = text_or_documents.encode() if isinstance(text_or_documents, str) else text_or_documents
             content_type = "application/yaml"
@@ -85,8 +90,8 @@ class ControlClient:
             documents = [text_or_documents] if isinstance(text_or_documents, Mapping) else list(text_or_documents)
             content = json.dumps(documents).encode()
             content_type = "application/json"
-        written = self._call("POST", "/v1/rules", content=content, headers={"Content-Type": content_type})
-        return [StoredRule.from_dict(item) for item in written]
+        written: list[dict[str, Any]] = self._call("POST", "/v1/rules", content=content, headers={"Content-Type": content_type})
+        return written
 
     def rules(self, namespace: str | None = None, kind: str | None = None) -> list[StoredRule]:
         params = {k: v for k, v in (("namespace", namespace), ("kind", kind)) if v}
@@ -101,8 +106,26 @@ class ControlClient:
         """Write revision `revision`'s document again, as a new revision."""
         return StoredRule.from_dict(self._call("POST", f"{_rule_path(namespace, kind, name)}/rollback", json={"revision": revision}))
 
-    def delete_rule(self, namespace: str, kind: str, name: str) -> None:
-        self._call("DELETE", _rule_path(namespace, kind, name))
+    def delete_rule(self, namespace: str, kind: str, name: str, cascade: bool = False) -> list[StoredRule]:
+        """Delete one rule; with `cascade`, also the rules that still use it (a strategy's referrers).
+        Returns the rules deleted, the named one first."""
+        answer = self._call("DELETE", _rule_path(namespace, kind, name), params={"cascade": "true"} if cascade else None)
+        if not isinstance(answer, Mapping):
+            return []
+        return [StoredRule.from_dict(answer), *(StoredRule.from_dict(item) for item in answer.get("cascaded", []))]
+
+    def delete_rules(self, text: str | bytes, cascade: bool = False) -> dict[str, Any]:
+        """Delete the rules the documents in `text` name (what `apply_rules(text)` wrote), referrers first:
+        {"deleted": [StoredRule, ...], "not_in_force": ["namespace/kind/name", ...]}."""
+        content = text.encode() if isinstance(text, str) else text
+        answer = self._call(
+            "DELETE",
+            "/v1/rules",
+            content=content,
+            headers={"Content-Type": "application/yaml"},
+            params={"cascade": "true"} if cascade else None,
+        )
+        return {"deleted": [StoredRule.from_dict(item) for item in answer["deleted"]], "not_in_force": list(answer["not_in_force"])}
 
     # -- events --------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tidegate.client import connection
+from tidegate.client import connection, output
 
 if TYPE_CHECKING:  # imported in the handlers, to keep `tidegate --help` fast
     from tidegate.client.control import ControlClient
@@ -42,59 +42,80 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     history = one_rule("history", "every revision of one rule, newest first", _history)
     rollback = one_rule("rollback", "write an old revision again, as a new revision", _rollback)
     rollback.add_argument("revision", type=int)
-    delete = one_rule("delete", "delete a rule", _delete)
+    delete = actions.add_parser(
+        "delete",
+        help="delete a rule, or every rule a file's documents name",
+        description="Delete one rule (KIND NAME), or what `apply -f FILE` wrote (-f FILE), rules before the strategies they use.",
+    )
+    delete.add_argument("kind", nargs="?")
+    delete.add_argument("name", nargs="?")
+    delete.add_argument("--namespace", default="default")
+    delete.add_argument("-f", "--file", default=None, help="file with the documents to delete; '-' reads stdin")
+    delete.add_argument("--cascade", action="store_true", help="also delete the rules that still use a deleted strategy")
+    delete.set_defaults(func=_delete)
 
     for action in (apply, listing, history, rollback, delete):
         connection.add_arguments(action)
+    for action in (listing, history):
+        output.add_output_argument(action)
+
+
+def _read(path: str) -> str | None:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        _fail(f"cannot read {path}: {error}")
+        return None
 
 
 def _apply(args: argparse.Namespace) -> int:
-    if args.file == "-":
-        text = sys.stdin.read()
-    else:
-        try:
-            text = Path(args.file).read_text()
-        except (OSError, UnicodeDecodeError) as error:
-            return _fail(f"cannot read {args.file}: {error}")
+    text = _read(args.file)
+    if text is None:
+        return 1
 
     def action(client: ControlClient) -> None:
-        for rule in client.apply_rules(text):
-            print(f"{rule.kind}/{rule.name} (namespace {rule.namespace}) at revision {rule.revision}")
+        for rule in client.apply_rules_answer(text):
+            print(f"{rule['kind']}/{rule['name']} (namespace {rule['namespace']}) at revision {rule['revision']}")
+            for warning in rule.get("warnings", ()):
+                print(f"tidegate rules: warning: {warning}", file=sys.stderr)
 
     return _with_client(args, action)
 
 
 def _list(args: argparse.Namespace) -> int:
     def action(client: ControlClient) -> None:
-        from rich.console import Console
-        from rich.table import Table
-
         rules = client.rules(args.namespace, args.kind)
+        if args.output == "json":
+            output.print_json([rule.to_dict() for rule in rules])
+            return
         if not rules:
             print("no rule in force")
             return
-        table = Table()
+        table = output.table()
         for column in ("namespace", "kind", "name", "revision", "spec"):
-            table.add_column(column)
+            output.add_column(table, column)
         for rule in rules:
-            table.add_row(rule.namespace, rule.kind, rule.name, str(rule.revision), _spec(rule.document))
-        Console().print(table)
+            table.add_row(*map(output.cell, (rule.namespace, rule.kind, rule.name, rule.revision, _spec(rule.document))))
+        output.show(table)
 
     return _with_client(args, action)
 
 
 def _history(args: argparse.Namespace) -> int:
     def action(client: ControlClient) -> None:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=f"{args.namespace}/{args.kind}/{args.name}")
+        entries = client.history(args.namespace, args.kind, args.name)
+        if args.output == "json":
+            output.print_json([{**rule.to_dict(), "op": "put" if rule.document else "delete"} for rule in entries])
+            return
+        table = output.table(f"{args.namespace}/{args.kind}/{args.name}")
         for column in ("revision", "op", "spec"):
-            table.add_column(column)
-        for rule in client.history(args.namespace, args.kind, args.name):
+            output.add_column(table, column)
+        for rule in entries:
             deleted = not rule.document
-            table.add_row(str(rule.revision), "delete" if deleted else "put", "" if deleted else _spec(rule.document))
-        Console().print(table)
+            table.add_row(*map(output.cell, (rule.revision, "delete" if deleted else "put", "" if deleted else _spec(rule.document))))
+        output.show(table)
 
     return _with_client(args, action)
 
@@ -108,11 +129,29 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _delete(args: argparse.Namespace) -> int:
-    def action(client: ControlClient) -> None:
-        client.delete_rule(args.namespace, args.kind, args.name)
-        print(f"{args.kind}/{args.name} deleted")
+    if args.file is not None:
+        if args.kind or args.name:
+            return _fail("give KIND NAME or -f FILE, not both")
+        text = _read(args.file)
+        if text is None:
+            return 1
 
-    return _with_client(args, action)
+        def from_file(client: ControlClient) -> None:
+            answer = client.delete_rules(text, cascade=args.cascade)
+            for rule in answer["deleted"]:
+                print(f"{rule.kind}/{rule.name} (namespace {rule.namespace}) deleted at revision {rule.revision}")
+            for key in answer["not_in_force"]:
+                print(f"{key} was not in force")
+
+        return _with_client(args, from_file)
+    if not (args.kind and args.name):
+        return _fail("name the rule (KIND NAME), or give -f FILE")
+
+    def one(client: ControlClient) -> None:
+        for rule in client.delete_rule(args.namespace, args.kind, args.name, cascade=args.cascade):
+            print(f"{rule.kind}/{rule.name} (namespace {rule.namespace}) deleted at revision {rule.revision}")
+
+    return _with_client(args, one)
 
 
 def _with_client(args: argparse.Namespace, action: Callable[[ControlClient], None]) -> int:
@@ -133,5 +172,5 @@ def _spec(document: object) -> str:
 
 
 def _fail(message: str) -> int:
-    print(f"tidegate rules: {message}", file=sys.stderr)
+    print(f"tidegate rules: {output.clean(message)}", file=sys.stderr)
     return 1

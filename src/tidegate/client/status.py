@@ -5,53 +5,90 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Any
 
-from tidegate.client import connection
+from tidegate.client import connection, output
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("status", help="show services and instances", description="Show services and their instances.")
     connection.add_arguments(parser)
+    output.add_output_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     from tidegate.client.control import ControlClient
     from tidegate.errors import ControlPlaneError
 
     url = connection.control_url(args.control)
-    console = Console()
+    unreadable: dict[str, str] = {}
     try:
         with ControlClient(url, connection.token(args.token)) as client:
             services = client.services()
-            instances = {s["name"]: client.instances(s["name"]) for s in services}
+            instances = {}
+            for service in services:
+                try:
+                    instances[service["name"]] = client.instances(service["name"])
+                except ControlPlaneError as error:  # one bad entry (a name stored before names were checked) spoils no other
+                    if error.status is None:
+                        raise
+                    instances[service["name"]] = []
+                    unreadable[service["name"]] = str(error)
             revision = client.health()["revision"]
     except ControlPlaneError as error:
-        print(f"tidegate status: {error}", file=sys.stderr)
+        print(f"tidegate status: {output.clean(error)}", file=sys.stderr)
         if error.status is None:
             print(
                 f"is the control plane running? start it with `tidegate control`, or point --control at it (tried {url})", file=sys.stderr
             )
         return 1
-    table = Table(title=f"tidegate at {url} (revision {revision})")
+    if args.output == "json":
+        output.print_json(
+            {
+                "control": url,
+                "revision": revision,
+                "services": [
+                    {
+                        **_service_fields(service),
+                        "instances": [i.to_dict() for i in sorted(instances[service["name"]], key=lambda i: i.id)],
+                        **({"error": unreadable[service["name"]]} if service["name"] in unreadable else {}),
+                    }
+                    for service in services
+                ],
+            }
+        )
+        return 0
+    console = Console()
+    if not services:
+        output.say(console, f"no service registered yet at {url} (revision {revision})")
+        return 0
+    table = output.table(f"tidegate at {url} (revision {revision})")
     for column in ("service", "instance", "address", "tag", "state", "weight", "age"):
-        table.add_column(column, overflow="fold")
+        output.add_column(table, column)
     now = time.time()
     for service in services:
         name = service["name"]
-        if not instances[name]:
-            table.add_row(name, "-", "-", "-", "no instance", "-", "-")
+        if name in unreadable:
+            table.add_row(output.cell(name), "-", "-", "-", output.cell(f"unreadable: {unreadable[name]}"), "-", "-")
+        elif not instances[name]:
+            table.add_row(output.cell(name), "-", "-", "-", "no instance", "-", "-")
         for instance in sorted(instances[name], key=lambda i: i.id):
             age = _age(now - instance.registered_at) if instance.registered_at else "-"
-            table.add_row(name, instance.id, instance.address, instance.tag or "(base)", str(instance.state), str(instance.weight), age)
-    if not services:
-        console.print(f"no service registered yet at {url} (revision {revision})")
-    else:
-        console.print(table)
+            table.add_row(
+                *map(
+                    output.cell,
+                    (name, instance.id, instance.address, instance.tag or "(base)", instance.state, instance.weight, age),
+                )
+            )
+    output.show(table, console)
     return 0
+
+
+def _service_fields(service: dict[str, Any]) -> dict[str, Any]:
+    return {"name": service["name"], "tags": service.get("tags", [])}
 
 
 def _age(seconds: float) -> str:

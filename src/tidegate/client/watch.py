@@ -2,9 +2,19 @@
 plane's watch stream, from a daemon thread.
 
 It resumes after a disconnect from the last revision it applied (the server
-replays what was missed, or sends a snapshot), reconnects with capped backoff,
-and keeps an on-disk snapshot so a process that starts while the control plane
-is down still routes with the last known instances and rules.
+replays what was missed, or sends a snapshot), reconnects with capped backoff
+(at most `RECONNECT_CAP` while the control plane refuses connections: a
+restart is back within a second), and keeps an on-disk snapshot so a process
+that starts while the control plane is down still routes with the last known
+instances and rules.
+
+A control plane that restarted has a new epoch and an empty registry. Its
+first snapshot goes to the directory with the epoch and the plane's lease, so
+the instances it lacks are held over for one lease while their agents register
+again (`tidegate.core.directory`); a timer removes those that do not come back
+once the window ends (while the stream is up: with the control plane out of
+reach, nothing is dropped). `on_epoch` hears every new epoch: the agent
+registers its own instances again at once.
 
 Fork safety: the thread does not survive `fork()`. A child process (a
 gunicorn worker forked from a preloaded master) calls `restart_after_fork()`,
@@ -13,12 +23,15 @@ which drops the parent's connection and starts a fresh thread.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import random
 import socket
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +48,25 @@ log = logging.getLogger("tidegate.watch")
 #: Reconnect delays: start small (a restart is usually quick), double, cap.
 BACKOFF_START = 0.1
 BACKOFF_CAP = 5.0
+#: The longest wait between connection attempts while the control plane refuses them (it is
+#: restarting, or down): a refused connection costs it nothing, and a restart resyncs quickly.
+RECONNECT_CAP = 0.25
+#: How long instances of an earlier epoch are held over when the snapshot does not say the
+#: control plane's lease (`instance_ttl`): the control plane's default lease.
+DEFAULT_GRACE_S = 15.0
 #: The server pings every few seconds; this long without a byte means the link is dead.
 READ_TIMEOUT = 20.0
 #: A burst of changes is written to disk at most this often (the last one on the next frame or ping).
 SNAPSHOT_DEBOUNCE = 1.0
+
+
+def retry_delay(backoff: float, refused: bool, draw: float) -> float:
+    """The wait before the next connection attempt: `backoff`, or while the control plane refuses
+    connections at most `RECONNECT_CAP`, spread over its upper half by `draw` (in [0, 1)) so a
+    thousand watchers do not come back in one instant."""
+    if not refused:
+        return backoff
+    return min(backoff, RECONNECT_CAP) * (0.5 + draw / 2)
 
 
 class Watcher:
@@ -53,15 +81,27 @@ class Watcher:
         snapshot_path: Path | None = None,
         on_change: Callable[[], None] | None = None,
         backoff_cap: float = BACKOFF_CAP,
+        on_epoch: Callable[[str], None] | None = None,
+        gate: AbstractContextManager[Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`on_epoch(epoch)` is called (on the watch thread) for every snapshot from a control
+        plane epoch other than the last one this watcher saw, the first included. `gate` is
+        held while connecting and while applying a frame (the agent's fork gate, so a fork
+        never copies the directory's lock held). `clock` times the grace windows."""
         self.base_url = base_url.rstrip("/")
         self._token = token
         self.directory = directory
         self.rulebook = rulebook
         self.snapshot_path = Path(snapshot_path) if snapshot_path else None
         self._on_change = on_change
+        self._on_epoch = on_epoch
+        self._gate: AbstractContextManager[Any] = gate if gate is not None else contextlib.nullcontext()
+        self._clock = clock
         self._backoff_cap = backoff_cap
         self._revision = 0  # last revision applied, sent back as Last-Event-ID
+        self._epoch = ""  # the epoch of the last snapshot applied
+        self._announce = ""  # a new epoch `on_epoch` is to hear of
         self._started = False
         self._reset_runtime()
 
@@ -77,6 +117,7 @@ class Watcher:
         """End the stream and the thread; writes the snapshot if it is behind."""
         self._stopping.set()
         self._cut()
+        self._disarm()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
         self._flush(force=True)
@@ -101,6 +142,11 @@ class Watcher:
         """The last revision applied."""
         return self._revision
 
+    @property
+    def epoch(self) -> str:
+        """The control plane's epoch in the last snapshot applied ("" before the first)."""
+        return self._epoch
+
     # -- the thread ----------------------------------------------------------------
 
     def _reset_runtime(self, synced: bool = False) -> None:
@@ -120,13 +166,20 @@ class Watcher:
         self._dirty = False
         self._last_write = 0.0
         self._tried_disk = False
+        self._expiry_lock = threading.Lock()
+        self._expiry: threading.Timer | None = None
 
     def _run(self) -> None:
         backoff = BACKOFF_START
         while not self._stopping.is_set():
+            refused = False
             try:
                 if self._stream():
                     backoff = BACKOFF_START
+            except httpx.ConnectError as error:  # nobody listens (a restart): come back soon
+                refused = True
+                if not self._stopping.is_set():
+                    log.debug("watch stream to %s: cannot connect: %s; retrying", self.base_url, error)
             except (httpx.HTTPError, OSError) as error:
                 if not self._stopping.is_set():
                     log.info("watch stream to %s lost: %s; reconnecting", self.base_url, error)
@@ -139,7 +192,7 @@ class Watcher:
             if not self._synced.is_set():
                 self._load_disk_once()
             self._flush(force=True)
-            if self._stopping.wait(backoff):
+            if self._stopping.wait(retry_delay(backoff, refused, random.random())):
                 break
             backoff = min(backoff * 2, self._backoff_cap)
 
@@ -147,7 +200,10 @@ class Watcher:
         """Read one connection to its end; True when it delivered anything."""
         headers = {"Last-Event-ID": str(self._revision)} if self._revision else {}
         delivered = False
-        with self._http.stream("GET", "/v1/watch", headers=headers) as response:
+        request = self._http.build_request("GET", "/v1/watch", headers=headers)
+        with self._gate:  # connecting may import a codec or resolve a name: not while a fork copies that
+            response = self._http.send(request, stream=True)
+        try:
             if response.status_code != 200:
                 response.read()
                 log.warning("watch refused by %s (%d): %s", self.base_url, response.status_code, response.text[:300])
@@ -158,11 +214,20 @@ class Watcher:
             if self._stopping.is_set():
                 return False
             self._connected = True
+            self._arm()  # grace windows run again while connected
             for frame in frames(response.iter_lines()):
                 if frame.event != "ping":
-                    self._apply(frame)
+                    with self._gate:
+                        self._apply(frame)
                     delivered = True
+                    if self._announce:
+                        epoch, self._announce = self._announce, ""
+                        self._new_epoch(epoch)
+                else:
+                    self._expire()
                 self._flush()
+        finally:
+            response.close()
         return delivered
 
     def _cut(self) -> None:
@@ -190,9 +255,16 @@ class Watcher:
                         self.directory.revision,
                         self.directory.revision,
                     )
-                self.directory.replace(revision, [Instance.from_dict(item) for item in data["instances"]], data.get("services", ()))
+                epoch = str(data.get("epoch") or "")
+                lease = data.get("instance_ttl")
+                grace = float(lease) if isinstance(lease, (int, float)) and not isinstance(lease, bool) and lease > 0 else DEFAULT_GRACE_S
+                instances = [Instance.from_dict(item) for item in data["instances"]]
+                self.directory.replace(revision, instances, data.get("services", ()), epoch=epoch, now=self._clock(), grace_s=grace)
                 self.rulebook.replace(StoredRule.from_dict(item) for item in data["rules"])
                 self._synced.set()
+                self._arm()
+                if epoch and epoch != self._epoch:
+                    self._epoch = self._announce = epoch  # told once the frame is applied, outside the gate
             elif frame.event == "instance":
                 instance = Instance.from_dict(data["instance"])
                 if data["op"] == "delete":
@@ -213,6 +285,53 @@ class Watcher:
         self._revision = max(self._revision, revision) if frame.event != "snapshot" else revision
         self._dirty = True
         self._changed()
+
+    # -- the grace window of instances held over from an earlier epoch -------------------
+
+    def _arm(self) -> None:
+        """Time the end of the next grace window, if an instance is held over."""
+        held = self.directory.held_over()
+        if not held or self._stopping.is_set():
+            return
+        delay = max(0.0, min(held.values()) - self._clock())
+        with self._expiry_lock:
+            if self._expiry is not None:
+                self._expiry.cancel()
+            self._expiry = threading.Timer(delay + 0.01, self._expire)
+            self._expiry.name = "tidegate-watch-grace"
+            self._expiry.daemon = True
+            self._expiry.start()
+
+    def _disarm(self) -> None:
+        with self._expiry_lock:
+            if self._expiry is not None:
+                self._expiry.cancel()
+                self._expiry = None
+
+    def _expire(self) -> None:
+        """A grace window may have ended: instances not registered again leave (only while the
+        stream is up: a control plane out of reach is no news about them)."""
+        held = len(self.directory.held_over())
+        if not self._connected or not held:
+            return
+        try:
+            with self._gate:
+                self.directory.expire(self._clock())
+                if len(self.directory.held_over()) < held:
+                    self._dirty = True
+                    self._changed()
+        except Exception:  # never let the timer thread die with an error nobody sees
+            log.exception("watch: expiring held-over instances failed")
+            return
+        self._arm()
+
+    def _new_epoch(self, epoch: str) -> None:
+        if self._on_epoch is None:
+            return
+        try:
+            self._on_epoch(epoch)
+        except Exception:  # the agent's callback must not stop the stream
+            log.exception("watch on_epoch callback failed")
 
     # -- on-disk snapshot --------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """The control plane's HTTP API: a Starlette app over a `ControlPlane`.
 
 Handlers translate HTTP to plane operations and back; every refusal is a JSON
-body naming what was wrong, and no request can take the process down.
+body naming what was wrong, and no request can take the process down. A
+request whose `Host` is not an address the plane serves nor a configured name
+is answered 421 (DNS rebinding: `tidegate.core.hosts`).
 """
 
 from __future__ import annotations
@@ -10,21 +12,25 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
-import yaml
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tidegate.control.auth import TokenCheck
-from tidegate.control.eventlog import encode_frame
+from tidegate.control.fanout import Subscriber
+from tidegate.control.limits import WATCHER_WRITE_STALL_SECONDS
 from tidegate.control.openapi import SPEC
 from tidegate.control.plane import ControlPlane, RequestError
+from tidegate.core.hosts import HostCheck
 from tidegate.errors import RuleError
-from tidegate.rules import load_documents
+from tidegate.rules import document_key, load_documents
+from tidegate.rules import limits as rule_limits
 
 log = logging.getLogger("tidegate.control")
 
@@ -33,13 +39,27 @@ Handler = Callable[[Request], Awaitable[Response]]
 #: Largest request body accepted (rule files are small).
 MAX_BODY = 4 * 1024 * 1024
 PING_INTERVAL = 5.0
-#: Nodes a YAML rule body may have once its aliases are expanded.
-MAX_YAML_NODES = 100_000
 PING = b": ping\n\n"
+#: The most a watch stream hands the server in one write: a watcher that does not
+#: read holds at most about this much (plus the socket's buffers) of its own.
+WRITE_CHUNK = 64 * 1024
 
 
-def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_interval: float = PING_INTERVAL) -> Starlette:
+def create_app(
+    plane: ControlPlane,
+    token: str,
+    open_reads: bool = False,
+    ping_interval: float = PING_INTERVAL,
+    hosts: HostCheck | None = None,
+    write_stall: float = WATCHER_WRITE_STALL_SECONDS,
+) -> ASGIApp:
+    """The API over `plane`; `hosts` says which Host headers it answers (default: loopback's).
+
+    A watch stream whose write has waited `write_stall` seconds for its client to
+    read, or that was cut off (its backlog full) while waiting, is disconnected: the
+    client resumes from its last revision when it reads again."""
     auth = TokenCheck(token, open_reads)
+    streams: set[_WatchStream] = set()
 
     def guarded(handler: Handler, write: bool) -> Handler:
         async def endpoint(request: Request) -> Response:
@@ -50,6 +70,8 @@ def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_i
                 return await handler(request)
             except RequestError as error:
                 return JSONResponse(error.to_dict(), status_code=error.status)
+            except HTTPException:  # Starlette's own answers (a body over `MAX_BODY`: 413)
+                raise
             except RuleError as error:
                 return JSONResponse({"error": str(error), "field": error.field, "document": error.document}, status_code=422)
             except Exception as error:  # a bug (say, in a rule kind's parser) answers 500; the server carries on
@@ -66,7 +88,16 @@ def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_i
 
     async def health(request: Request) -> Response:
         # instance_ttl: agents heartbeat every third of it
-        return JSONResponse({"status": "ok", "revision": plane.revision, "watchers": len(plane.fanout), "instance_ttl": plane.leases.ttl})
+        # epoch: a new one at every start of the control plane (its registry is in memory)
+        return JSONResponse(
+            {
+                "status": "ok",
+                "revision": plane.revision,
+                "epoch": plane.epoch,
+                "watchers": len(plane.fanout),
+                "instance_ttl": plane.leases.ttl,
+            }
+        )
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(SPEC)
@@ -103,7 +134,22 @@ def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_i
         return JSONResponse(plane.rule(_rule_key(request)).to_dict())
 
     async def delete_rule(request: Request) -> Response:
-        return JSONResponse(plane.delete_rule(_rule_key(request)).to_dict())
+        key = _rule_key(request)
+        plane.rule(key)  # 404 when not in force
+        deleted, _missing = plane.delete_rules([key], cascade=_cascade(request))
+        named = next(rule for rule in deleted if rule.key == key)
+        return JSONResponse({**named.to_dict(), "cascaded": [rule.to_dict() for rule in deleted if rule.key != key]})
+
+    async def delete_rules(request: Request) -> Response:
+        keys = [_envelope_key(document) for document in await _rule_documents(request)]
+        deleted, missing = plane.delete_rules(keys, cascade=_cascade(request))
+        return JSONResponse(
+            {
+                "deleted": [rule.to_dict() for rule in deleted],
+                "not_in_force": ["/".join(key) for key in missing],
+                "revision": plane.revision,
+            }
+        )
 
     async def history(request: Request) -> Response:
         return JSONResponse([entry.to_dict() for entry in plane.history(_rule_key(request))])
@@ -119,46 +165,44 @@ def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_i
 
     async def watch(request: Request) -> Response:
         since = _since(request)
+        plane.open_watch()  # 429 when every place is taken; given back when the response ends
 
-        async def frames() -> AsyncIterator[bytes]:
-            # Subscribed when streaming starts, so a stream that never starts leaks no queue.
-            snapshot, replay, queue = plane.watch(since)
+        stream = _WatchStream()
+
+        async def frames() -> AsyncIterator[bytes | memoryview]:
+            yield b"retry: 1000\n\n"
+            # Subscribed when streaming starts, so a stream that never starts leaks no backlog.
+            subscription = await plane.watch(since)
+            subscriber = stream.subscriber = subscription.subscriber
             try:
-                yield b"retry: 1000\n\n"
-                if snapshot is not None:
-                    yield encode_frame("snapshot", snapshot["revision"], snapshot)
-                for change in replay:
-                    yield change.frame
-                while True:
-                    batch = [await queue.get()]
-                    while not queue.empty():  # a burst goes out in one write
-                        batch.append(queue.get_nowait())
-                    if None in batch:  # cut off (too slow) or shutting down
-                        if batch.index(None):
-                            yield b"".join(batch[: batch.index(None)])  # type: ignore[arg-type]
-                        return
-                    yield b"".join(batch)  # type: ignore[arg-type]
+                if subscription.snapshot is not None:
+                    # The shared bytes, a slice per write: the server waits for each to drain.
+                    frame = memoryview(subscription.snapshot.frame)
+                    for start in range(0, len(frame), WRITE_CHUNK):
+                        yield frame[start : start + WRITE_CHUNK]
+                for batch in _batches(change.frame for change in subscription.replay):
+                    yield batch
+                while (live := await subscriber.take(WRITE_CHUNK)) is not None:  # None: cut off or shutting down
+                    yield live
             finally:
-                plane.fanout.unsubscribe(queue)
+                plane.fanout.unsubscribe(subscriber)
 
-        return StreamingResponse(
-            frames(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return _WatchResponse(frames(), stream, streams, plane.close_watch)
 
     rule_path = "/v1/rules/{namespace}/{kind}/{name}"
     routes = [
         Route("/v1/health", health, methods=["GET"]),
         Route("/v1/openapi.json", openapi, methods=["GET"]),
         Route("/v1/services", read(services), methods=["GET"]),
-        Route("/v1/services/{name}/instances", read(service_instances), methods=["GET"]),
+        # :path, so a name with a '/' (refused at registration now, remembered from before) is still listed
+        Route("/v1/services/{name:path}/instances", read(service_instances), methods=["GET"]),
         Route("/v1/instances", write(register), methods=["POST"]),
         Route("/v1/instances/{id:path}/heartbeat", write(heartbeat), methods=["PUT"]),
         Route("/v1/instances/{id:path}/state", write(set_state), methods=["PUT"]),
         Route("/v1/instances/{id:path}", write(deregister), methods=["DELETE"]),
         Route("/v1/rules", read(list_rules), methods=["GET"]),
         Route("/v1/rules", write(apply_rules), methods=["POST"]),
+        Route("/v1/rules", write(delete_rules), methods=["DELETE"]),
         Route(rule_path, read(get_rule), methods=["GET"]),
         Route(rule_path, write(delete_rule), methods=["DELETE"]),
         Route(rule_path + "/history", read(history), methods=["GET"]),
@@ -170,20 +214,126 @@ def create_app(plane: ControlPlane, token: str, open_reads: bool = False, ping_i
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(_reap_forever(plane)), asyncio.create_task(_ping_forever(plane, ping_interval))]
+        tasks = [
+            asyncio.create_task(_reap_forever(plane)),
+            asyncio.create_task(_upkeep_forever(plane, streams, ping_interval, write_stall)),
+        ]
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
             plane.fanout.close_all()
+            plane.snapshots.close()
 
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={404: _not_found, 405: _not_allowed},
         max_body_size=MAX_BODY,
     )
+    return _HostGuard(_ConnectionHandle(app), hosts if hosts is not None else HostCheck("127.0.0.1"))
+
+
+class _WatchStream:
+    """What the upkeep task knows of one open watch stream."""
+
+    __slots__ = ("subscriber", "sending_since", "drop")
+
+    def __init__(self) -> None:
+        self.subscriber: Subscriber | None = None
+        self.sending_since: float | None = None  # loop time a write began waiting, None when none waits
+        self.drop: Callable[[], None] | None = None  # disconnects it (None: the server gives no handle)
+
+    def stalled(self, now: float, write_stall: float) -> bool:
+        if self.sending_since is None:
+            return False
+        return now - self.sending_since > write_stall or (self.subscriber is not None and self.subscriber.cut_off)
+
+
+class _WatchResponse(StreamingResponse):
+    """The watch stream: its writes timed for the upkeep task, `on_close` run however it ends."""
+
+    def __init__(
+        self, frames: AsyncIterator[bytes | memoryview], stream: _WatchStream, streams: set[_WatchStream], on_close: Callable[[], None]
+    ) -> None:
+        super().__init__(frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._stream = stream
+        self._streams = streams
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stream = self._stream
+        stream.drop = scope.get(_DROP_CONNECTION)
+        loop = asyncio.get_running_loop()
+
+        async def timed_send(message: Message) -> None:
+            stream.sending_since = loop.time()
+            try:
+                await send(message)
+            finally:
+                stream.sending_since = None
+
+        self._streams.add(stream)
+        try:
+            await super().__call__(scope, receive, timed_send)
+        finally:
+            self._streams.discard(stream)
+            self._on_close()
+
+
+#: Scope key of a function that drops the request's connection (see `_ConnectionHandle`).
+_DROP_CONNECTION = "tidegate.drop_connection"
+
+
+class _ConnectionHandle:
+    """Put into each request's scope a way to drop its connection at once: the transport's
+    `abort()` when the server is uvicorn (its `send` is a method of an object holding the
+    transport). A watch stream whose client stopped reading is dropped so, rather than
+    closed, which would wait for the client to read what is buffered."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        transport = getattr(getattr(send, "__self__", None), "transport", None)
+        if scope["type"] == "http" and transport is not None and hasattr(transport, "abort"):
+            scope[_DROP_CONNECTION] = transport.abort
+        await self.app(scope, receive, send)
+
+
+def _batches(frames: Iterable[bytes]) -> Iterator[bytes]:
+    """Frames joined into writes of about `WRITE_CHUNK` bytes (a burst goes out in few writes)."""
+    batch: list[bytes] = []
+    size = 0
+    for frame in frames:
+        if batch and size + len(frame) > WRITE_CHUNK:
+            yield b"".join(batch)
+            batch, size = [], 0
+        batch.append(frame)
+        size += len(frame)
+    if batch:
+        yield b"".join(batch)
+
+
+class _HostGuard:
+    """Answer 421 to a request whose Host header the plane does not serve (see `HostCheck`)."""
+
+    def __init__(self, app: ASGIApp, hosts: HostCheck) -> None:
+        self.app = app
+        self.hosts = hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"host"), None)
+            if not self.hosts.allows(host):
+                message = (
+                    f"Host {host!r} is not an address this control plane serves ({self.hosts.served()}); "
+                    "to reach it by that name (a proxy, a DNS name), start it with --allowed-host NAME"
+                )
+                await JSONResponse({"error": message}, status_code=421)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def _reap_forever(plane: ControlPlane) -> None:
@@ -194,12 +344,20 @@ async def _reap_forever(plane: ControlPlane) -> None:
         plane.reap()
 
 
-async def _ping_forever(plane: ControlPlane, interval: float) -> None:
-    # One ping for all watchers through the queues they already wait on, rather
-    # than a timeout per watcher per wait (a task each, on every push).
+async def _upkeep_forever(plane: ControlPlane, streams: set[_WatchStream], interval: float, write_stall: float) -> None:
+    # One ping for all watchers through the backlogs they already wait on, rather
+    # than a timeout per watcher per wait (a task each, on every push); and one look
+    # at every stream for writes stuck on a client that does not read.
+    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(interval)
         plane.fanout.publish(PING)
+        now = loop.time()
+        for stream in [s for s in streams if s.stalled(now, write_stall)]:
+            streams.discard(stream)
+            if stream.drop is not None:
+                log.info("control plane: dropped a watch stream whose client stopped reading")
+                stream.drop()
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -231,42 +389,50 @@ async def _json_body(request: Request) -> Any:
     return _parse_json(raw, "request body")
 
 
+async def _rule_body(request: Request) -> bytes:
+    """The body of a rule request, read up to `limits.MAX_BODY_BYTES` (chunked or not): 413 past it."""
+    limit = rule_limits.MAX_BODY_BYTES
+    too_large = RequestError(413, f"a rule body is at most {limit} bytes (tidegate.rules.limits.MAX_BODY_BYTES); split the documents")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _rule_documents(request: Request) -> list[Any]:
-    raw = await request.body()
-    content_type = request.headers.get("content-type", "")
-    looks_json = "json" in content_type or raw.lstrip()[:1] in (b"{", b"[")
+    """The documents of a rule body (YAML or JSON), parsed off the event loop; 400 naming what is wrong."""
+    raw = await _rule_body(request)
+    if not raw.strip():
+        raise RequestError(400, "request body is empty; send YAML or JSON rule documents")
     try:
-        if looks_json:
-            loaded = _parse_json(raw, "rule body")
-            documents = loaded if isinstance(loaded, list) else [loaded]
-            if not documents:
-                raise RequestError(400, "no rule document in the request")
-            return documents
-        _refuse_alias_bombs(raw)
-        return list(load_documents(raw))
+        return await asyncio.to_thread(load_documents, raw, request.headers.get("content-type", ""))
     except RuleError as error:  # the body could not be read as documents at all
-        raise RequestError(400, str(error)) from None
+        raise RequestError(400, f"rule body: {error}") from None
 
 
-def _refuse_alias_bombs(raw: bytes) -> None:
-    """Refuse YAML whose aliases expand past `MAX_YAML_NODES` nodes: a few lines
-    of nested aliases can otherwise expand to gigabytes once stored as JSON."""
-    try:
-        roots = list(yaml.compose_all(raw, Loader=yaml.SafeLoader))
-    except yaml.YAMLError:
-        return  # load_documents reports the syntax error with its position
-    budget = MAX_YAML_NODES
-    stack: list[yaml.Node] = [root for root in roots if root is not None]
-    while stack:
-        node = stack.pop()
-        budget -= 1
-        if budget < 0:
-            raise RequestError(400, f"rule body expands (through YAML aliases) to more than {MAX_YAML_NODES} nodes")
-        if isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
-        elif isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                stack.extend((key, value))
+def _cascade(request: Request) -> bool:
+    value = request.query_params.get("cascade", "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise RequestError(400, f"must be true or false, got {value!r}", field="cascade")
+    return value in ("true", "1")
+
+
+def _envelope_key(document: Any) -> tuple[str, str, str]:
+    """(namespace, kind, name) of a document named for deletion: only its envelope is read."""
+    metadata = document.get("metadata") if isinstance(document, dict) else None
+    if not isinstance(document.get("kind"), str) or not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
+        raise RequestError(422, "each document to delete needs a kind and a metadata.name", field="metadata.name")
+    namespace = metadata.get("namespace")
+    if namespace is not None and not isinstance(namespace, str):
+        raise RequestError(422, "must be a string", field="metadata.namespace")
+    return document_key(document)
 
 
 def _rule_key(request: Request) -> tuple[str, str, str]:

@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from tidegate.control.limits import FLAGS, Limits
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser(
@@ -23,7 +25,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument(
         "--instance-ttl", type=float, default=15.0, metavar="SECONDS", help="an instance silent this long is removed (default 15)"
     )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests whose Host is NAME (a DNS name or proxy in front; '*.example.com' for every name under it;"
+        " repeatable). Other names are refused with 421 (DNS rebinding)",
+    )
+    limits = parser.add_argument_group("limits (a request past one is refused with 429 or 413 naming it)")
+    for field, flag in FLAGS.items():
+        limits.add_argument(flag, type=_positive, default=getattr(Limits(), field), metavar="N", help=_LIMIT_HELP[field])
     parser.set_defaults(func=run)
+
+
+_LIMIT_HELP = {
+    "max_instances": "live instances in the registry (default %(default)s)",
+    "max_services": "service names remembered (default %(default)s)",
+    "max_metadata_bytes": "one instance's metadata, as JSON (default %(default)s)",
+    "max_watchers": "open watch streams (default %(default)s)",
+    "watcher_backlog_bytes": "changes one watcher may have pending before it is cut off and resumes (default %(default)s)",
+}
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,5 +72,15 @@ def run(args: argparse.Namespace) -> int:
         token = new_token()
         storage.save_token(token)
         print(f"tidegate control: generated an access token, stored in {data_dir / 'token'}:\n  {token}", flush=True)
-    serve(storage, token, host=args.host, port=args.port, open_reads=args.open_reads, instance_ttl=args.instance_ttl)
+    limits = Limits(**{field: getattr(args, field) for field in FLAGS})
+    serve(
+        storage,
+        token,
+        host=args.host,
+        port=args.port,
+        open_reads=args.open_reads,
+        instance_ttl=args.instance_ttl,
+        limits=limits,
+        allowed_hosts=tuple(args.allowed_host),
+    )
     return 0

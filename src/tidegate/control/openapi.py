@@ -30,7 +30,8 @@ SPEC: dict[str, Any] = {
     "paths": {
         "/v1/health": {
             "get": _op(
-                "Liveness, the current revision and the number of open watch streams, the instance lease: {status, revision, watchers, instance_ttl}",
+                "Liveness, the current revision, this start's epoch (new at every restart: the registry is in memory), "
+                "the number of open watch streams, the instance lease: {status, revision, epoch, watchers, instance_ttl}",
                 auth=False,
             )
         },
@@ -40,7 +41,8 @@ SPEC: dict[str, Any] = {
         "/v1/instances": {
             "post": _op(
                 "Register (or replace) an instance. Body: service, host, port required; tag, state, weight, "
-                "admin_port, started_at, metadata, id (default service@host:port) optional. Returns the stored instance."
+                "admin_port, started_at, metadata, id (default service@host:port) optional; registered_at (an "
+                "instance registering again: kept unless in the future or over 300 s before started_at). Returns the stored instance."
             )
         },
         "/v1/instances/{id}/heartbeat": {"put": _op("Renew the lease; 404 when unknown (register again)")},
@@ -50,18 +52,31 @@ SPEC: dict[str, Any] = {
             "get": _op("Rules in force; query: namespace, kind"),
             "post": _op(
                 "Apply one or more rule documents (YAML or JSON), all or nothing. 400: unparsable body; "
-                "422: invalid document {error, field, document}. An identical document is not rewritten "
-                "(returned with unchanged=true)."
+                "413: body over the size limit; 422: invalid document {error, field, document}; 409: a "
+                "FaultToleranceRule naming a strategy that is not in force {error, field, document, referrers}. "
+                "An identical document is not rewritten (returned with unchanged=true). Each result may carry "
+                "warnings (a target that can never match anything tidegate governs)."
+            ),
+            "delete": _op(
+                "Delete the rules the body's documents name (the file given to apply), referrers first, each a "
+                "new revision: {deleted, not_in_force, revision}. 409 when a rule left in force still names a "
+                "strategy deleted; ?cascade=true deletes those rules too."
             ),
         },
-        _RULE: {"get": _op("One rule in force"), "delete": _op("Delete a rule (a new revision)")},
+        _RULE: {
+            "get": _op("One rule in force"),
+            "delete": _op(
+                "Delete a rule (a new revision): the rule with cascaded=[...]. 409 naming the rules that still use "
+                "it (a strategy); ?cascade=true deletes them too."
+            ),
+        },
         _RULE + "/history": {"get": _op("Every revision of the rule, newest first, each with op put|delete")},
         _RULE + "/rollback": {"post": _op("Body {revision}: write that revision's document again as a new revision")},
         "/v1/events": {"get": _op("Recent agent-reported events, newest first"), "post": _op("Report an event {type, ...}")},
         "/v1/watch": {
             "get": _op(
                 "Server-Sent Events. Resume with Last-Event-ID or ?since=REV; otherwise or when too far behind, "
-                "a 'snapshot' frame {revision, services, instances, rules} comes first. Then 'instance' and 'rule' "
+                "a 'snapshot' frame {revision, epoch, instance_ttl, services, instances, rules} comes first. Then 'instance' and 'rule' "
                 "frames {revision, op: put|delete, instance|rule}; ': ping' comments keep the stream alive."
             )
         },

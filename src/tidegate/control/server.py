@@ -9,8 +9,10 @@ import socket
 import uvicorn
 
 from tidegate.control.app import create_app
+from tidegate.control.limits import DEFAULT_LIMITS, Limits
 from tidegate.control.plane import ControlPlane
 from tidegate.control.storage import Storage
+from tidegate.core.hosts import WILDCARDS, HostCheck
 
 
 class _Server(uvicorn.Server):
@@ -40,9 +42,18 @@ class _Server(uvicorn.Server):
             pass
 
 
-def serve(storage: Storage, token: str, host: str, port: int, open_reads: bool, instance_ttl: float) -> None:
-    plane = ControlPlane(storage, instance_ttl=instance_ttl)
-    app = create_app(plane, token, open_reads=open_reads)
+def serve(
+    storage: Storage,
+    token: str,
+    host: str,
+    port: int,
+    open_reads: bool,
+    instance_ttl: float,
+    limits: Limits = DEFAULT_LIMITS,
+    allowed_hosts: tuple[str, ...] = (),
+) -> None:
+    plane = ControlPlane(storage, instance_ttl=instance_ttl, limits=limits)
+    app = create_app(plane, token, open_reads=open_reads, hosts=host_check(host, allowed_hosts))
     config = uvicorn.Config(
         app,
         host=host,
@@ -56,3 +67,12 @@ def serve(storage: Storage, token: str, host: str, port: int, open_reads: bool, 
         _Server(config, plane, host).run()
     finally:
         storage.close()
+
+
+def host_check(host: str, allowed: tuple[str, ...]) -> HostCheck:
+    """The Host headers a plane bound to `host` answers: its addresses, the names given,
+    and, bound to every interface, this machine's own name."""
+    names = list(allowed)
+    if host in WILDCARDS:
+        names.append(socket.gethostname())
+    return HostCheck(host, names)

@@ -3,20 +3,32 @@ the global revision counter and the access token.
 
 `Storage` is the interface a backend implements (SQLite here; an etcd backend
 can follow). Instances are not stored: they are ephemeral, leased by heartbeat.
+The data directory is its owner's only (0700) and so are the database files
+(0600); a directory or file found open to others is closed at start, and said so.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import sqlite3
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from tidegate.core.rulebook import RuleKey, StoredRule
+
+log = logging.getLogger("tidegate.control")
+
+DATABASE = "control.sqlite3"
+#: The database and the files SQLite keeps beside it (write-ahead log, shared memory).
+DATABASE_FILES = (DATABASE, DATABASE + "-wal", DATABASE + "-shm", DATABASE + "-journal")
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +101,10 @@ class SqliteStorage:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        secure_data_dir(self.data_dir)
         # One connection, used from the event loop's thread only; autocommit, with
         # explicit transactions where several rows must change together.
-        self._db = sqlite3.connect(self.data_dir / "control.sqlite3", isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(self.data_dir / DATABASE, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
@@ -192,6 +204,35 @@ class _Transaction:
 def _rule(row: tuple[Any, ...]) -> StoredRule:
     namespace, kind, name, revision, document = row
     return StoredRule(namespace, kind, name, revision=int(revision), document=json.loads(document))
+
+
+def secure_data_dir(data_dir: Path) -> None:
+    """Make `data_dir` (0700) and its database file (0600) if missing; close an existing
+    one that others may read or write, with a warning. SQLite gives the files it adds
+    beside the database (-wal, -shm) the database file's mode."""
+    if not data_dir.exists():
+        data_dir.mkdir(parents=True, mode=DIR_MODE)
+    _restrict(data_dir, DIR_MODE, "data directory")
+    database = data_dir / DATABASE
+    if not database.exists():
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT, FILE_MODE))
+    for name in DATABASE_FILES:
+        path = data_dir / name
+        if path.exists():
+            _restrict(path, FILE_MODE, "database file")
+
+
+def _restrict(path: Path, mode: int, what: str) -> None:
+    current = stat.S_IMODE(path.stat().st_mode)
+    if not current & 0o077:
+        return
+    wanted = current & 0o700 | mode
+    try:
+        os.chmod(path, wanted)
+    except OSError as error:
+        log.warning("tidegate control: %s %s is open to other users (mode %04o) and could not be closed: %s", what, path, current, error)
+        return
+    log.warning("tidegate control: %s %s was open to other users (mode %04o); now %04o", what, path, current, wanted)
 
 
 def new_token() -> str:

@@ -3,7 +3,9 @@
 Edges (the gateway, the agent's inbound adapters) build a `RequestView`; a
 `Coloring` walks its rules in order and the first that matches names the lane.
 A request that already carries a lane keeps it. Matching never raises: a
-malformed cookie or query string simply does not match.
+malformed cookie or query string simply does not match. Regex matches run on
+the linear-time engine of `tidegate.core.regex` (a value longer than its
+input bound does not match).
 
 Percentages are sticky: the same key value (a user id in a header or cookie)
 always lands in the same bucket, by a stable CRC-32 of the key (never Python's
@@ -14,12 +16,14 @@ falls back to the injected random draw.
 
 from __future__ import annotations
 
-import re
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import parse_qsl
+
+from tidegate.core.regex import Regex
+from tidegate.core.regex import compile as compile_regex
 
 #: Percentages resolve to 1/100 of a percent.
 BUCKETS = 10_000
@@ -124,12 +128,14 @@ class MatchKind(StrEnum):
 class StringMatch:
     kind: MatchKind
     value: str = ""
-    pattern: re.Pattern[str] | None = None
+    pattern: Regex | None = None
 
     @classmethod
     def regex(cls, expression: str) -> StringMatch:
-        """Raises re.error for a bad expression (rule parsing turns it into a RuleError)."""
-        return cls(MatchKind.REGEX, expression, re.compile(expression))
+        """A whole-value match by the linear-time engine (`tidegate.core.regex`).
+
+        Raises RegexError for a bad or refused expression (rule parsing turns it into a RuleError)."""
+        return cls(MatchKind.REGEX, expression, compile_regex(expression))
 
     def matches(self, value: str | None) -> bool:
         if value is None:
@@ -139,7 +145,7 @@ class StringMatch:
         if self.kind is MatchKind.PREFIX:
             return value.startswith(self.value)
         if self.kind is MatchKind.REGEX:
-            return self.pattern is not None and self.pattern.fullmatch(value) is not None
+            return self.pattern is not None and self.pattern.fullmatch(value)
         return True
 
 

@@ -4,6 +4,15 @@ Fed by the watch stream (a snapshot, then one event per change). Every event
 carries the control plane's revision; an event at or below the revision already
 applied is ignored, so replays after a reconnect never double-apply. Readers on
 the request path get immutable tuples swapped in whole, so they never lock.
+
+A control plane that restarts loses its registry (instances are leases, in
+memory) and says so with a new `epoch`. Its first snapshot lists only the
+instances that registered again so far, so the directory does not take it as
+the truth at once: the instances it knew and the snapshot lacks are *held over*
+for a grace window (about one lease, the time every live agent needs to
+register again), routable as they were. Each is replaced as its registration
+arrives; one that does not come back is removed by `expire` when the window
+ends. Time is passed in (`now`), as everywhere in the core.
 """
 
 from __future__ import annotations
@@ -28,10 +37,21 @@ class ServiceDirectory:
         self._services: frozenset[str] = frozenset()
         self._local_states: dict[str, InstanceState] = {}  # learned off the stream (e.g. a drain notice)
         self._listeners: list[Listener] = []
+        self._epoch = ""  # the control plane's epoch the instances come from ("": not known yet)
+        self._held: dict[str, float] = {}  # instance id -> end of its grace window (a `now` value)
 
     @property
     def revision(self) -> int:
         return self._revision
+
+    @property
+    def epoch(self) -> str:
+        """The epoch of the control plane the directory follows ("" until a snapshot names one)."""
+        return self._epoch
+
+    def held_over(self) -> dict[str, float]:
+        """Instances kept from a previous epoch, not registered again yet: id -> end of their window."""
+        return dict(self._held)
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -61,21 +81,70 @@ class ServiceDirectory:
 
     # -- writes (watch stream, notifications) -----------------------------------
 
-    def replace(self, revision: int, instances: Iterable[Instance], services: Iterable[str] = ()) -> None:
+    def replace(
+        self,
+        revision: int,
+        instances: Iterable[Instance],
+        services: Iterable[str] = (),
+        *,
+        epoch: str = "",
+        now: float = 0.0,
+        grace_s: float = 0.0,
+    ) -> None:
         """Apply a full snapshot: everything not in it is gone, and its revision is the one
-        in force (even a lower one: a control plane whose data was wiped starts over)."""
+        in force (even a lower one: a control plane whose data was wiped starts over).
+
+        `epoch` is the snapshot's control-plane epoch. When it differs from the one the
+        directory followed (a restart) and `grace_s` > 0, the instances the snapshot lacks
+        are held over until `now + grace_s` instead (see the module docstring); instances
+        held over already get that window too (the new control plane is theirs to reach).
+        A snapshot of the same epoch keeps those still held, each with its window."""
         fresh: dict[str, dict[str, Instance]] = {}
         for instance in instances:
             fresh.setdefault(instance.service, {})[instance.id] = instance
         with self._lock:
+            listed = {i for by_id in fresh.values() for i in by_id}
+            new_epoch = bool(epoch and self._epoch and epoch != self._epoch)
+            if new_epoch:
+                deadline = now + grace_s
+                held = {i.id: deadline for by_id in self._instances.values() for i in by_id.values() if i.id not in listed and grace_s > 0}
+            else:
+                held = {i: deadline for i, deadline in self._held.items() if i not in listed}
+            for by_id in self._instances.values():
+                for instance in by_id.values():
+                    if instance.id in held:
+                        fresh.setdefault(instance.service, {})[instance.id] = instance
             changed = set(self._instances) | set(fresh)
             self._instances = fresh
+            self._held = held
             self._services = frozenset(services) | frozenset(fresh)
             self._local_states = {k: v for k, v in self._local_states.items() if self._has(k)}
             self._revision = revision or self._revision
+            self._epoch = epoch or self._epoch
             for service in changed:
                 self._refresh(service)
         self._notify(changed)
+
+    def expire(self, now: float) -> float | None:
+        """Remove the held-over instances whose grace window ended by `now`; returns when
+        the next window ends (None: nothing is held over)."""
+        if not self._held:
+            return None
+        changed: set[str] = set()
+        with self._lock:
+            for instance_id, deadline in list(self._held.items()):
+                if deadline > now:
+                    continue
+                del self._held[instance_id]
+                self._local_states.pop(instance_id, None)
+                for service, by_id in self._instances.items():
+                    if by_id.pop(instance_id, None) is not None:
+                        changed.add(service)
+            for service in changed:
+                self._refresh(service)
+            following = min(self._held.values(), default=None)
+        self._notify(changed)
+        return following
 
     def put(self, revision: int, instance: Instance) -> bool:
         """Add or update one instance; False when the event is stale."""
@@ -83,6 +152,8 @@ class ServiceDirectory:
             if revision and revision <= self._revision:
                 return False
             self._revision = revision or self._revision
+            if self._held:
+                self._release_held(instance)
             self._instances.setdefault(instance.service, {})[instance.id] = instance
             self._local_states.pop(instance.id, None)
             self._services = self._services | {instance.service}
@@ -98,6 +169,7 @@ class ServiceDirectory:
             self._revision = revision or self._revision
             self._instances.get(service, {}).pop(instance_id, None)
             self._local_states.pop(instance_id, None)
+            self._held.pop(instance_id, None)
             self._refresh(service)
         self._notify({service})
         return True
@@ -128,6 +200,7 @@ class ServiceDirectory:
     def to_snapshot(self) -> dict[str, Any]:
         return {
             "revision": self._revision,
+            "epoch": self._epoch,
             "services": sorted(self._services),
             "instances": [i.to_dict() for by_id in self._instances.values() for i in by_id.values()],
         }
@@ -135,9 +208,19 @@ class ServiceDirectory:
     def load_snapshot(self, data: Mapping[str, Any]) -> None:
         """Apply a snapshot written by `to_snapshot` (or sent by the watch stream)."""
         instances = [Instance.from_dict(item) for item in data.get("instances", ())]
-        self.replace(int(data.get("revision", 0)), instances, data.get("services", ()))
+        self.replace(int(data.get("revision", 0)), instances, data.get("services", ()), epoch=str(data.get("epoch") or ""))
 
     # -- internals --------------------------------------------------------------
+
+    def _release_held(self, instance: Instance) -> None:
+        """`instance` registered again: it is no longer held over, nor is another id at its
+        address (an agent that came back under a new id)."""
+        self._held.pop(instance.id, None)
+        by_id = self._instances.get(instance.service, {})
+        for other in [i for i in by_id.values() if i.id in self._held and i.host == instance.host and i.port == instance.port]:
+            del self._held[other.id]
+            del by_id[other.id]
+            self._local_states.pop(other.id, None)
 
     def _has(self, instance_id: str) -> bool:
         return self._find_locked(instance_id) is not None

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from tidegate.core.names import is_service_name
+
 _T = TypeVar("_T")
 
 _REQUEST = re.compile(r"^(?P<method>[A-Za-z]+)\s+(?P<path>/\S*)(?:\s+[xX](?P<count>\d+))?$")
@@ -94,7 +96,7 @@ def parse_seconds(text: str, setting: str, maximum: float = 3600.0) -> float:
 def parse_services(text: str, setting: str = "TIDEGATE_PREWARM_SERVICES") -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     for name in names:
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", name):
+        if not is_service_name(name):
             raise PrewarmSpecError(setting, f"{name!r} is not a service name")
     return names
 

@@ -17,6 +17,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--seconds", type=float, default=5.0, help="traffic duration per scene (default 5)")
     parser.add_argument("--rate", type=float, default=100.0, help="requests per second (default 100)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory with the processes' logs")
+    parser.add_argument(
+        "--no-install",
+        action="store_true",
+        help="do not install redis-server when it is missing (by default, as root with apt-get, it is installed for the lanes scene's stream)",
+    )
     parser.set_defaults(func=main)
 
 
@@ -24,12 +29,13 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     import tidegate
-    from tidegate.demo import flash_sale, lanes, rolling, scale_out, spread
+    from tidegate.demo import brokers, flash_sale, lanes, rolling, scale_out, spread
     from tidegate.demo.cluster import Cluster, DemoError
 
     if args.seconds <= 0 or args.rate <= 0:
         raise SystemExit("tidegate demo: --seconds and --rate must be positive")
     console = Console()
+    redis_server = brokers.redis_server(console, install=not args.no_install)  # before any process starts
     workdir = Path(tempfile.mkdtemp(prefix="tidegate-demo-"))
     cluster = Cluster(workdir)
     failed = 0
@@ -42,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
         failed += spread.run(cluster, console, args.rate, args.seconds).failed
         failed += rolling.run(cluster, console, args.rate)
         failed += flash_sale.run(cluster, console)
-        failed += lanes.run(cluster, console)
+        failed += lanes.run(cluster, console, redis_server)
         failed += scale_out.run(cluster, console, args.rate)
     except DemoError as error:
         console.print(f"[red]demo failed:[/] {error}")

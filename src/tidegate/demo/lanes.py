@@ -4,7 +4,8 @@ One `TrafficLane` document colors a request gray at the frontend when it
 has the header `x-lane: gray`, or for a sticky 10% of users by `x-user-id`.
 Gray requests reach every gray version on their path and the base version
 of every other service; cart publishes each order to an `orders` stream
-(when a `redis-server` is on PATH), consumed by base and gray `billing`.
+(on a `redis-server` the demo starts: `tidegate.demo.brokers` installs it when
+missing), consumed by base and gray `billing`.
 The scene prints, per request class, which versions served it and which
 billing took its messages.
 """
@@ -12,7 +13,6 @@ billing took its messages.
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections import Counter
 
 import httpx
@@ -48,17 +48,15 @@ def _headers(i: int) -> tuple[str, dict[str, str]]:
     return kind, {}
 
 
-def start_services(cluster: Cluster, console: Console) -> str:
-    """Start the shop (and Redis with billing when available); the frontend's URL."""
+def start_services(cluster: Cluster, console: Console, redis_server: str | None) -> str:
+    """Start the shop (and Redis with billing when there is a `redis_server`); the frontend's URL."""
     stream_env: dict[str, str] = {}
-    if shutil.which("redis-server"):
+    if redis_server:
         port = free_port()
-        cluster._spawn("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"], port=port)
+        cluster._spawn("redis", [redis_server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"], port=port)
         stream_env = {"REDIS_URL": f"redis://127.0.0.1:{port}/0", "STREAM": "orders"}
         cluster.start_service("billing", "billing", BILLING, env=stream_env)
         cluster.start_service("billing", "billing-gray", BILLING, tag="gray", env=stream_env)
-    else:
-        console.print("[yellow]redis-server is not on PATH: the orders stream part is skipped[/]")
     cluster.start_service("stock", "stock", SHOP)
     cluster.start_service("stock", "stock-gray", SHOP, tag="gray")
     cluster.start_service("pricing", "pricing", SHOP, env={"SHOP_NEXT": "stock"})
@@ -112,13 +110,14 @@ def consumed(cluster: Cluster, name: str) -> list[str]:
     return list(httpx.get(f"http://127.0.0.1:{process.port}/consumed", timeout=5).json()["orders"])
 
 
-def run(cluster: Cluster, console: Console, total: int = 900) -> int:
+def run(cluster: Cluster, console: Console, redis_server: str | None, total: int = 900) -> int:
     """Run the scene, then stop its processes and remove its rule (later scenes reuse
-    service names like `frontend`); the number of failed requests."""
+    service names like `frontend`); the number of failed requests. Without a
+    `redis_server` (see `tidegate.demo.brokers`) the stream part is left out."""
     console.rule("[bold]Scene — full-link gray (lanes)")
     before = list(cluster.processes)
     try:
-        return _run(cluster, console, total)
+        return _run(cluster, console, redis_server, total)
     finally:
         for process in reversed([p for p in cluster.processes if p not in before]):
             process.terminate()
@@ -129,8 +128,8 @@ def run(cluster: Cluster, console: Console, total: int = 900) -> int:
             pass
 
 
-def _run(cluster: Cluster, console: Console, total: int) -> int:
-    frontend = start_services(cluster, console)
+def _run(cluster: Cluster, console: Console, redis_server: str | None, total: int) -> int:
+    frontend = start_services(cluster, console, redis_server)
     cluster.client.apply_rules(GRAY_LANE)
     console.print("applied TrafficLane/gray: header x-lane=gray, or 10% of users by x-user-id, colored at the frontend")
     wait_for_lane(cluster, frontend)

@@ -22,7 +22,7 @@ from typing import Any
 
 from tidegate.core.adaptive import AdaptiveRule
 from tidegate.errors import RuleError
-from tidegate.rules.document import check_api_version, register_kind
+from tidegate.rules.document import check_api_version, register_kind, scoped_app
 from tidegate.rules.quantities import SpecFields
 
 API_VERSION = "tidegate.io/v1alpha1"
@@ -38,7 +38,7 @@ class AdaptiveProtection:
 def parse(document: Mapping[str, Any]) -> AdaptiveProtection:
     label = check_api_version(document, API_VERSION)
     fields = SpecFields(label, document.get("spec") or {}, "spec", ("selector", "maxLoopLag", "maxCpuUsage", "maxConcurrency"))
-    app = fields.selector_app()
+    app = scoped_app(document, label, fields.selector_app())
     if not (fields.has("maxLoopLag") or fields.has("maxCpuUsage") or fields.has("maxConcurrency")):
         raise fields.error("maxLoopLag", "set at least one trigger: maxLoopLag, maxCpuUsage or maxConcurrency")
     rule = AdaptiveRule(

@@ -79,8 +79,9 @@ from typing import Any
 from tidegate.core.breaker import BreakerRule
 from tidegate.core.flow import FlowRule
 from tidegate.errors import RuleError
-from tidegate.rules.document import check_api_version, register_kind
+from tidegate.rules.document import check_api_version, register_kind, scoped_app
 from tidegate.rules.quantities import SpecFields
+from tidegate.rules.resources import ResourceNameError, resource_name, target_warnings
 
 API_VERSION = "fault-tolerance.opensergo.io/v1alpha1"
 RULE_KIND = "FaultToleranceRule"
@@ -105,6 +106,7 @@ class Strategy:
     prefix: str  # the path of its spec inside that document
     params: tuple[tuple[str, Any], ...]
     fields: tuple[tuple[str, str], ...]  # core field -> document field, for errors
+    warnings: tuple[str, ...] = ()  # why a name it refers to can never match
 
     def build(self, resource: str, name: str, target_document: str, target_field: str) -> FlowRule | BreakerRule:
         """The core rule for `resource`; RuleError points at the document field that made it invalid."""
@@ -141,6 +143,15 @@ class FaultToleranceRule:
     app: str
     targets: tuple[str, ...]
     strategies: tuple[Strategy | StrategyRef, ...]
+    warnings: tuple[str, ...] = ()  # targets that can never match anything tidegate governs
+
+
+def resource_field(fields: SpecFields, key: str) -> str:
+    """A resource name field: Sentinel's `GET:/foo` read as `GET /foo`; a bare path refused, saying what would match."""
+    try:
+        return resource_name(fields.text(key))
+    except ResourceNameError as bad:
+        raise fields.error(key, str(bad)) from None
 
 
 def _flow_extras(fields: SpecFields, params: dict[str, Any], names: dict[str, str]) -> None:
@@ -148,10 +159,10 @@ def _flow_extras(fields: SpecFields, params: dict[str, Any], names: dict[str, st
     if fields.has("relateTo") and fields.has("entrance"):
         raise fields.error("entrance", "give relateTo or entrance, not both")
     if fields.has("relateTo"):
-        params["strategy"], params["ref_resource"] = "relate", fields.text("relateTo")
+        params["strategy"], params["ref_resource"] = "relate", resource_field(fields, "relateTo")
         names["ref_resource"] = "relateTo"
     elif fields.has("entrance"):
-        params["strategy"], params["ref_resource"] = "chain", fields.text("entrance")
+        params["strategy"], params["ref_resource"] = "chain", resource_field(fields, "entrance")
         names["ref_resource"] = "entrance"
     names["origin"] = "origin"
 
@@ -252,7 +263,8 @@ def parse_strategy(kind: str, name: str, document: str, spec: Any, prefix: str) 
         )
     else:
         raise RuleError(f"unknown strategy kind {kind!r} (known: {', '.join(STRATEGY_KINDS)})", document=document, field="kind")
-    strategy_rule = Strategy(kind, name, document, prefix, tuple(params.items()), tuple(names.items()))
+    warnings = tuple(f"{document} field '{prefix}.{names['ref_resource']}': {w}" for w in target_warnings(params.get("ref_resource", "")))
+    strategy_rule = Strategy(kind, name, document, prefix, tuple(params.items()), tuple(names.items()), warnings)
     strategy_rule.build("-", name or "-", document, prefix)  # every value checked now, not only when a rule uses it
     return strategy_rule
 
@@ -270,16 +282,18 @@ def parse_rule_document(document: Mapping[str, Any]) -> FaultToleranceRule:
     fields = SpecFields(label, document.get("spec") or {}, "spec", ("selector", "targets", "strategies", "fallbackAction"))
     if fields.has("fallbackAction"):
         raise fields.error("fallbackAction", "is not supported: a refused call gets 429, or 503 from a breaker or adaptive protection")
-    app = fields.selector_app()
+    app = scoped_app(document, label, fields.selector_app())
     targets_raw = fields.required("targets")
     if not isinstance(targets_raw, list) or not targets_raw:
         raise fields.error("targets", "must be a non-empty list of {targetResourceName: ...}")
     targets: list[str] = []
+    warnings: list[str] = []
     for i, item in enumerate(targets_raw):
         target = SpecFields(label, item, f"spec.targets[{i}]", ("targetResourceName",))
-        name = target.text("targetResourceName")
-        if not name:
+        if not target.text("targetResourceName"):
             raise target.error("targetResourceName", "is required: the resource to protect")
+        name = resource_field(target, "targetResourceName")
+        warnings.extend(f"{label} field 'spec.targets[{i}].targetResourceName': {w}" for w in target_warnings(name))
         targets.append(name)
     strategies_raw = fields.required("strategies")
     if not isinstance(strategies_raw, list) or not strategies_raw:
@@ -307,6 +321,7 @@ def parse_rule_document(document: Mapping[str, Any]) -> FaultToleranceRule:
         app=app,
         targets=tuple(targets),
         strategies=tuple(strategies),
+        warnings=(*warnings, *(w for item in strategies if isinstance(item, Strategy) for w in item.warnings)),
     )
 
 

@@ -28,8 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidegate.core.hotspot import HotspotRule
-from tidegate.rules.document import check_api_version, register_kind
+from tidegate.rules.document import check_api_version, register_kind, scoped_app
+from tidegate.rules.faulttolerance import resource_field
 from tidegate.rules.quantities import SpecFields
+from tidegate.rules.resources import target_warnings
 
 API_VERSION = "tidegate.io/v1alpha1"
 KIND = "HotspotRule"
@@ -40,6 +42,7 @@ SOURCES = ("path", "query", "header")
 class HotspotDocument:
     app: str
     rule: HotspotRule
+    warnings: tuple[str, ...] = ()  # its resource can never match anything tidegate governs
 
 
 def parse(document: Mapping[str, Any]) -> HotspotDocument:
@@ -50,10 +53,10 @@ def parse(document: Mapping[str, Any]) -> HotspotDocument:
         "spec",
         ("selector", "resource", "parameter", "threshold", "duration", "burst", "capacity", "exceptions"),
     )
-    app = fields.selector_app()
-    resource = fields.text("resource")
-    if not resource:
+    app = scoped_app(document, label, fields.selector_app())
+    if not fields.text("resource"):
         raise fields.error("resource", "is required: the resource whose parameter is limited")
+    resource = resource_field(fields, "resource")
     parameter = fields.mapping("parameter", ("source", "name"))
     if parameter is None:
         raise fields.error("parameter", "is required: {source: path|query|header, name: ...}")
@@ -85,7 +88,7 @@ def parse(document: Mapping[str, Any]) -> HotspotDocument:
         capacity=fields.whole("capacity", 0, minimum=1) if fields.has("capacity") else 0,
     )
     rule.validate()
-    return HotspotDocument(app, rule)
+    return HotspotDocument(app, rule, tuple(f"{label} field 'spec.resource': {w}" for w in target_warnings(resource)))
 
 
 register_kind(KIND, parse)

@@ -32,8 +32,29 @@ spec:
 ```
 
 OpenSergo's list form of headers (`headers: [{x-user-id: {exact: "1"}}]`) is
-accepted too. Regexes must match the whole value. Header names are matched
-lower-cased; cookie and query names as written.
+accepted too. Regexes must match the whole value (in linear time:
+`tidegate.core.regex`). Header names are matched lower-cased; cookie and
+query names as written.
+
+OpenSergo's own TrafficLane shape is accepted as well: `spec.rules` a mapping
+of `traffic.http` (the conditions, as `http` above), `workload.selector.tag`
+(the instances' tag, which is the lane tidegate routes and carries; without
+it, `lane.name`), `lane.name` and `traceIdBaggage` (tidegate carries the lane
+as baggage member `tidegate.lane`, or `TIDEGATE_LANE_KEY`; another name is
+reported as a warning):
+
+```yaml
+spec:
+  selector: {app: spring-cloud-a}
+  rules:
+    traffic:
+      http:
+        headers: [{X-User-Id: {exact: "12345"}}]
+        uri: {exact: /index}
+    workload: {selector: {tag: gray}}
+    lane: {name: Gray}
+    traceIdBaggage: x-opensergo-traffic
+```
 
 `CanaryRule` is a tidegate kind (OpenSergo has no canary shape): a share of a
 service's base traffic goes to its instances carrying a tag, sticky by a key.
@@ -53,13 +74,12 @@ spec:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from tidegate.core import lanes as core_lanes
-from tidegate.core.baggage import is_valid_lane
+from tidegate.core.baggage import LANE_KEY, is_valid_lane
 from tidegate.core.coloring import (
     Coloring,
     ColoringRule,
@@ -70,8 +90,9 @@ from tidegate.core.coloring import (
     Source,
     StringMatch,
 )
+from tidegate.core.regex import RegexError
 from tidegate.errors import RuleError
-from tidegate.rules.document import register_kind, validate
+from tidegate.rules.document import label_app, register_kind, validate
 
 LANE_KIND = "TrafficLane"
 CANARY_KIND = "CanaryRule"
@@ -88,6 +109,7 @@ class TrafficLane:
     lane: core_lanes.LaneRule
     rules: tuple[ColoringRule, ...]
     priority: int = 0
+    warnings: tuple[str, ...] = ()  # what of the document tidegate does not act on as written
 
 
 class _Spec:
@@ -150,8 +172,8 @@ class _Spec:
         if how == MatchKind.REGEX:
             try:
                 return StringMatch.regex(str(text))
-            except re.error as bad:
-                raise self.fail(where, f"is not a valid regular expression: {bad}") from None
+            except RegexError as bad:
+                raise self.fail(where, f"regex {str(text)[:80]!r} {bad}") from None
         return StringMatch(MatchKind(how), str(text))
 
     def named_matches(self, value: Any, field: str, source: Source) -> list[Condition]:
@@ -159,7 +181,14 @@ class _Spec:
         items: list[tuple[Any, Any]] = []
         if isinstance(value, list):
             for index, entry in enumerate(value):
-                items.extend(self.mapping(entry, f"{field}[{index}]").items())
+                entry = self.mapping(entry, f"{field}[{index}]")
+                kinds = [key for key in entry if key in tuple(str(kind) for kind in MatchKind)]
+                names = [key for key in entry if key not in kinds]
+                if kinds and len(names) == 1 and entry[names[0]] is None:
+                    # `- X-User-Id:\n  exact: "1"` (as OpenSergo's sample is indented): the name, then its match
+                    items.append((names[0], {kind: entry[kind] for kind in kinds}))
+                else:
+                    items.extend(entry.items())
         else:
             items.extend(self.mapping(value, field).items())
         conditions = []
@@ -172,24 +201,39 @@ class _Spec:
 
 
 def parse_traffic_lane(document: Mapping[str, Any]) -> TrafficLane:
-    """Validate a `TrafficLane` document's spec into its typed form."""
+    """Validate a `TrafficLane` document's spec (tidegate's shape or OpenSergo's) into its typed form."""
     reader = _Spec(document, LANE_KIND)
     spec = reader.spec
     reader.only(spec, "spec", ("lane", "selector", "priority", "rules"))
-    lane_spec = reader.mapping(spec.get("lane"), "spec.lane")
-    reader.only(lane_spec, "spec.lane", ("name", "strict"))
-    lane = reader.lane_name(lane_spec.get("name"), "spec.lane.name")
-    strict = lane_spec.get("strict", False)
-    if not isinstance(strict, bool):
-        raise reader.fail("spec.lane.strict", "must be true or false")
     priority = spec.get("priority", 0)
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise reader.fail("spec.priority", "must be an integer")
     services = _selector(reader, spec.get("selector"))
+    app = label_app(document, reader.label)
+    if app and services and app not in services:
+        raise reader.fail(
+            "metadata.labels.app", f"names app {app!r} but spec.selector names {', '.join(sorted(services))}: give one, or the same in both"
+        )
+    if app and not services:
+        services = frozenset((app,))
     raw_rules = spec.get("rules", [])
-    if not isinstance(raw_rules, list):
-        raise reader.fail("spec.rules", "must be a list")
-    rules = tuple(_coloring_rule(reader, item, f"spec.rules[{i}]", lane, services) for i, item in enumerate(raw_rules))
+    warnings: list[tuple[str, str]] = []
+    if isinstance(raw_rules, Mapping) and set(raw_rules) & {"traffic", "workload", "lane", "traceIdBaggage"}:
+        # OpenSergo's shape: one rule, the lane inside it
+        if "lane" in spec:
+            raise reader.fail("spec.lane", "give the lane once: in spec.rules.lane (OpenSergo's shape) or spec.lane")
+        lane, strict, items = _opensergo_rules(reader, raw_rules, warnings)
+    else:
+        lane_spec = reader.mapping(spec.get("lane"), "spec.lane")
+        reader.only(lane_spec, "spec.lane", ("name", "strict"))
+        lane = reader.lane_name(lane_spec.get("name"), "spec.lane.name")
+        strict = lane_spec.get("strict", False)
+        if not isinstance(raw_rules, list):
+            raise reader.fail("spec.rules", "must be a list (or OpenSergo's mapping of traffic, workload, lane, traceIdBaggage)")
+        items = [(item, f"spec.rules[{i}]") for i, item in enumerate(raw_rules)]
+    if not isinstance(strict, bool):
+        raise reader.fail("spec.lane.strict", "must be true or false")
+    rules = tuple(_coloring_rule(reader, item, field, lane, services) for item, field in items)
     metadata = document["metadata"]
     return TrafficLane(
         name=str(metadata["name"]),
@@ -197,7 +241,38 @@ def parse_traffic_lane(document: Mapping[str, Any]) -> TrafficLane:
         lane=core_lanes.LaneRule(lane, strict),
         rules=rules,
         priority=priority,
+        warnings=tuple(f"{reader.label} field {field!r}: {text}" for field, text in warnings),
     )
+
+
+def _opensergo_rules(reader: _Spec, rules: Mapping[str, Any], warnings: list[tuple[str, str]]) -> tuple[str, Any, list[tuple[Any, str]]]:
+    """(lane, strict, [(coloring rule item, field)]) of OpenSergo's `spec.rules` mapping."""
+    reader.only(rules, "spec.rules", ("traffic", "workload", "lane", "traceIdBaggage"))
+    lane_spec = reader.mapping(rules.get("lane"), "spec.rules.lane")
+    reader.only(lane_spec, "spec.rules.lane", ("name", "strict"))
+    lane = reader.lane_name(lane_spec.get("name"), "spec.rules.lane.name")
+    if "workload" in rules:
+        workload = reader.mapping(rules["workload"], "spec.rules.workload")
+        reader.only(workload, "spec.rules.workload", ("selector",))
+        selector = reader.mapping(workload.get("selector"), "spec.rules.workload.selector")
+        reader.only(selector, "spec.rules.workload.selector", ("tag",))
+        lane = reader.lane_name(selector.get("tag"), "spec.rules.workload.selector.tag")  # the tag instances carry is the lane
+    baggage = rules.get("traceIdBaggage")
+    if baggage is not None:
+        if not isinstance(baggage, str) or not baggage:
+            raise reader.fail("spec.rules.traceIdBaggage", "must be a baggage member name")
+        if baggage != LANE_KEY:
+            warnings.append(
+                (
+                    "spec.rules.traceIdBaggage",
+                    f"tidegate carries the lane as baggage member {LANE_KEY!r} (set TIDEGATE_LANE_KEY={baggage} on every service to use {baggage!r})",
+                )
+            )
+    traffic = reader.mapping(rules.get("traffic"), "spec.rules.traffic")
+    reader.only(traffic, "spec.rules.traffic", ("http",))
+    if "http" not in traffic:
+        raise reader.fail("spec.rules.traffic.http", "is required: the requests that join the lane")
+    return lane, lane_spec.get("strict", False), [({"http": traffic["http"]}, "spec.rules.traffic")]
 
 
 def _selector(reader: _Spec, value: Any) -> frozenset[str]:
@@ -280,17 +355,18 @@ def compile_lane_routing(
     left out and returned as errors, as are canaries of one service whose
     shares pass 100% or whose sticky keys differ (the first one's applies)."""
     lanes, problems = _parse_all(lane_documents, LANE_KIND)
-    canary_docs = sorted(
-        (doc for doc in canary_documents if isinstance(doc, Mapping)),
-        key=lambda doc: (
-            str((doc.get("metadata") or {}).get("namespace") or "default"),
-            str((doc.get("metadata") or {}).get("name") or ""),
-        ),
-    )
+    canary_docs = sorted((doc for doc in canary_documents if isinstance(doc, Mapping)), key=_order)
     canaries, canary_problems = _parse_all(canary_docs, CANARY_KIND)
     problems.extend(canary_problems)
     problems.extend(_canary_conflicts(canaries))
     return core_lanes.LaneRouting((lane.lane for lane in lanes), canaries), problems
+
+
+def _order(document: Mapping[str, Any]) -> tuple[str, str]:
+    metadata = document.get("metadata")
+    if not isinstance(metadata, Mapping):
+        return ("default", "")
+    return (str(metadata.get("namespace") or "default"), str(metadata.get("name") or ""))
 
 
 def _canary_conflicts(canaries: list[core_lanes.CanaryRule]) -> list[RuleError]:

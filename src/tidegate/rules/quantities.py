@@ -1,8 +1,11 @@
 """Reading a document's spec field by field: durations, ratios and counts, each error naming its field.
 
-Durations accept "1s", "500ms", "2m", "1h" or a bare number of seconds;
-ratios accept "60%" or a number in [0, 1]. Unknown keys are refused so a typo
-never silently leaves a default in force.
+Durations accept every unit OpenSergo's CRDs allow ("500ms", "1s", "2m" or
+"2min" or "2minute", "1h", "1d") or a bare number of seconds, and are 0 or
+between `limits.MIN_DURATION_S` and `limits.MAX_DURATION_S`; ratios accept
+"60%" or a number in [0, 1]; counts and thresholds are at most
+`limits.MAX_QUANTITY`. Unknown keys are refused so a typo never silently
+leaves a default in force.
 """
 
 from __future__ import annotations
@@ -13,10 +16,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from tidegate.errors import RuleError
+from tidegate.rules import limits
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+_DURATION = re.compile(r"^\s*(\d{1,15}(?:\.\d{1,15})?)\s*(ms|s|m|min|minute|h|d)\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "d": 86400.0}
+_UNITS = '"500ms", "1s", "2m" (or "2min", "2minute"), "1h", "1d"'
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+_PERCENT = re.compile(r"^\s*(\d{1,15}(?:\.\d{1,15})?)\s*%\s*$")
 
 
 class SpecFields:
@@ -60,17 +72,19 @@ class SpecFields:
             raise self.error(key, f"must be one of {', '.join(choices)}, got {value!r}")
         return str(value)
 
-    def number(self, key: str, default: float | None = None, *, minimum: float = 0.0) -> float:
+    def number(self, key: str, default: float | None = None, *, minimum: float = 0.0, maximum: float = limits.MAX_QUANTITY) -> float:
         value = self.spec.get(key, default)
         if value is None:
             raise self.error(key, "is required")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value):
-            raise self.error(key, f"must be a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
+            raise self.error(key, f"must be a number, got {_short(value)}")
         if value < minimum:
-            raise self.error(key, f"must be >= {minimum:g}, got {value!r}")
+            raise self.error(key, f"must be >= {minimum:g}, got {_short(value)}")
+        if value > maximum:
+            raise self.error(key, f"must be at most {maximum:g}, got {_short(value)}")
         return float(value)
 
-    def whole(self, key: str, default: int | None = None, *, minimum: int = 0) -> int:
+    def whole(self, key: str, default: int | None = None, *, minimum: int = 0, maximum: float = limits.MAX_QUANTITY) -> int:
         value = self.spec.get(key, default)
         if value is None:
             raise self.error(key, "is required")
@@ -78,24 +92,39 @@ class SpecFields:
             if isinstance(value, float) and value.is_integer():
                 value = int(value)
             else:
-                raise self.error(key, f"must be a whole number, got {value!r}")
+                raise self.error(key, f"must be a whole number, got {_short(value)}")
         if value < minimum:
-            raise self.error(key, f"must be >= {minimum}, got {value!r}")
+            raise self.error(key, f"must be >= {minimum}, got {_short(value)}")
+        if value > maximum:
+            raise self.error(key, f"must be at most {maximum:g}, got {_short(value)}")
         return value
 
     def seconds(self, key: str, default: float | None = None) -> float:
-        """A duration in seconds: "1s", "500ms", "2m", "1h" or a number of seconds."""
+        """A duration in seconds: a number with a unit ("500ms", "1s", "2m", "1h", "1d", ...) or a number of seconds."""
         value = self.spec.get(key, default)
         if value is None:
             raise self.error(key, 'is required (a duration such as "1s" or "500ms")')
         if isinstance(value, str):
             match = _DURATION.match(value)
             if match is None:
-                raise self.error(key, f'must be a duration such as "1s", "500ms", "2m" or a number of seconds, got {value!r}')
-            return float(match.group(1)) * _UNIT_S[match.group(2)]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
-            raise self.error(key, f"must be a duration >= 0, got {value!r}")
-        return float(value)
+                raise self.error(key, f"must be a duration such as {_UNITS} or a number of seconds, got {_short(value)}")
+            seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
+        elif (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (isinstance(value, float) and not math.isfinite(value))
+            or value < 0
+        ):
+            raise self.error(key, f"must be a duration >= 0, got {_short(value)}")
+        elif value > limits.MAX_DURATION_S:
+            seconds = limits.MAX_DURATION_S + 1  # a huge integer is never converted to float
+        else:
+            seconds = float(value)
+        if seconds and seconds < limits.MIN_DURATION_S:
+            raise self.error(key, f"must be 0 or at least {limits.MIN_DURATION_S * 1e6:g} µs, got {_short(value)}")
+        if seconds > limits.MAX_DURATION_S:
+            raise self.error(key, f"must be at most {limits.MAX_DURATION_S / 86400:g} days, got {_short(value)}")
+        return seconds
 
     def ratio(self, key: str, default: float | None = None) -> float:
         """A ratio in [0, 1]: "60%" or 0.6."""
@@ -105,14 +134,16 @@ class SpecFields:
         if isinstance(value, str):
             match = _PERCENT.match(value)
             if match is None:
-                raise self.error(key, f'must be a percentage such as "60%" or a number in [0, 1], got {value!r}')
+                raise self.error(key, f'must be a percentage such as "60%" or a number in [0, 1], got {_short(value)}')
             result = float(match.group(1)) / 100.0
-        elif isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-            raise self.error(key, f"must be a ratio, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and math.isnan(value)):
+            raise self.error(key, f"must be a ratio, got {_short(value)}")
+        elif not 0 <= value <= 1:
+            raise self.error(key, f"must be between 0 and 1 (0% and 100%), got {_short(value)}")
         else:
             result = float(value)
         if not 0.0 <= result <= 1.0:
-            raise self.error(key, f"must be between 0 and 1 (0% and 100%), got {value!r}")
+            raise self.error(key, f"must be between 0 and 1 (0% and 100%), got {_short(value)}")
         return result
 
     def selector_app(self) -> str:

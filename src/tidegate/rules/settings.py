@@ -13,6 +13,7 @@ from typing import Any
 
 from tidegate.core.prewarm import PrewarmSpecError, parse_services, parse_warmup_requests
 from tidegate.errors import RuleError
+from tidegate.rules import limits
 from tidegate.rules.document import register_kind
 
 KIND = "ServiceSettings"
@@ -62,8 +63,11 @@ def parse(document: Mapping[str, Any]) -> ServiceSettings:
             raise RuleError("must be a string", document=label, field=f"spec.{key}")
         if expected is bool and not isinstance(value, bool):
             raise RuleError("must be true or false", document=label, field=f"spec.{key}")
-        if expected is float and not math.isfinite(value):
+        if expected is float and isinstance(value, float) and not math.isfinite(value):
             raise RuleError("must be a finite number", document=label, field=f"spec.{key}")
+        ceiling = limits.MAX_DURATION_S if key.endswith("Seconds") else limits.MAX_QUANTITY
+        if expected is float and value > ceiling:
+            raise RuleError(f"must be at most {ceiling:g}", document=label, field=f"spec.{key}")
     for key, maximum in _MAXIMA.items():
         if key in spec and spec[key] > maximum:
             raise RuleError(f"must be at most {maximum:g}", document=label, field=f"spec.{key}")

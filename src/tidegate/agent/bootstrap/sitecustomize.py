@@ -25,6 +25,16 @@ def boot_agent(where: str) -> None:
         from tidegate.agent import boot
 
         boot.start()
+    except ModuleNotFoundError as missing:
+        log = logging.getLogger("tidegate")
+        if missing.name == "tidegate":
+            # `tidegate run` refuses this before the exec (unless --allow-ungoverned), so it is seen
+            # only then, or in another Python the program started: one line, no traceback.
+            log.error(
+                "tidegate: agent not loaded %s: this Python (%s) cannot import tidegate; the program runs without it", where, sys.executable
+            )
+        else:
+            log.exception("tidegate: agent failed to boot %s; the program runs without it", where)
     except Exception:  # the agent must never break the program it is loaded into
         logging.getLogger("tidegate").exception("tidegate: agent failed to boot %s; the program runs without it", where)
 

@@ -10,7 +10,10 @@
   `Server.handle_exit` began the moment the signal arrived.
 - `Multiprocess.run`, `BaseReload.run` (`--workers N`, `--reload`): the
   supervisor bound the socket; it registers, and deregisters when it returns.
-  On SIGTERM (`Multiprocess.handle_term`) it drains before stopping its workers.
+  On SIGTERM (`Multiprocess.handle_term`) it drains before stopping its workers;
+  the reloader likewise (`BaseReload.signal_handler` begins the drain,
+  `BaseReload.shutdown` waits for it before it terminates the server process).
+  A reload (a file changed) restarts the server process without a drain.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import weakref
 from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
@@ -44,6 +48,10 @@ class UvicornInstrumentor(Instrumentor):
     library = "uvicorn"
     supported = ("uvicorn >= 0.30, < 1",)  # Server, Config and supervisor internals
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._terminated: weakref.WeakSet[Any] = weakref.WeakSet()  # reloaders told to stop by SIGTERM
+
     def _lifecycle(self) -> Lifecycle | None:
         return self.runtime.lifecycle if self.runtime is not None else None
 
@@ -61,6 +69,8 @@ class UvicornInstrumentor(Instrumentor):
         self.wrap(Multiprocess, "__init__", self._supervisor_init)
         self.wrap(Server, "handle_exit", self._handle_exit)
         self.wrap(BaseReload, "run", self._supervise)
+        self.wrap(BaseReload, "signal_handler", self._reload_signal)
+        self.wrap(BaseReload, "shutdown", self._reload_shutdown)
 
     def _load(self, wrapped: Any, config: Any, args: Any, kwargs: Any) -> Any:
         result = wrapped(*args, **kwargs)
@@ -119,6 +129,19 @@ class UvicornInstrumentor(Instrumentor):
     def _term(self, wrapped: Any, supervisor: Any, args: Any, kwargs: Any) -> Any:
         """SIGTERM to `--workers N`'s supervisor: drain before it stops its workers."""
         self.safely(drain_before_stop, self.runtime)
+        return wrapped(*args, **kwargs)
+
+    def _reload_signal(self, wrapped: Any, reloader: Any, args: Any, kwargs: Any) -> Any:
+        """The reloader's signal handler: on SIGTERM the drain begins now, the server process still serving."""
+        if args and args[0] == signal.SIGTERM:
+            self._terminated.add(reloader)
+            drain_on_signal(self.runtime)
+        return wrapped(*args, **kwargs)
+
+    def _reload_shutdown(self, wrapped: Any, reloader: Any, args: Any, kwargs: Any) -> Any:
+        """After SIGTERM the reloader drains before it terminates the server process (the listener is its own, still open)."""
+        if reloader in self._terminated:
+            self.safely(drain_before_stop, self.runtime)
         return wrapped(*args, **kwargs)
 
     def _supervise(self, wrapped: Any, supervisor: Any, args: Any, kwargs: Any) -> Any:

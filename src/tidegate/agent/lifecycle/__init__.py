@@ -7,7 +7,16 @@ gunicorn's arbiter) and `stopping()` when it shuts down; worker processes say
 registers one instance per listening address from a background thread (the
 control plane may be down: it retries with backoff and never blocks or crashes
 the server), renews leases every heartbeat interval, re-registers an instance
-the control plane forgot, and deregisters on shutdown.
+the control plane forgot, and deregisters on shutdown. The owner also watches
+the registry (its workers, if any, keep their own watch): a snapshot from a
+new control-plane epoch (the control plane restarted and lost its in-memory
+registry) has every instance registered again at once, keeping its first
+`registered_at` so consumers do not restart its warm-up.
+
+A process that serves nothing (a batch job, a worker, a CLI tool under `tidegate
+run`) registers nothing; its directory watch starts at its first call to a host
+the directory does not know (`watch_on_demand`, the router's hook), which waits
+a bounded time for the first sync so that very call already routes by name.
 
 The capabilities registered on the runtime take part through their hooks
 (`tidegate.agent.capability`): told when this process listens, serves and
@@ -19,6 +28,8 @@ writes. This package imports none of them; `admin.py` is the loopback endpoint.
 from __future__ import annotations
 
 import atexit
+import dataclasses
+import ipaddress
 import logging
 import os
 import shutil
@@ -45,6 +56,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("tidegate")
 
 Address = tuple[str, int]
+#: Retries of a control plane that does not answer: this long at first, doubling up to the max
+#: (a snapshot from the control plane ends the wait: `_on_epoch`).
+FIRST_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 5.0
 DEFAULT_HEARTBEAT_S = 5.0  # when the control plane does not say its lease (a third of its default 15 s)
 _WILDCARD_PROBE = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
@@ -80,6 +94,12 @@ class InstanceLifecycle:
         self._lease_s: float | None = None  # learned from the control plane's /v1/health
         self._serving_requests = False
         self._watcher: Watcher | None = None
+        self._watch_lock = threading.Lock()
+        self._demand_lock = threading.Lock()
+        self._watch_demanded = False  # a call to an unknown host asked for the watch (once is enough)
+        self._pending: list[str] = []  # ids of instances to register (again) at the next turn
+        self._wake = threading.Event()  # the registration thread's sleep ends early (a new epoch, stopping)
+        self._epoch = ""  # the control plane's epoch the instances were last registered in
 
     # -- what server hooks call ------------------------------------------------------
 
@@ -101,6 +121,7 @@ class InstanceLifecycle:
             self._thread = threading.Thread(target=self._keep_registered, name="tidegate-registration", daemon=True)
             self._thread.start()
             atexit.register(self.stopping)  # a server that exits past its shutdown hook still deregisters
+        self._start_watcher(wait_s=0.0)  # a new control-plane epoch is news to the owner (no wait: the server is starting)
 
     def serving_requests(self) -> None:
         """This process serves requests (a worker, or a single-process server): start its own
@@ -109,14 +130,32 @@ class InstanceLifecycle:
             if self._serving_requests:
                 return
             self._serving_requests = True
-        self._start_watcher()
+        self._start_watcher(wait_s=DIRECTORY_SYNC_WAIT_S)
         directory = os.environ.get(SHARED_DIR_ENV)
         self._capabilities.on_serving(Serving(Path(directory) if directory else None, self.owner))
 
     @property
     def watcher(self) -> Watcher | None:
-        """This process's directory watch (a `tidegate.client.watch.Watcher`), once serving requests."""
+        """This process's directory watch (a `tidegate.client.watch.Watcher`), once serving requests
+        (or owning the listening sockets, or calling a host by name)."""
         return self._watcher
+
+    def watch_on_demand(self, host: str) -> bool:
+        """A call to `host`, which the directory does not know: in a process with no watch yet (it
+        serves nothing), start it and wait for the first sync (at most DIRECTORY_SYNC_WAIT_S, once;
+        other threads' calls meanwhile wait for the same sync). True when the directory may know
+        more than before the call. Cheap after the first time."""
+        if self._watch_demanded or _not_a_service_name(host):
+            return False
+        with self._demand_lock:
+            if self._watch_demanded:
+                return True  # another thread's first call waited for the sync meanwhile
+            synced = False
+            if self._watcher is None:
+                log.info("tidegate: first call to %r: watching the registry to route calls by service name", host)
+                synced = self._start_watcher(wait_s=DIRECTORY_SYNC_WAIT_S)
+            self._watch_demanded = True
+            return synced
 
     def stopping(self) -> None:
         """The server shuts down: deregister every instance (bounded), stop heartbeats."""
@@ -125,6 +164,7 @@ class InstanceLifecycle:
                 return
             self.state = InstanceState.STOPPED
             self._stop.set()
+            self._wake.set()
         thread = self._thread
         if thread is not None:
             thread.join(timeout=DEREGISTER_TIMEOUT_S)
@@ -209,35 +249,59 @@ class InstanceLifecycle:
         while not self._accepting() or not self._startup_done():
             if self._stop.wait(0.1):
                 return
-        backoff = 0.2
-        pending = [i.id for i in self.instances]  # not registered (again) yet
+        backoff = FIRST_BACKOFF_S
+        with self._lock:
+            self._pending = [i.id for i in self.instances]  # not registered (again) yet
         while not self._stop.is_set():
+            self._wake.clear()  # before looking at what is pending: a wake-up from now on is not lost
             with FORK_GATE:
                 try:
-                    self._renew(pending)
-                    backoff = 0.2
-                    wait = 0.0 if pending else self._heartbeat_interval()
+                    self._renew()
+                    backoff = FIRST_BACKOFF_S
+                    with self._lock:
+                        wait = 0.0 if self._pending else self._heartbeat_interval()
                 except ControlPlaneError as error:
                     log.warning("tidegate: %s (retrying in %.1fs)", error, backoff)
                     wait, backoff = backoff, min(backoff * 2, MAX_BACKOFF_S)
                 except Exception:  # a bug here must not end heartbeats for good
                     log.exception("tidegate: registration loop failed; retrying")
                     wait, backoff = backoff, min(backoff * 2, MAX_BACKOFF_S)
-            self._stop.wait(wait)
+            self._wake.wait(wait)
 
-    def _renew(self, pending: list[str]) -> None:
+    def _renew(self) -> None:
         """Register what is pending, heartbeat the rest; an instance the control plane forgot becomes pending."""
         client = self._control()
-        if self._lease_s is None:
-            lease = client.health().get("instance_ttl")
+        with self._lock:
+            pending = list(self._pending)
+        if self._lease_s is None or pending:  # learn the lease, and the epoch the registrations land in
+            health = client.health()
+            lease = health.get("instance_ttl")
             self._lease_s = float(lease) if isinstance(lease, (int, float)) and lease > 0 else 0.0
+            self._epoch = str(health.get("epoch") or "")
         for instance in [i for i in self.instances if i.id in pending]:
             self._register(client, instance)
-            pending.remove(instance.id)
+            with self._lock:
+                if instance.id in self._pending:
+                    self._pending.remove(instance.id)
         for instance in self.instances:
             if instance.id not in pending and not client.heartbeat(instance.id):
                 log.warning("tidegate: control plane forgot instance %s; registering it again", instance.id)
-                pending.append(instance.id)
+                with self._lock:
+                    if instance.id not in self._pending:
+                        self._pending.append(instance.id)
+
+    def _on_epoch(self, epoch: str) -> None:
+        """The watch saw a snapshot of control-plane epoch `epoch` (on its thread): when the instances
+        were registered in another one, the control plane restarted and lost them: register them
+        again now, not at the next heartbeat. Not registered yet, the registration thread stops
+        backing off: the control plane answers again."""
+        with self._lock:
+            if not self.owner or self._stop.is_set() or (self.registered and epoch == self._epoch):
+                return
+            if self.registered:
+                self._pending = [i.id for i in self.instances]
+                log.info("tidegate: the control plane restarted (epoch %s); registering %s again", epoch, self.config.service)
+        self._wake.set()
 
     def _register(self, client: ControlClient, instance: Instance) -> None:
         with self._lock:
@@ -294,19 +358,42 @@ class InstanceLifecycle:
             log.error("tidegate: admin endpoint not started on port %d: %s", self.config.admin_port, error)
             self.admin = None
 
-    def _start_watcher(self) -> None:
+    def _start_watcher(self, wait_s: float) -> bool:
+        """Start this process's directory watch (once) and wait up to `wait_s` for its first sync;
+        True when it is synced."""
+        with self._watch_lock:
+            watcher = self._watcher
+            if watcher is None:
+                watcher = self._new_watcher()
+                if watcher is None:
+                    return False
+        if wait_s <= 0:
+            return False
+        if watcher.wait_synced(wait_s):
+            return True
+        log.warning("tidegate: no instance directory yet (control plane unreachable?); calls to services fail until it syncs")
+        return False
+
+    def _new_watcher(self) -> Watcher | None:
         try:
             from tidegate.client.watch import Watcher
         except ImportError:
             log.debug("tidegate: no directory watch available; outbound routing sees no instances")
-            return
+            return None
         try:
-            self._watcher = watcher = Watcher(self.config.control, self.config.token or None, self.runtime.directory, self.runtime.rulebook)
+            self._watcher = watcher = Watcher(
+                self.config.control,
+                self.config.token or None,
+                self.runtime.directory,
+                self.runtime.rulebook,
+                on_epoch=self._on_epoch,
+                gate=FORK_GATE,
+            )
             watcher.start()
-            if not watcher.wait_synced(DIRECTORY_SYNC_WAIT_S):
-                log.warning("tidegate: no instance directory yet (control plane unreachable?); calls to services fail until it syncs")
+            return watcher
         except Exception:
             log.exception("tidegate: directory watch not started")
+            return None
 
 
 class _AdminView:
@@ -324,18 +411,20 @@ class _AdminView:
 
 
 def _with_state(instance: Instance, state: InstanceState, admin_port: int | None) -> Instance:
-    return Instance(
-        id=instance.id,
-        service=instance.service,
-        host=instance.host,
-        port=instance.port,
-        tag=instance.tag,
-        state=state,
-        weight=instance.weight,
-        admin_port=admin_port,
-        started_at=instance.started_at,
-        metadata=instance.metadata,
-    )
+    """`instance` as it registers now: every field kept (`registered_at` too: a re-registration
+    goes on with the warm-up it had), its state and admin port as they are now."""
+    return dataclasses.replace(instance, state=state, admin_port=admin_port)
+
+
+def _not_a_service_name(host: str) -> bool:
+    """An IP literal or `localhost`: never a service name, so no reason to watch the registry."""
+    if host == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def create_shared_dir() -> Path:

@@ -111,6 +111,10 @@ class OutboundRouter(Capability):
             rng = random_module.Random()
         self._random: Callable[[], float] = rng.random if isinstance(rng, random_module.Random) else rng
         self._weighting = weighting
+        #: Asked about a host the directory does not know, before the call goes out untouched (the
+        #: lifecycle's `watch_on_demand`: a process that serves nothing starts its watch at its first
+        #: call by name); True when the directory may know more now.
+        self.on_unknown: Callable[[str], bool] | None = None
         self._write_lock = threading.Lock()
         self._in_flight: dict[str, InFlight] = {}
         self._routes: dict[str, _ServiceRoutes] = {}
@@ -142,8 +146,10 @@ class OutboundRouter(Capability):
         routes = self._routes.get(host)
         if routes is None:
             if not self._directory.knows(host):
-                return None
-            routes = self._rebuild(host)
+                on_unknown = self.on_unknown
+                if on_unknown is None or not on_unknown(host) or not self._directory.knows(host):
+                    return None
+            routes = self._routes.get(host) or self._rebuild(host)
         routing = self._lanes.routing
         if not lane and not routing.has_canary(host):
             balancer = routes.base

@@ -2,9 +2,10 @@
 
 `install(runtime)` (from the bootstrap) builds one `Stability` per process, a
 capability registered on the runtime (`runtime.capability(Stability)` finds it). It:
-  - listens to the rule book: on any change it compiles ALL stability
-    documents in force (`compile_rules`, for this service) and loads them
-    into the Governor at once; on a RuleError the rules in force stay, the
+  - listens to the rule book: on any change it compiles the stability
+    documents in force, each on its own (`IsolatingCompiler`, for this
+    service), and loads them into the Governor at once; a document that fails
+    keeps its last valid version in force (the others still update), and the
     error is logged and posted to the control plane as a `rule-refused` event;
   - gives edges (route hooks, SQL, outbound calls, `tidegate.guard`) `enter`
     and `leave`, which count per-resource pass/block/error/RT in the metrics;
@@ -40,7 +41,7 @@ from tidegate.agent.stability.saturation import CpuSampler, LoopLagSampler
 from tidegate.core.breaker import BreakerRule
 from tidegate.core.governor import Entry, Governor, RuleSet
 from tidegate.errors import BlockedError, RuleError
-from tidegate.rules.stability import KINDS, compile_rules
+from tidegate.rules.stability import KINDS, IsolatingCompiler
 
 log = logging.getLogger("tidegate")
 
@@ -72,6 +73,9 @@ class Stability(Capability):
         self.governor.add_breaker_listener(self._on_breaker)
         # One reload at a time, so a slower compile of older documents never lands after a newer one.
         self._reload_lock = threading.Lock()
+        self._compiler = IsolatingCompiler(self.service)
+        #: What each refused document was last refused for, so a refusal is logged and posted once.
+        self._refused: dict[tuple[str, str, str], str] = {}
         #: Per resource, the parameters (`path:id`, `query:user`, `header:x-user-id`) its hot-spot rules read.
         self.hotspot_params: dict[str, tuple[str, ...]] = {}
         #: Inbound resources some rule needs to see (None: every one — an adaptive rule
@@ -89,31 +93,42 @@ class Stability(Capability):
             self.reload()
 
     def reload(self) -> bool:
-        """Compile every stability document in force and load them; False (old rules kept) on error."""
-        with self._reload_lock:
+        """Compile the stability documents in force and load them; False when some document was refused
+        (it keeps its last valid version, the others are loaded)."""
+        with self._reload_lock:  # the whole swap, so an older reload never lands after a newer one
             documents = [rule.document for rule in self.runtime.rulebook.all() if rule.kind in KINDS]
+            rules, problems = self._compiler.compile(documents)
             try:
-                rules = compile_rules(documents, self.service)
                 self.governor.load(rules)
-            except RuleError as error:
-                log.error("tidegate: stability rules not loaded, the rules in force stay: %s", error)
-                self.events.report(
-                    {"type": "rule-refused", "service": self.service, "error": str(error), "document": error.document, "field": error.field}
-                )
+            except Exception:  # the rules in force stay in force, whatever went wrong
+                log.exception("tidegate: stability rules could not be loaded; the previous ones stay in force")
                 return False
-        params: dict[str, set[str]] = {}
-        for hot in rules.hotspot:
-            params.setdefault(hot.resource, set()).add(hot.param)
-        self.hotspot_params = {resource: tuple(sorted(keys)) for resource, keys in params.items()}
-        self.named = _named(rules)
-        self.inbound_governed = None if _needs_every_inbound(rules) else self.named
+            self._report(problems)
+            params: dict[str, set[str]] = {}
+            for hot in rules.hotspot:
+                params.setdefault(hot.resource, set()).add(hot.param)
+            self.hotspot_params = {resource: tuple(sorted(keys)) for resource, keys in params.items()}
+            self.named = _named(rules)
+            self.inbound_governed = None if _needs_every_inbound(rules) else self.named
         counts = (len(rules.flow), len(rules.breakers), len(rules.hotspot), len(rules.adaptive))
         log.log(
             logging.INFO if any(counts) else logging.DEBUG,
             "tidegate: stability rules in force: %d flow, %d breaker, %d hot-spot, %d adaptive",
             *counts,
         )
-        return True
+        return not problems
+
+    def _report(self, problems: list[tuple[tuple[str, str, str], RuleError]]) -> None:
+        """Log and post each refused document once (again only when its error changes)."""
+        refused = {key: str(error) for key, error in problems}
+        for key, error in problems:
+            if self._refused.get(key) == str(error):
+                continue
+            log.error("tidegate: stability rule %s refused; its last valid version (if any) stays in force: %s", "/".join(key), error)
+            self.events.report(
+                {"type": "rule-refused", "service": self.service, "error": str(error), "document": error.document, "field": error.field}
+            )
+        self._refused = refused
 
     def governs(self, resource: str) -> bool:
         """Whether an outbound call to `resource` must go through the governor."""
