@@ -122,6 +122,7 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel: UpstreamConnection | None = None
         self.reading_paused = False
         self.begun = False  # a request's first byte arrived (its head is being read)
+        self.upgrading: Exchange | None = None  # an Upgrade request waiting for the upstream's 101
 
     # -- asyncio ---------------------------------------------------------------------------
 
@@ -140,12 +141,17 @@ class ClientConnection(asyncio.Protocol):
         if tunnel is not None:
             tunnel.write(data)
             return
+        if self.upgrading is not None:  # bytes after an Upgrade request, before the upstream said 101
+            self.upgrading.upgrade_rest += data
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             offset = upgrade.args[0] if upgrade.args else len(data)
-            exchange = self.parsing
+            exchange = self.parsing or self.exchange
             if exchange is not None:
+                self.parsing = None
+                self.upgrading = exchange
                 exchange.upgrade_rest = data[offset:]
                 exchange.client_done()
         except httptools.HttpParserError as error:
@@ -528,9 +534,6 @@ class Exchange:
                 upstream.write(_CHUNK_END)
             else:
                 self.pending.append(_CHUNK_END)
-        if self.upgrade and self.upstream is not None and self.body_sent and self.upgrade_rest:
-            self.upstream.write(self.upgrade_rest)
-            self.upgrade_rest = b""
 
     # -- attempts ------------------------------------------------------------------------------
 
@@ -595,9 +598,6 @@ class Exchange:
             self.pending = []
             self.pending_bytes = 0
             self.client.resume_reading()
-        if self.request_done and self.upgrade and self.upgrade_rest:
-            connection.write(self.upgrade_rest)
-            self.upgrade_rest = b""
 
     # -- the response --------------------------------------------------------------------------
 
@@ -658,6 +658,9 @@ class Exchange:
     def upstream_done(self, connection: UpstreamConnection, keep_alive: bool) -> None:
         if self.ended:
             return
+        if self.status == 101:  # the 101's head is the whole message: the tunnel starts here
+            self.upstream_upgraded(connection, b"")
+            return
         if self.response_chunked:
             self.client.write(_CHUNK_END)
         self.complete(keep_upstream=keep_alive and self.request_done, upstream=connection)
@@ -673,6 +676,10 @@ class Exchange:
         connection.exchange = None
         connection.tunnel = client
         client.tunnel = connection
+        client.upgrading = None
+        if self.upgrade_rest:
+            connection.write(self.upgrade_rest)
+            self.upgrade_rest = b""
         client.phase = _IDLE
         client.deadline = float("inf")
         self.finish_call()

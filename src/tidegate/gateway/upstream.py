@@ -100,7 +100,10 @@ class UpstreamConnection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             offset = upgrade.args[0] if upgrade.args else len(data)
-            if self.exchange is not None:
+            if self.tunnel is not None:
+                if offset < len(data):
+                    self.tunnel.write(data[offset:])
+            elif self.exchange is not None:
                 self.exchange.upstream_upgraded(self, data[offset:])
         except httptools.HttpParserError as error:
             if self.exchange is not None:
