@@ -72,6 +72,8 @@ _REASONS = {
     504: b"Gateway Timeout",
 }
 _CHUNK_END = b"0\r\n\r\n"
+#: How long a refused client's further input is read and dropped before the connection closes.
+LINGER_S = 1.0
 
 # Where a client connection is (what its deadline means).
 _READING = 0  # a request head is being read: past the deadline -> 408
@@ -123,6 +125,7 @@ class ClientConnection(asyncio.Protocol):
         self.reading_paused = False
         self.begun = False  # a request's first byte arrived (its head is being read)
         self.upgrading: Exchange | None = None  # an Upgrade request waiting for the upstream's 101
+        self.lingering = False
 
     # -- asyncio ---------------------------------------------------------------------------
 
@@ -140,6 +143,8 @@ class ClientConnection(asyncio.Protocol):
         tunnel = self.tunnel
         if tunnel is not None:
             tunnel.write(data)
+            return
+        if self.lingering:  # refused: what the client still sends is read and dropped until the close
             return
         if self.upgrading is not None:  # bytes after an Upgrade request, before the upstream said 101
             self.upgrading.upgrade_rest += data
@@ -278,7 +283,23 @@ class ClientConnection(asyncio.Protocol):
                 self.exchange = None
             self.gateway.metrics.count_refused(status)
             self.write(simple_response(status, _REASONS.get(status, b"Error") + b"\n", True))
-        self.close()
+        self.linger()
+
+    def linger(self) -> None:
+        """Close after a refusal without losing the answer: stop writing, drop what the client still
+        sends for up to `LINGER_S` (a close with unread input would reset the connection, answer and all)."""
+        transport = self.transport
+        if transport is None or self.closed or self.lingering:
+            return
+        self.lingering = True
+        self.phase = _IDLE
+        self.deadline = self.gateway.loop.time() + LINGER_S
+        self.resume_reading()
+        try:
+            if transport.can_write_eof():
+                transport.write_eof()
+        except OSError:
+            self.close()
 
     def close(self) -> None:
         transport = self.transport
