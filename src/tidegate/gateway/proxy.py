@@ -126,6 +126,7 @@ class ClientConnection(asyncio.Protocol):
         self.begun = False  # a request's first byte arrived (its head is being read)
         self.upgrading: Exchange | None = None  # an Upgrade request waiting for the upstream's 101
         self.lingering = False
+        self.out: list[bytes] | None = None  # writes held while corked
 
     # -- asyncio ---------------------------------------------------------------------------
 
@@ -240,9 +241,28 @@ class ClientConnection(asyncio.Protocol):
     # -- what exchanges call -----------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
+        out = self.out
+        if out is not None:
+            out.append(data)
+            return
         transport = self.transport
         if transport is not None and not self.closed:
             transport.write(data)
+
+    def cork(self) -> None:
+        """Hold writes until `uncork`: a response that arrives in one read leaves in one write (one syscall)."""
+        if self.out is None:
+            self.out = []
+
+    def uncork(self) -> None:
+        out = self.out
+        if out is None:
+            return
+        self.out = None
+        if out:
+            transport = self.transport
+            if transport is not None and not self.closed:
+                transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def pause_reading(self) -> None:
         transport = self.transport
@@ -302,6 +322,7 @@ class ClientConnection(asyncio.Protocol):
             self.close()
 
     def close(self) -> None:
+        self.uncork()
         transport = self.transport
         if transport is not None and not self.closed:
             self.closed = True

@@ -28,6 +28,8 @@ class Side(Protocol):
     """The client side of a connection (`proxy.ClientConnection`): what flow control and tunnels call."""
 
     def write(self, data: bytes, /) -> None: ...
+    def cork(self) -> None: ...
+    def uncork(self) -> None: ...
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
     def close(self) -> None: ...
@@ -96,6 +98,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.received = True
+        client = exchange.client
+        client.cork()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -109,6 +113,8 @@ class UpstreamConnection(asyncio.Protocol):
             if self.exchange is not None:
                 self.exchange.upstream_failed(self, f"malformed response: {error}")
             self.close()
+        finally:
+            client.uncork()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
