@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hmac
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from tidegate.core.baggage import get_lane, with_lane
 from tidegate.core.coloring import BUCKETS, RequestView, parse_cookies
@@ -27,6 +27,56 @@ from tidegate.core.context import lane_key
 from tidegate.gateway.routes import Route
 
 Draw = Callable[[], float]
+
+
+class HeaderMap(Mapping[str, str]):
+    """Header values by lower-case name (repeated ones joined by ", ") over the head as parsed.
+
+    A rule reads one or two names per request: `get` and `in` scan the parsed
+    pairs (a handful) instead of decoding every header into a dict; iterating
+    builds the dict once."""
+
+    __slots__ = ("raw", "_full")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.raw = raw
+        self._full: dict[str, str] | None = None
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        target = key.encode("latin-1", "replace")
+        size = len(target)
+        found: str | None = None
+        for name, value in self.raw:
+            if len(name) == size and name.lower() == target:
+                text = value.decode("latin-1")
+                found = text if found is None else f"{found}, {text}"
+        return default if found is None else found
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+
+    def __getitem__(self, key: str) -> str:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def _dict(self) -> dict[str, str]:
+        full = self._full
+        if full is None:
+            full = {}
+            for name, value in self.raw:
+                key = name.decode("latin-1").lower()
+                text = value.decode("latin-1")
+                full[key] = f"{full[key]}, {text}" if key in full else text
+            self._full = full
+        return full
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self._dict())
 
 
 class RequestHeaders:
@@ -39,19 +89,14 @@ class RequestHeaders:
         self.path = path
         self.raw = raw
         self.query = query
-        self._map: dict[str, str] | None = None
+        self._map: HeaderMap | None = None
         self._view: RequestView | None = None
 
     def header_map(self) -> Mapping[str, str]:
         """Header values by lower-case name (repeated ones joined by ", ")."""
         mapping = self._map
         if mapping is None:
-            mapping = {}
-            for name, value in self.raw:
-                key = name.decode("latin-1").lower()
-                text = value.decode("latin-1")
-                mapping[key] = f"{mapping[key]}, {text}" if key in mapping else text
-            self._map = mapping
+            mapping = self._map = HeaderMap(self.raw)
         return mapping
 
     def request_view(self) -> RequestView:
@@ -95,15 +140,11 @@ class Edge:
     def view(method: bytes, path: str, raw: list[tuple[bytes, bytes]], query: bytes) -> RequestHeaders:
         return RequestHeaders(method, path, raw, query)
 
-    def decide(self, route: Route, request: RequestHeaders, peer: str) -> Decision:
+    def decide(self, route: Route, request: RequestHeaders, peer: str, baggage: str = "") -> Decision:
+        """`baggage`: the client's `baggage` header(s), joined (the proxy collects them while parsing)."""
         lanes = self.lanes
         coloring = lanes.coloring  # type: ignore[attr-defined]
         canary_rules = lanes.routing.canaries  # type: ignore[attr-defined]
-        baggage = ""
-        for name, value in request.raw:
-            if len(name) == 7 and name.lower() == b"baggage":
-                text = value.decode("latin-1")
-                baggage = f"{baggage},{text}" if baggage else text
         if not baggage and not coloring.rules and route.canary is None and not canary_rules:
             return _BASE
         key = lane_key()

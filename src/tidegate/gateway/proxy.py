@@ -58,6 +58,18 @@ _DROP_REQUEST = frozenset(
         b"x-tidegate-draining",
     }
 )
+# What `on_header` does with a request header, by lower-case name: absent -> passed on as is.
+_H_DROP, _H_HOST, _H_LENGTH, _H_TE, _H_CONNECTION, _H_BAGGAGE, _H_XFF, _H_FORWARDED, _H_UPGRADE = range(9)
+_REQUEST_KINDS = {name: _H_DROP for name in _DROP_REQUEST} | {
+    b"host": _H_HOST,
+    b"content-length": _H_LENGTH,
+    b"transfer-encoding": _H_TE,
+    b"connection": _H_CONNECTION,
+    b"baggage": _H_BAGGAGE,
+    b"x-forwarded-for": _H_XFF,
+    b"forwarded": _H_FORWARDED,
+    b"upgrade": _H_UPGRADE,
+}
 _DROP_RESPONSE = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"trailer", b"upgrade", _DRAINING})
 _REASONS = {
     400: b"Bad Request",
@@ -103,6 +115,24 @@ def simple_response(status: int, body: bytes, close: bool, extra: tuple[tuple[by
     return b"".join(head)
 
 
+class Head:
+    """What `ClientConnection.on_header` collects of a request head in one pass over its headers."""
+
+    __slots__ = ("passed", "host", "length", "chunked", "connection", "baggage", "forwarded_for", "forwarded", "upgrade")
+
+    def __init__(self) -> None:
+        #: name, ": ", value, CRLF of every header passed on upstream as it came.
+        self.passed: list[bytes] = []
+        self.host = b""
+        self.length = b""
+        self.chunked = False
+        self.connection = b""
+        self.baggage = ""
+        self.forwarded_for = b""
+        self.forwarded = b""
+        self.upgrade = b""
+
+
 class ClientConnection(asyncio.Protocol):
     """One client connection: parses requests and runs their exchanges one after the other."""
 
@@ -112,12 +142,15 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer = ""
+        self.peer_bytes = b""
         self.closed = False
         self.phase = _READING
         self.deadline = 0.0
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_bytes = 0
+        # What `on_header` collected of the head being read (see `Head`).
+        self.head = Head()
         self.exchange: Exchange | None = None  # the exchange answering now
         self.queued: deque[Exchange] = deque()  # pipelined requests waiting their turn
         self.parsing: Exchange | None = None  # the exchange whose request is being read
@@ -134,6 +167,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if peer else ""
+        self.peer_bytes = self.peer.encode()
         gateway = self.gateway
         gateway.connections.add(self)
         self.deadline = gateway.loop.time() + self.limits.header_timeout_s
@@ -199,6 +233,7 @@ class ClientConnection(asyncio.Protocol):
         self.url = b""
         self.headers = []
         self.head_bytes = 0
+        self.head = Head()
         if self.phase == _IDLE:
             self.phase = _READING
             self.deadline = self.gateway.loop.time() + self.limits.header_timeout_s
@@ -213,10 +248,35 @@ class ClientConnection(asyncio.Protocol):
         if self.head_bytes > self.limits.max_header_bytes or len(self.headers) >= self.limits.max_headers:
             raise _Refused(431)
         self.headers.append((name, value))
+        kind = _REQUEST_KINDS.get(name.lower())
+        head = self.head
+        if kind is None:
+            head.passed += (name, b": ", value, b"\r\n")
+        elif kind == _H_HOST:
+            head.host = value
+            head.passed += (name, b": ", value, b"\r\n")
+        elif kind == _H_LENGTH:
+            head.length = value
+            head.passed += (name, b": ", value, b"\r\n")
+        elif kind == _H_TE:
+            if b"chunked" in value.lower():
+                head.chunked = True
+        elif kind == _H_CONNECTION:
+            head.connection += value.lower()
+        elif kind == _H_BAGGAGE:
+            text = value.decode("latin-1")
+            head.baggage = f"{head.baggage},{text}" if head.baggage else text
+        elif kind == _H_XFF:
+            head.forwarded_for = value + b", "
+        elif kind == _H_FORWARDED:
+            head.forwarded = value + b", "
+        elif kind == _H_UPGRADE:
+            head.upgrade = value
 
     def on_headers_complete(self) -> None:
         parser = self.parser
         exchange = Exchange(self, parser.get_method(), self.url, self.headers, parser.should_keep_alive(), parser.get_http_version())
+        exchange.parsed = self.head
         self.parsing = exchange
         self.begun = False
         if self.exchange is None:
@@ -385,6 +445,8 @@ class Exchange:
         "ended",
         "replaced",
         "tries",
+        "parsed",
+        "raw",
     )
 
     def __init__(
@@ -422,6 +484,9 @@ class Exchange:
         self.ended = False
         self.replaced = False
         self.tries = 0
+        self.parsed = _NO_HEAD
+        #: The upstream's response passes through byte for byte (its framing allows it; see `upstream.py`).
+        self.raw = False
 
     # -- the request ---------------------------------------------------------------------------
 
@@ -429,32 +494,23 @@ class Exchange:
         """Route, color, admit, and send the head (the request's own turn on its connection)."""
         gateway = self.gateway
         limits = gateway.limits
-        chunked = False
+        parsed = self.parsed
+        host = parsed.host
         length = -1
-        host = b""
-        connection_header = b""
-        for name, value in self.headers:
-            lname = name.lower()
-            if lname == b"host":
-                host = value
-            elif lname == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    self.fail_early(400, b"bad content-length\n")
-                    return
-            elif lname == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif lname == b"connection":
-                connection_header = value.lower()
-        if chunked:
+        if parsed.length:
+            try:
+                length = int(parsed.length)
+            except ValueError:
+                self.fail_early(400, b"bad content-length\n")
+                return
+        if parsed.chunked:
             self.body_framing = 2
         elif length > 0:
             self.body_framing = 1
             if length > limits.max_body_bytes:
                 self.fail_early(413, b"request body too large\n")
                 return
-        self.upgrade = b"upgrade" in connection_header and any(n.lower() == b"upgrade" for n, _ in self.headers)
+        self.upgrade = b"upgrade" in parsed.connection and bool(parsed.upgrade)
         url = self.url
         qmark = url.find(b"?")
         raw_path = url if qmark < 0 else url[:qmark]
@@ -472,7 +528,7 @@ class Exchange:
             self.fail_early(404, b"no route\n")
             return
         self.route = route
-        decision = edge.decide(route, view, self.peer_ip)
+        decision = edge.decide(route, view, self.peer_ip, parsed.baggage)
         self.lane = decision.lane
         try:
             self.admitted = gateway.admission.enter_route(route, decision.lane, view, self.peer_ip)
@@ -512,25 +568,16 @@ class Exchange:
 
     def build_head(self, target: bytes, hostname: str, host: bytes, baggage: str, call_headers: tuple[tuple[str, str], ...]) -> bytes:
         gateway = self.gateway
+        parsed = self.parsed
         parts = [self.method, b" ", target, b" HTTP/1.1\r\n"]
-        forwarded_for = b""
-        prior_forwarded = b""
-        for name, value in self.headers:
-            lname = name.lower()
-            if lname in _DROP_REQUEST:
-                if lname == b"x-forwarded-for":
-                    forwarded_for = value + b", "
-                elif lname == b"forwarded":
-                    prior_forwarded = value + b", "
-                continue
-            parts += (name, b": ", value, b"\r\n")
-        peer = self.client.peer.encode()
+        parts += parsed.passed
+        peer = self.client.peer_bytes
         scheme = gateway.scheme
-        parts += (b"x-forwarded-for: ", forwarded_for, peer, b"\r\nx-forwarded-proto: ", scheme, b"\r\n")
+        parts += (b"x-forwarded-for: ", parsed.forwarded_for, peer, b"\r\nx-forwarded-proto: ", scheme, b"\r\n")
         if host:
             parts += (b"x-forwarded-host: ", host, b"\r\n")
         node = b'"[' + peer + b']"' if b":" in peer else peer
-        parts += (b"forwarded: ", prior_forwarded, b"for=", node, b";proto=", scheme)
+        parts += (b"forwarded: ", parsed.forwarded, b"for=", node, b";proto=", scheme)
         if host:
             parts += (b';host="', host.replace(b'"', b""), b'"')
         parts.append(b"\r\n")
@@ -539,10 +586,7 @@ class Exchange:
         for name_s, value_s in call_headers:
             parts += (name_s.encode(), b": ", value_s.encode("latin-1", "replace"), b"\r\n")
         if self.upgrade:
-            for name, value in self.headers:
-                if name.lower() == b"upgrade":
-                    parts += (b"upgrade: ", value, b"\r\n")
-            parts.append(b"connection: upgrade\r\n")
+            parts += (b"upgrade: ", parsed.upgrade, b"\r\nconnection: upgrade\r\n")
         elif self.body_framing == 2:
             parts.append(b"transfer-encoding: chunked\r\n")
         parts.append(b"\r\n")
@@ -643,8 +687,28 @@ class Exchange:
 
     # -- the response --------------------------------------------------------------------------
 
+    def raw_allowed(self) -> bool:
+        """Whether the response may pass byte for byte (the client keeps HTTP/1.1 alive, nothing to add)."""
+        return (
+            self.client_keep_alive
+            and self.version == "1.1"
+            and self.method != b"HEAD"
+            and not self.upgrade
+            and not self.ended
+            and not self.gateway.draining
+            and not self.client.closed
+        )
+
     def upstream_head(self, connection: UpstreamConnection, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         if self.ended:
+            return
+        if self.raw:  # the bytes went to the client as they came (`UpstreamConnection.data_received`)
+            self.status = status
+            call = self.call
+            if call is not None:
+                call.answered(status, None)
+            self.responded = True
+            self.response_deadline = 0.0
             return
         draining: str | None = None
         parts = [b"HTTP/1.1 %d " % status, _reason(status), b"\r\n"]
@@ -690,7 +754,7 @@ class Exchange:
             self.complete(keep_upstream=False, upstream=None)
 
     def upstream_body(self, body: bytes) -> None:
-        if self.ended:
+        if self.ended or self.raw:
             return
         if self.response_chunked:
             self.client.write(b"%x\r\n%s\r\n" % (len(body), body))
@@ -926,3 +990,6 @@ _COMMON = {
     409: b"Conflict",
     500: b"Internal Server Error",
 }
+
+
+_NO_HEAD = Head()

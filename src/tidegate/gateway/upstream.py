@@ -38,6 +38,10 @@ class Side(Protocol):
 class Exchange(Protocol):
     """What a connection tells the exchange it serves (`proxy.Exchange`)."""
 
+    #: The response passes to the client byte for byte (set here when `raw_allowed()` and the head allow it).
+    raw: bool
+
+    def raw_allowed(self) -> bool: ...
     @property
     def client(self) -> Side: ...
     def upstream_head(self, connection: UpstreamConnection, status: int, headers: list[tuple[bytes, bytes]], /) -> None: ...
@@ -64,6 +68,7 @@ class UpstreamConnection(asyncio.Protocol):
         "status",
         "headers",
         "tunnel",
+        "heading",
     )
 
     def __init__(self, pool: Pool, address: Address) -> None:
@@ -82,6 +87,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         #: The client side of an upgraded connection (bytes pass through untouched).
         self.tunnel: Side | None = None
+        #: No byte of the current response has been looked at yet.
+        self.heading = False
 
     # -- asyncio ---------------------------------------------------------------------------
 
@@ -101,6 +108,12 @@ class UpstreamConnection(asyncio.Protocol):
         client = exchange.client
         client.cork()
         try:
+            if self.heading:
+                self.heading = False
+                if exchange.raw_allowed() and raw_framing(data):
+                    exchange.raw = True
+            if exchange.raw:
+                client.write(data)
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             offset = upgrade.args[0] if upgrade.args else len(data)
@@ -172,6 +185,7 @@ class UpstreamConnection(asyncio.Protocol):
     def send(self, exchange: Exchange, data: bytes) -> None:
         self.exchange = exchange
         self.received = False
+        self.heading = True
         transport = self.transport
         if transport is not None:
             transport.write(data)
@@ -208,6 +222,33 @@ class UpstreamConnection(asyncio.Protocol):
             self.closed = True
             transport.close()
         self.pool.forget(self)
+
+
+_RAW_REFUSED = (b"\nkeep-alive:", b"\nproxy-connection:", b"\ntrailer:", b"\nupgrade:", b"\nx-tidegate-draining:")
+
+
+def raw_framing(data: bytes) -> bool:
+    """Whether a response starting `data` may pass to the client byte for byte: an HTTP/1.1 head,
+    wholly in `data`, with a final status, framed by content-length or chunked (not both), and no
+    header the gateway must drop or act on (hop-by-hop ones other than `connection: keep-alive`,
+    `x-tidegate-draining`). Anything else takes the parsed path, which rebuilds the head."""
+    if not data.startswith(b"HTTP/1.1 ") or data[9:10] not in (b"2", b"3", b"4", b"5"):
+        return False
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return False
+    head = data[: end + 2].lower()
+    for token in _RAW_REFUSED:
+        if token in head:
+            return False
+    at = head.find(b"\nconnection:")
+    if at >= 0 and (not head.startswith(b"\nconnection: keep-alive\r\n", at) or head.find(b"\nconnection:", at + 1) >= 0):
+        return False
+    length = b"\ncontent-length:" in head
+    at = head.find(b"\ntransfer-encoding:")
+    if at < 0:
+        return length
+    return not length and head.startswith(b"\ntransfer-encoding: chunked\r\n", at) and head.find(b"\ntransfer-encoding:", at + 1) < 0
 
 
 class Pool:
