@@ -84,6 +84,8 @@ _REASONS = {
     504: b"Gateway Timeout",
 }
 _CHUNK_END = b"0\r\n\r\n"
+#: How long an idle keep-alive connection stays open once the gateway drains (a request on it is answered with `connection: close`).
+DRAIN_IDLE_S = 0.5
 #: How long a refused client's further input is read and dropped before the connection closes.
 LINGER_S = 1.0
 
@@ -171,8 +173,8 @@ class ClientConnection(asyncio.Protocol):
         gateway = self.gateway
         gateway.connections.add(self)
         self.deadline = gateway.loop.time() + self.limits.header_timeout_s
-        if gateway.draining:
-            self.close()
+        if gateway.draining:  # accepted as the listener closed: its request (if one comes) is answered, then it closes
+            self.drain()
 
     def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel
@@ -404,9 +406,12 @@ class ClientConnection(asyncio.Protocol):
             self.close()  # a connection that never sent a byte, or an idle keep-alive one
 
     def drain(self) -> None:
-        """The gateway drains: an idle connection closes now, a busy one after its response."""
-        if self.exchange is None and not self.queued:
-            self.close()
+        """The gateway drains: a busy connection closes after its response (`connection: close`), an idle
+        one after its next request's or within `DRAIN_IDLE_S`: closing a keep-alive connection at once
+        races a client that is sending on it right then (its request would be lost)."""
+        if self.exchange is None and not self.queued and not self.begun:
+            self.phase = _IDLE
+            self.deadline = min(self.deadline, self.gateway.loop.time() + DRAIN_IDLE_S)
 
 
 class Exchange:

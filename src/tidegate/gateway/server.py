@@ -129,7 +129,7 @@ async def _serve(loop: asyncio.AbstractEventLoop, config: Config, worker: int, r
     sources.announce(InstanceState.DRAINING)
     gateway.begin_drain()
     deadline = loop.time() + config.limits.drain_timeout_s
-    while gateway.busy() and loop.time() < deadline:
+    while gateway.connections and loop.time() < deadline:  # busy ones end with their response, idle ones politely
         await asyncio.sleep(0.05)
     for connection in list(gateway.connections):
         connection.close()
