@@ -43,7 +43,7 @@ REQUESTS = {"fastapi": 12_000, "flask": 6_000}
 CONCURRENCY = {"fastapi": 32, "flask": 8}
 ROUNDS = 5
 WARMUP_REQUESTS = 1_000
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456789"
 
 APP = """
 from fastapi import FastAPI
@@ -221,8 +221,12 @@ def in_process_costs() -> dict[str, float]:
         def wsgi_runner(app):  # type: ignore[no-untyped-def]
             def many(count: int) -> None:
                 for _ in range(count):
-                    for _chunk in app(_wsgi_environ(), start_response):
+                    body = app(_wsgi_environ(), start_response)
+                    for _chunk in body:
                         pass
+                    close = getattr(body, "close", None)
+                    if close is not None:  # as every WSGI server does once the body was sent (PEP 3333)
+                        close()
 
             return many
 

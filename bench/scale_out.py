@@ -49,7 +49,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456789"
 RATE = float(os.environ.get("SCALE_RATE", "50"))
 WARM_S = 10.0
 STEADY_S = float(os.environ.get("SCALE_STEADY_S", "20"))

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import aiohttp
 
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SIZES = (10, 100, 1000)
 

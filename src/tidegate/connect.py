@@ -9,10 +9,12 @@ becomes an instance only when a server under the agent starts listening.
 
 from __future__ import annotations
 
+import logging
 import os
 
 from tidegate.agent.config import DEFAULT_CONTROL, AgentConfig
 from tidegate.agent.runtime import AgentRuntime
+from tidegate.control.tokens import given_token
 from tidegate.errors import ControlPlaneError, TidegateError
 
 
@@ -27,7 +29,7 @@ def connect(
     """Boot the agent's client side in this process and wait for the first instance list.
 
     Arguments default to the same environment variables `tidegate run` reads
-    (TIDEGATE_CONTROL, TIDEGATE_TOKEN, TIDEGATE_SERVICE). Raises
+    (TIDEGATE_CONTROL, TIDEGATE_TOKEN_FILE or TIDEGATE_TOKEN, TIDEGATE_SERVICE). Raises
     ControlPlaneError when no instance list arrived within `sync_timeout`
     (neither from the control plane nor from an on-disk snapshot).
     """
@@ -37,7 +39,7 @@ def connect(
         service=service or os.environ.get("TIDEGATE_SERVICE") or "client",
         tag=tag,
         control=(control or os.environ.get("TIDEGATE_CONTROL") or DEFAULT_CONTROL).rstrip("/"),
-        token=token if token is not None else os.environ.get("TIDEGATE_TOKEN", ""),
+        token=token if token is not None else (given_token(None, None, os.environ, logging.getLogger("tidegate").warning) or ""),
     )
     runtime = boot.start(config)
     if runtime is None or runtime.lifecycle is None:

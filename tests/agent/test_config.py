@@ -18,7 +18,7 @@ def test_every_variable_is_read() -> None:
             "TIDEGATE_SERVICE": "orders",
             "TIDEGATE_TAG": "gray",
             "TIDEGATE_CONTROL": "http://cp:9000/",
-            "TIDEGATE_TOKEN": "s3cret",
+            "TIDEGATE_TOKEN": "s3cret-s3cret-s3cret",
             "TIDEGATE_ADMIN_PORT": "9901",
             "TIDEGATE_HOST": "10.0.0.7",
             "TIDEGATE_HEARTBEAT_INTERVAL": "0.5",
@@ -27,7 +27,7 @@ def test_every_variable_is_read() -> None:
     assert (config.tag, config.control, config.token, config.admin_port, config.advertise_host, config.heartbeat_interval) == (
         "gray",
         "http://cp:9000",
-        "s3cret",
+        "s3cret-s3cret-s3cret",
         9901,
         "10.0.0.7",
         0.5,

@@ -41,7 +41,7 @@ def test_status_says_clearly_when_the_control_plane_is_unreachable() -> None:
 
 
 def test_status_with_a_wrong_token_fails_naming_it(control: ControlProcess) -> None:
-    result = _tidegate(control.url, "status", token="wrong")
+    result = _tidegate(control.url, "status", token="wrong-but-long-enough")
     assert result.returncode == 1 and "token" in result.stderr
 
 
@@ -84,7 +84,7 @@ def test_status_finds_the_local_control_planes_token_in_the_default_data_dir(tmp
     plane = Proc([*TIDEGATE, "control", "--port", str(port)], tmp_path / "control.log", env={**env, "TIDEGATE_TOKEN": ""})
     try:
         wait_until(lambda: "listening on" in plane.output(), timeout=30, what="control plane start")
-        assert (tmp_path / "xdg" / "tidegate" / "token").exists()
+        assert (tmp_path / "xdg" / "tidegate" / "tokens" / "read").exists()
         result = subprocess.run(
             [*TIDEGATE, "status", "--control", f"http://127.0.0.1:{port}"],
             capture_output=True,

@@ -15,6 +15,7 @@ import uvicorn
 from tests.support.procs import wait_until
 from tidegate.control.app import create_app
 from tidegate.control.plane import ControlPlane
+from tidegate.control.tokens import RoleTokens
 
 T = TypeVar("T")
 TOKEN = "inprocess-test-token"
@@ -36,7 +37,12 @@ class ServedPlane:
         self._socket.bind(("127.0.0.1", 0))
         self.port = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(plane, TOKEN, **app_options), log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
+        config = uvicorn.Config(
+            create_app(plane, RoleTokens(TOKEN, TOKEN, TOKEN), **app_options),
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=1,
+        )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True)
         self._thread.start()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.support.procs import TIDEGATE, Proc, free_port, wait_until
 
-TOKEN = "test-token"
+TOKEN = "test-token-0123456789"
 
 
 class ControlProcess:
@@ -26,7 +26,7 @@ class ControlProcess:
             wait_until(lambda: "listening on" in self.proc.output() or not self.proc.alive(), timeout=30, what="control plane start")
             if not self.proc.alive():
                 raise RuntimeError(f"control plane exited:\n{self.proc.output()}")
-            match = re.search(r"listening on (http://\S+)", self.proc.output())
+            match = re.search(r"listening on (https?://\S+)", self.proc.output())
             assert match, self.proc.output()
             self.url = match.group(1)
         except BaseException:

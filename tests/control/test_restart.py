@@ -26,20 +26,26 @@ def _settings(name: str, window: int) -> dict:
     }
 
 
-def test_a_generated_token_is_stored_private_printed_once_and_survives_restarts(tmp_path) -> None:
+def test_generated_role_tokens_are_private_never_printed_and_survive_restarts(tmp_path) -> None:
     data = tmp_path / "data"
     first = ControlProcess(data, tmp_path / "first.log", token=None)
     try:
-        token = (data / "token").read_text().strip()
-        assert token and token in first.proc.output()
-        assert stat.S_IMODE(os.stat(data / "token").st_mode) == 0o600
+        tokens = {role: (data / "tokens" / role).read_text().strip() for role in ("admin", "agent", "read")}
+        assert len(set(tokens.values())) == 3
+        assert stat.S_IMODE(os.stat(data / "tokens").st_mode) == 0o700
+        for role, token in tokens.items():
+            assert token.startswith("tg_") and len(token) >= 40
+            assert token not in first.proc.output(), "a token printed ends up in service logs"
+            assert str(data / "tokens" / role) in first.proc.output(), "the file's path is printed"
+            assert stat.S_IMODE(os.stat(data / "tokens" / role).st_mode) == 0o600
     finally:
         first.stop()
     second = ControlProcess(data, tmp_path / "second.log", token=None)
     try:
-        assert token not in second.proc.output()
-        assert httpx.get(f"{second.url}/v1/services", headers={"Authorization": f"Bearer {token}"}).status_code == 200
-        assert httpx.get(f"{second.url}/v1/services", headers={"Authorization": "Bearer other"}).status_code == 401
+        assert "(generated now)" not in second.proc.output()
+        for token in tokens.values():
+            assert httpx.get(f"{second.url}/v1/services", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert httpx.get(f"{second.url}/v1/services", headers={"Authorization": "Bearer other-token-of-16-chars"}).status_code == 401
     finally:
         second.stop()
 

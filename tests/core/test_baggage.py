@@ -12,6 +12,7 @@ from tidegate.core.baggage import (
     join_headers,
     parse,
     read_lane,
+    sendable,
     set_lane,
     with_lane,
 )
@@ -106,21 +107,43 @@ def test_multiple_headers_join_with_commas() -> None:
     assert get_lane(joined) == "gray"
 
 
-def test_byte_limit_drops_our_addition_not_others() -> None:
-    filler = "k=" + "v" * (MAX_BYTES - len("k=") - 5)
-    edit = set_lane(filler, "gray")
-    assert edit.header == filler
-    assert "8192" in edit.problem
+def test_at_the_byte_limit_the_lane_wins_and_members_go_from_the_end() -> None:
+    first = "k=" + "v" * 4000
+    last = "z=" + "v" * (MAX_BYTES - len(first) - 10)
+    edit = set_lane(f"{first},{last}", "gray")
+    assert edit.header == f"{first},tidegate.lane=gray"
+    assert "8192" in edit.problem and "'z'" in edit.problem
     fits = "k=" + "v" * (MAX_BYTES - len("k=") - len(",tidegate.lane=gray"))
     assert set_lane(fits, "gray") == type(edit)(fits + ",tidegate.lane=gray", "")
 
 
-def test_member_limit_drops_our_addition_not_others() -> None:
+def test_at_the_member_limit_the_lane_wins_and_the_last_member_goes() -> None:
     full = ",".join(f"k{i}=v" for i in range(MAX_MEMBERS))
     edit = set_lane(full, "gray")
-    assert edit.header == full and edit.problem
     almost = ",".join(f"k{i}=v" for i in range(MAX_MEMBERS - 1))
+    assert edit.header == almost + ",tidegate.lane=gray"
+    assert f"'k{MAX_MEMBERS - 1}'" in edit.problem
     assert with_lane(almost, "gray") == almost + ",tidegate.lane=gray"
+
+
+def test_a_lane_already_in_a_full_header_keeps_its_place() -> None:
+    full = ",".join(["tidegate.lane=blue", *(f"k{i}=v" for i in range(MAX_MEMBERS))])
+    edit = set_lane(full, "gray")
+    assert edit.header == ",".join(["tidegate.lane=gray", *(f"k{i}=v" for i in range(MAX_MEMBERS - 1))])
+
+
+def test_empty_members_are_not_passed_on() -> None:
+    assert with_lane("a=1,,b=2", "gray") == "a=1,b=2,tidegate.lane=gray"
+    assert with_lane(" , a=1, ,", "gray") == "a=1,tidegate.lane=gray"
+    assert sendable("a=1,,b=2") == ("a=1,b=2", "")
+    assert join_headers(["a=1", " ", "b=2"]) == "a=1,b=2"
+
+
+def test_members_a_header_cannot_carry_are_dropped_with_a_reason() -> None:
+    header, problem = sendable("a=1,name=caf\xe9;p=1, b=2,c=\x00,d=\u4e2d")
+    assert header == "a=1, b=2" and "3 baggage member(s)" in problem
+    assert with_lane("caf\xe9=1,tidegate.lane=blue", "gray") == "tidegate.lane=gray"
+    assert sendable("a=1, b=2;p") == ("a=1, b=2;p", "")
 
 
 def test_replacing_ours_does_not_count_it_twice_against_the_member_limit() -> None:

@@ -1,4 +1,5 @@
-"""The Host header check against DNS rebinding, shared by the control plane and the admin endpoint."""
+"""The one Host header check against DNS rebinding (`tidegate.core.hosts.HostCheck`), shared
+by the control plane and the agent's admin endpoint."""
 
 from __future__ import annotations
 
@@ -38,9 +39,9 @@ from tidegate.core.hosts import HostCheck, hostname
         ("0.0.0.0", (), "localhost", True),
         ("0.0.0.0", (), "evil.example", False),
         ("::", ("pod-name",), "pod-name:7070", True),
-        # no Host (HTTP/1.0) passes; a malformed one does not
+        # no Host (HTTP/1.0) passes; a malformed or empty one does not (an empty Host names nothing served)
         ("127.0.0.1", (), None, True),
-        ("127.0.0.1", (), "", True),
+        ("127.0.0.1", (), "", False),
         ("127.0.0.1", (), "a:b:c", False),
         ("127.0.0.1", (), "127.0.0.1:port", False),
         ("127.0.0.1", (), "[::1", False),
@@ -59,3 +60,52 @@ def test_hostname_drops_port_brackets_case_and_the_final_dot() -> None:
 
 def test_served_names_what_is_answered_for_a_refusal_message() -> None:
     assert HostCheck("127.0.0.1", ["control.internal"]).served() == "127.0.0.1, localhost, control.internal"
+
+
+# An admin endpoint bound to every interface, called by its pod DNS name and another name.
+SERVED = HostCheck("0.0.0.0", ["orders-0.orders.shop.svc", "127.0.0.1", "0.0.0.0", "Plane.Example.", ""])
+
+
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [
+        ("localhost:7070", "localhost"),
+        ("LOCALHOST", "localhost"),
+        ("127.0.0.1:8080", "127.0.0.1"),
+        ("[::1]:9000", "::1"),
+        ("[::1]", "::1"),
+        ("::1", "::1"),
+        ("plane.example.:443", "plane.example"),
+        (" evil.test ", "evil.test"),
+    ],
+)
+def test_hostname(header: str, name: str) -> None:
+    assert hostname(header) == name
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "127.0.0.1:7070", "10.1.2.3", "[::1]:1", "[fe80::1]", "localhost:1", "orders-0.orders.shop.svc:8080", "plane.example"],
+)
+def test_served_names_ip_literals_localhost_and_no_header_pass(header: str | None) -> None:
+    assert SERVED.allows(header)
+
+
+@pytest.mark.parametrize("header", ["evil.test", "evil.test:7070", "127.0.0.1.evil.test", "localhost.evil.test", "", ":80", "a:b:c"])
+def test_other_names_are_refused(header: str) -> None:
+    assert not SERVED.allows(header)
+
+
+def test_ip_literals_are_not_kept_as_names() -> None:
+    assert HostCheck("127.0.0.1", ["10.0.0.1", "::1"]).names == HostCheck("127.0.0.1", []).names == ()
+
+
+def test_an_address_given_among_the_names_is_answered_and_named_in_the_refusal() -> None:
+    """A NAT'd or proxied address the server is told it serves; loopback spelled as a mapped IPv6 or localhost.localdomain."""
+    check = HostCheck("10.0.0.5", ["203.0.113.4", "tidegate-control"])
+    assert check.allows("203.0.113.4:7070") and not check.allows("203.0.113.5")
+    assert check.served() == "10.0.0.5, 203.0.113.4, tidegate-control"
+    message = check.refusal("evil.test", "this control plane", "start it with --allowed-host NAME")
+    assert "'evil.test'" in message and "10.0.0.5, 203.0.113.4, tidegate-control" in message and message.endswith("--allowed-host NAME")
+    loopback = HostCheck("127.0.0.1")
+    assert loopback.allows("[::ffff:127.0.0.1]:80") and loopback.allows("localhost.localdomain")

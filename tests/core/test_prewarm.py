@@ -39,9 +39,18 @@ def test_malformed_warmup_requests_name_the_variable_and_the_item(text: str, nam
     assert named in str(caught.value)
 
 
-def test_defaults_prewarm_everything_and_wait_for_nothing_more() -> None:
+def test_defaults_prewarm_pools_not_http_and_wait_for_nothing_more() -> None:
     assert plan_from_env({}) == (PrewarmPlan(), [])
-    assert PrewarmPlan().sqlalchemy and PrewarmPlan().redis and PrewarmPlan().http
+    assert PrewarmPlan().sqlalchemy and PrewarmPlan().redis and not PrewarmPlan().http
+    assert PrewarmPlan().http_request == WarmupRequest("HEAD", "/")
+
+
+def test_the_http_prewarm_request_is_one_method_and_path() -> None:
+    plan, problems = plan_from_env({"TIDEGATE_PREWARM_HTTP": "on", "TIDEGATE_PREWARM_HTTP_REQUEST": "get /health"})
+    assert (plan.http, plan.http_request, problems) == (True, WarmupRequest("GET", "/health"), [])
+    for bad in ("GET /a, GET /b", "GET /a x2", "/health"):
+        plan, problems = plan_from_env({"TIDEGATE_PREWARM_HTTP_REQUEST": bad})
+        assert plan.http_request == WarmupRequest("HEAD", "/") and [p.setting for p in problems] == ["TIDEGATE_PREWARM_HTTP_REQUEST"]
 
 
 def test_env_switches_and_values() -> None:
@@ -72,10 +81,10 @@ def test_each_bad_variable_is_reported_and_keeps_its_default() -> None:
             "TIDEGATE_REGISTER_DELAY": "-1",
             "TIDEGATE_WARMUP_REQUESTS": "GET",
             "TIDEGATE_PREWARM_SERVICES": "ok,not ok",
-            "TIDEGATE_PREWARM_HTTP": "off",
+            "TIDEGATE_PREWARM_HTTP": "on",
         }
     )
-    assert plan == PrewarmPlan(http=False)
+    assert plan == PrewarmPlan(http=True)
     assert sorted(p.setting for p in problems) == [
         "TIDEGATE_PREWARM_SERVICES",
         "TIDEGATE_PREWARM_SQLALCHEMY",

@@ -23,7 +23,7 @@ import threading
 
 from tidegate.agent import lanes, offline, online, stability
 from tidegate.agent.capability import Capabilities
-from tidegate.agent.config import AgentConfig, AgentConfigError
+from tidegate.agent.config import AgentConfig, AgentConfigError, remove_temporary_token_at_exit
 from tidegate.agent.instrumentation import install_all
 from tidegate.agent.instrumentation.base import outbound_pipeline
 from tidegate.agent.lifecycle import InstanceLifecycle
@@ -44,6 +44,7 @@ def start(config: AgentConfig | None = None) -> AgentRuntime | None:
         runtime = get_runtime()
         if runtime is not None:
             return runtime
+        remove_temporary_token_at_exit()  # the token file `tidegate run` made for this program, if any
         try:
             config = config or AgentConfig.from_env()
         except AgentConfigError as error:

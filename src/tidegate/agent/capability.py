@@ -43,11 +43,14 @@ AdminWrite = Callable[[Any, Mapping[str, list[str]]], tuple[int, dict[str, Any]]
 
 @dataclass(frozen=True, slots=True)
 class AdminRoute:
-    """A `POST` the admin endpoint answers (token-checked there)."""
+    """A `POST` the admin endpoint answers (authenticated there, unless `signed`)."""
 
     write: AdminWrite
     #: False for writes that may take long (a drain): they take the fork gate only where they need it.
     gated: bool = True
+    #: True for a write that authenticates its own requests (a drain notice, by its signature):
+    #: the admin endpoint then asks no bearer token for it.
+    signed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,11 @@ our `sitecustomize` at start-up, and execs the program: the server becomes this
 very process, so signals reach it directly. Before the exec it checks that the
 program's Python can import tidegate (`tidegate.agent.interpreter`), and stops
 with what to install where when it cannot (`--allow-ungoverned` starts it anyway).
+
+The token reaches the program only as a file path (`TIDEGATE_TOKEN_FILE`): a token
+given in clear (`--token`, `$TIDEGATE_TOKEN`) is written to a private temporary
+file first (removed when the program exits), so neither the program's environment
+nor that of any process it starts holds it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 
@@ -28,7 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--service", help="service name to register as (env TIDEGATE_SERVICE)")
     parser.add_argument("--tag", help="instance tag, i.e. its lane (env TIDEGATE_TAG)")
     parser.add_argument("--control", help="control plane URL (env TIDEGATE_CONTROL, default http://127.0.0.1:7070)")
-    parser.add_argument("--token", help="bearer token for the control plane and admin writes (env TIDEGATE_TOKEN)")
+    parser.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="the agent token (DATA/tokens/agent of the control plane; admin works too), read from FILE (env TIDEGATE_TOKEN_FILE)",
+    )
+    parser.add_argument("--token", help="the token itself (readable in `ps`: prefer --token-file; env TIDEGATE_TOKEN)")
+    parser.add_argument("--ca", metavar="PEM", help="CA certificate(s) to verify an https:// control plane with (env TIDEGATE_CA)")
     parser.add_argument("--admin-port", help="admin endpoint port, 0 = ephemeral (env TIDEGATE_ADMIN_PORT)")
     parser.add_argument(
         "--allow-ungoverned",
@@ -50,6 +62,34 @@ def agent_env(base: Mapping[str, str], overrides: Mapping[str, str | None]) -> d
     return env
 
 
+def pass_token_as_file(env: MutableMapping[str, str], flag_token: str | None, flag_file: str | None) -> None:
+    """Leave the token in `env` only as `TIDEGATE_TOKEN_FILE`: a given file as it is, a token given
+    in clear written to a private temporary file that the program removes at exit.
+    Raises TokenError for a token that cannot be used."""
+    from tidegate.agent.config import TEMPORARY_TOKEN_ENV
+    from tidegate.control.tokens import TOKEN_ENV, TOKEN_FILE_ENV, given_token, write_private
+
+    token = given_token(flag_token, flag_file, env, _warn)
+    if flag_file is not None:
+        env[TOKEN_FILE_ENV] = os.path.abspath(flag_file)
+    elif token is not None and (flag_token is not None or not env.get(TOKEN_FILE_ENV, "").strip()):
+        folder = Path(tempfile.mkdtemp(prefix="tidegate-token-"))  # 0700
+        write_private(folder / "token", token + "\n")
+        env[TOKEN_FILE_ENV] = str(folder / "token")
+        env[TEMPORARY_TOKEN_ENV] = f"{os.getpid()}:{folder / 'token'}"  # exec keeps the pid: the program is this process
+    env.pop(TOKEN_ENV, None)
+
+
+def _remove_temporary_token(env: Mapping[str, str]) -> None:
+    from tidegate.agent.config import TEMPORARY_TOKEN_ENV, remove_temporary_token
+
+    remove_temporary_token(env.get(TEMPORARY_TOKEN_ENV, ""))
+
+
+def _warn(message: str) -> None:
+    print(f"tidegate run: warning: {message}", file=sys.stderr)
+
+
 def _prepend_path(entry: str, path: str) -> str:
     rest = [p for p in path.split(os.pathsep) if p and p != entry]
     return os.pathsep.join([entry, *rest])
@@ -57,6 +97,7 @@ def _prepend_path(entry: str, path: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from tidegate.agent.config import AgentConfig, AgentConfigError
+    from tidegate.control.tokens import TokenError
 
     command: Sequence[str] = args.command
     if command and command[0] == "--":
@@ -70,16 +111,19 @@ def run(args: argparse.Namespace) -> int:
             "TIDEGATE_SERVICE": args.service,
             "TIDEGATE_TAG": args.tag,
             "TIDEGATE_CONTROL": args.control,
-            "TIDEGATE_TOKEN": args.token,
+            "TIDEGATE_CA": args.ca,
             "TIDEGATE_ADMIN_PORT": args.admin_port,
         },
     )
     try:
+        pass_token_as_file(env, args.token, args.token_file)
         AgentConfig.from_env(env)
-    except AgentConfigError as error:
+    except (AgentConfigError, TokenError) as error:
         print(f"tidegate run: {error}", file=sys.stderr)
+        _remove_temporary_token(env)
         return 2
     if not _governable(command, env, allow=args.allow_ungoverned):
+        _remove_temporary_token(env)
         return 2
     sys.stdout.flush()
     sys.stderr.flush()
@@ -87,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         os.execvpe(command[0], list(command), env)
     except OSError as error:
         print(f"tidegate run: cannot start {command[0]!r}: {error.strerror or error}", file=sys.stderr)
+        _remove_temporary_token(env)
         return 127
     return 0  # not reached: exec replaced this process
 

@@ -116,6 +116,10 @@ class Lifecycle(Protocol):
 
     def set_serving_state(self, state: InstanceState) -> list[Instance]: ...
 
+    def lease_secret(self, instance_id: str) -> str:
+        """What a state change of this process's instance `instance_id` sends in X-Tidegate-Lease."""
+        ...
+
     def after_fork_in_child(self) -> None: ...
 
 

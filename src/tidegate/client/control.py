@@ -4,11 +4,18 @@ Used by the agent, the gateway, the CLI and the demo. Thread-safe (one httpx
 client, which pools connections across threads). Every refusal, and an
 unreachable control plane, raises `ControlPlaneError` with `.status` (None
 when there was no answer).
+
+An agent registers each instance with its `lease_secret` and sends it back in
+`X-Tidegate-Lease` to heartbeat, change or deregister that instance (an admin
+token needs none). An `https://` control plane's certificate is verified with
+the CA file `ca` (default `$TIDEGATE_CA`), else with the system's CAs.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import ssl
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
@@ -19,49 +26,71 @@ from tidegate.core.instance import Instance, InstanceState
 from tidegate.core.rulebook import StoredRule
 from tidegate.errors import ControlPlaneError
 
+CA_ENV = "TIDEGATE_CA"
+LEASE_HEADER = "X-Tidegate-Lease"
+
+
+def tls_verify(ca: str | None) -> ssl.SSLContext | bool:
+    """What httpx verifies an https:// server with: the CA file `ca` (default `$TIDEGATE_CA`), else
+    the system's CAs. Raises ControlPlaneError naming the file when it cannot be loaded."""
+    path = ca if ca is not None else os.environ.get(CA_ENV, "").strip()
+    if not path:
+        return True
+    try:
+        return ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as error:
+        raise ControlPlaneError(
+            f"cannot load the CA certificate(s) {path!r} ({CA_ENV} / --ca): {getattr(error, 'strerror', None) or error}"
+        ) from None
+
 
 class ControlClient:
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 5.0) -> None:
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 5.0, ca: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, verify=tls_verify(ca))
 
     # -- registry ----------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/v1/health")
 
-    def register(self, instance: Instance) -> Instance:
-        """Register (or replace) `instance`; returns what the server stored.
+    def register(self, instance: Instance, lease_secret: str = "") -> Instance:
+        """Register (or replace) `instance`, leased to `lease_secret`; returns what the server stored.
 
         Registering again the instance the server returned keeps its original
         `registered_at` (so a re-registration after a control-plane restart does
         not restart consumers' warm-up ramp); an instance with `registered_at`
-        0 is stamped now."""
+        0 is stamped now. Under an agent token `lease_secret` is required, and
+        an id a live lease holds with another secret is refused (409)."""
         body = instance.to_dict()
         if not instance.registered_at:
             body.pop("registered_at")
         if not instance.id:  # the server names it service@host:port
             body.pop("id")
+        if not instance.notice_key:
+            body.pop("notice_key")
+        if lease_secret:
+            body["lease_secret"] = lease_secret
         return Instance.from_dict(self._call("POST", "/v1/instances", json=body))
 
-    def heartbeat(self, instance_id: str) -> bool:
+    def heartbeat(self, instance_id: str, lease: str = "") -> bool:
         """Renew the lease; False when the server does not know the instance (register it again)."""
         try:
-            self._call("PUT", f"/v1/instances/{_segment(instance_id)}/heartbeat")
+            self._call("PUT", f"/v1/instances/{_segment(instance_id)}/heartbeat", headers=_lease(lease))
         except ControlPlaneError as error:
             if error.status == 404:
                 return False
             raise
         return True
 
-    def set_state(self, instance_id: str, state: InstanceState) -> None:
-        self._call("PUT", f"/v1/instances/{_segment(instance_id)}/state", json={"state": str(state)})
+    def set_state(self, instance_id: str, state: InstanceState, lease: str = "") -> None:
+        self._call("PUT", f"/v1/instances/{_segment(instance_id)}/state", json={"state": str(state)}, headers=_lease(lease))
 
-    def deregister(self, instance_id: str) -> None:
+    def deregister(self, instance_id: str, lease: str = "") -> None:
         """Remove the instance; one already gone (lease expired) is not an error."""
         try:
-            self._call("DELETE", f"/v1/instances/{_segment(instance_id)}")
+            self._call("DELETE", f"/v1/instances/{_segment(instance_id)}", headers=_lease(lease))
         except ControlPlaneError as error:
             if error.status != 404:
                 raise
@@ -167,6 +196,10 @@ def _refusal(method: str, path: str, status: int, body: Any) -> str:
     else:
         detail = "no error detail"
     return f"control plane refused {method} {path} ({status}): {detail}"
+
+
+def _lease(lease: str) -> dict[str, str]:
+    return {LEASE_HEADER: lease} if lease else {}
 
 
 def _segment(value: str) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tidegate.client import connection, output
+from tidegate.control.tokens import Role
 
 if TYPE_CHECKING:  # imported in the handlers, to keep `tidegate --help` fast
     from tidegate.client.control import ControlClient
@@ -54,8 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     delete.add_argument("--cascade", action="store_true", help="also delete the rules that still use a deleted strategy")
     delete.set_defaults(func=_delete)
 
-    for action in (apply, listing, history, rollback, delete):
-        connection.add_arguments(action)
+    for action, needs in ((apply, Role.ADMIN), (listing, Role.READ), (history, Role.READ), (rollback, Role.ADMIN), (delete, Role.ADMIN)):
+        connection.add_arguments(action, needs)
     for action in (listing, history):
         output.add_output_argument(action)
 
@@ -155,11 +156,10 @@ def _delete(args: argparse.Namespace) -> int:
 
 
 def _with_client(args: argparse.Namespace, action: Callable[[ControlClient], None]) -> int:
-    from tidegate.client.control import ControlClient
     from tidegate.errors import ControlPlaneError
 
     try:
-        with ControlClient(connection.control_url(args.control), connection.token(args.token)) as client:
+        with connection.client(args) as client:
             action(client)
     except ControlPlaneError as error:
         return _fail(str(error))

@@ -8,11 +8,12 @@ import time
 from typing import Any
 
 from tidegate.client import connection, output
+from tidegate.control.tokens import Role
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("status", help="show services and instances", description="Show services and their instances.")
-    connection.add_arguments(parser)
+    connection.add_arguments(parser, Role.READ)
     output.add_output_argument(parser)
     parser.set_defaults(func=run)
 
@@ -20,13 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from tidegate.client.control import ControlClient
     from tidegate.errors import ControlPlaneError
 
     url = connection.control_url(args.control)
     unreadable: dict[str, str] = {}
     try:
-        with ControlClient(url, connection.token(args.token)) as client:
+        with connection.client(args) as client:
             services = client.services()
             instances = {}
             for service in services:

@@ -4,7 +4,8 @@ plane's watch stream, from a daemon thread.
 It resumes after a disconnect from the last revision it applied (the server
 replays what was missed, or sends a snapshot), reconnects with capped backoff
 (at most `RECONNECT_CAP` while the control plane refuses connections: a
-restart is back within a second), and keeps an on-disk snapshot so a process
+restart is back within a second; a TLS handshake that fails is no restart, and
+backs off as any other error), and keeps an on-disk snapshot so a process
 that starts while the control plane is down still routes with the last known
 instances and rules.
 
@@ -28,6 +29,7 @@ import json
 import logging
 import random
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +39,7 @@ from typing import Any
 
 import httpx
 
+from tidegate.client.control import tls_verify
 from tidegate.client.snapshot import load_snapshot, write_snapshot
 from tidegate.client.sse import Frame, frames
 from tidegate.core.directory import ServiceDirectory
@@ -69,6 +72,19 @@ def retry_delay(backoff: float, refused: bool, draw: float) -> float:
     return min(backoff, RECONNECT_CAP) * (0.5 + draw / 2)
 
 
+def tls_failure(error: BaseException) -> bool:
+    """Whether a failed connection got as far as a TLS handshake that failed (a certificate no
+    trusted CA signed, ...), rather than finding nobody listening."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 class Watcher:
     """A daemon thread reading the watch stream into `directory` and `rulebook`."""
 
@@ -84,6 +100,7 @@ class Watcher:
         on_epoch: Callable[[str], None] | None = None,
         gate: AbstractContextManager[Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        ca: str | None = None,
     ) -> None:
         """`on_epoch(epoch)` is called (on the watch thread) for every snapshot from a control
         plane epoch other than the last one this watcher saw, the first included. `gate` is
@@ -91,6 +108,7 @@ class Watcher:
         never copies the directory's lock held). `clock` times the grace windows."""
         self.base_url = base_url.rstrip("/")
         self._token = token
+        self._verify = tls_verify(ca)  # an https:// control plane: the CA file `ca`, default $TIDEGATE_CA
         self.directory = directory
         self.rulebook = rulebook
         self.snapshot_path = Path(snapshot_path) if snapshot_path else None
@@ -154,7 +172,7 @@ class Watcher:
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         timeout = httpx.Timeout(5.0, read=READ_TIMEOUT)
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, verify=self._verify)
         self._thread = threading.Thread(target=self._run, name="tidegate-watch", daemon=True)
         self._stopping = threading.Event()
         self._synced = threading.Event()
@@ -176,10 +194,18 @@ class Watcher:
             try:
                 if self._stream():
                     backoff = BACKOFF_START
-            except httpx.ConnectError as error:  # nobody listens (a restart): come back soon
-                refused = True
-                if not self._stopping.is_set():
+            except httpx.ConnectError as error:
+                refused = not tls_failure(error)  # nobody listens (a restart): come back soon
+                if self._stopping.is_set():
+                    pass
+                elif refused:
                     log.debug("watch stream to %s: cannot connect: %s; retrying", self.base_url, error)
+                else:  # it answers, with a certificate this watcher cannot verify: no restart, say why
+                    log.warning(
+                        "watch stream to %s: TLS refused: %s (TIDEGATE_CA names the CA to verify it with); retrying",
+                        self.base_url,
+                        error,
+                    )
             except (httpx.HTTPError, OSError) as error:
                 if not self._stopping.is_set():
                     log.info("watch stream to %s lost: %s; reconnecting", self.base_url, error)

@@ -19,15 +19,16 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tidegate.control.auth import TokenCheck
+from tidegate.control.auth import Credentials, Refusal, lease_of, strip_notice_keys, visible
 from tidegate.control.fanout import Subscriber
 from tidegate.control.limits import WATCHER_WRITE_STALL_SECONDS
 from tidegate.control.openapi import SPEC
 from tidegate.control.plane import ControlPlane, RequestError
-from tidegate.core.hosts import HostCheck
+from tidegate.control.tokens import Role, RoleTokens
+from tidegate.core.hosts import MISDIRECTED, HostCheck
 from tidegate.errors import RuleError
 from tidegate.rules import document_key, load_documents
 from tidegate.rules import limits as rule_limits
@@ -47,25 +48,31 @@ WRITE_CHUNK = 64 * 1024
 
 def create_app(
     plane: ControlPlane,
-    token: str,
+    tokens: RoleTokens,
     open_reads: bool = False,
     ping_interval: float = PING_INTERVAL,
     hosts: HostCheck | None = None,
     write_stall: float = WATCHER_WRITE_STALL_SECONDS,
 ) -> ASGIApp:
-    """The API over `plane`; `hosts` says which Host headers it answers (default: loopback's).
+    """The API over `plane`, for callers holding one of `tokens`; `hosts` says which Host
+    headers it answers (default: loopback's).
 
     A watch stream whose write has waited `write_stall` seconds for its client to
     read, or that was cut off (its backlog full) while waiting, is disconnected: the
-    client resumes from its last revision when it reads again."""
-    auth = TokenCheck(token, open_reads)
+    client resumes from its last revision when it reads again. A read-role watcher's
+    stream carries no `notice_key` (its snapshot redacted once per snapshot, shared)."""
+    auth = Credentials(tokens, open_reads)
     streams: set[_WatchStream] = set()
 
-    def guarded(handler: Handler, write: bool) -> Handler:
+    def guarded(handler: Handler, needs: Role) -> Handler:
+        """`handler` for callers holding `needs` (or a higher role), which it finds in `request.state.role`."""
+
         async def endpoint(request: Request) -> Response:
-            refusal = auth.refusal(request, write)
-            if refusal is not None:
-                return JSONResponse({"error": refusal}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            role = auth.role(request, needs)
+            if isinstance(role, Refusal):
+                headers = {"WWW-Authenticate": "Bearer"} if role.status == 401 else None
+                return JSONResponse({"error": role.message}, status_code=role.status, headers=headers)
+            request.state.role = role
             try:
                 return await handler(request)
             except RequestError as error:
@@ -81,10 +88,13 @@ def create_app(
         return endpoint
 
     def read(handler: Handler) -> Handler:
-        return guarded(handler, write=False)
+        return guarded(handler, Role.READ)
 
-    def write(handler: Handler) -> Handler:
-        return guarded(handler, write=True)
+    def agent(handler: Handler) -> Handler:
+        return guarded(handler, Role.AGENT)
+
+    def admin(handler: Handler) -> Handler:
+        return guarded(handler, Role.ADMIN)
 
     async def health(request: Request) -> Response:
         # instance_ttl: agents heartbeat every third of it
@@ -106,21 +116,23 @@ def create_app(
         return JSONResponse(plane.services())
 
     async def service_instances(request: Request) -> Response:
-        return JSONResponse([i.to_dict() for i in plane.instances(request.path_params["name"])])
+        role = request.state.role
+        return JSONResponse([visible(i.to_dict(), role) for i in plane.instances(request.path_params["name"])])
 
     async def register(request: Request) -> Response:
-        instance = plane.register(await _json_body(request))
+        instance = plane.register(await _json_body(request), request.state.role)
         return JSONResponse(instance.to_dict(), status_code=201)
 
     async def heartbeat(request: Request) -> Response:
-        plane.heartbeat(request.path_params["id"])
+        plane.heartbeat(request.path_params["id"], request.state.role, lease_of(request))
         return JSONResponse({"status": "ok", "revision": plane.revision})
 
     async def set_state(request: Request) -> Response:
-        return JSONResponse(plane.set_state(request.path_params["id"], await _json_body(request)).to_dict())
+        body = await _json_body(request)
+        return JSONResponse(plane.set_state(request.path_params["id"], body, request.state.role, lease_of(request)).to_dict())
 
     async def deregister(request: Request) -> Response:
-        plane.deregister(request.path_params["id"])
+        plane.deregister(request.path_params["id"], request.state.role, lease_of(request))
         return JSONResponse({"status": "deleted", "revision": plane.revision})
 
     async def list_rules(request: Request) -> Response:
@@ -168,6 +180,10 @@ def create_app(
         plane.open_watch()  # 429 when every place is taken; given back when the response ends
 
         stream = _WatchStream()
+        redact = request.state.role < Role.AGENT  # a read caller is shown no notice_key
+
+        def shown(chunk: bytes) -> bytes:
+            return strip_notice_keys(chunk) if redact else chunk
 
         async def frames() -> AsyncIterator[bytes | memoryview]:
             yield b"retry: 1000\n\n"
@@ -176,14 +192,18 @@ def create_app(
             subscriber = stream.subscriber = subscription.subscriber
             try:
                 if subscription.snapshot is not None:
+                    snapshot = subscription.snapshot
+                    if redact:  # built once per snapshot, off the loop, for every read watcher
+                        snapshot = await plane.snapshots.redacted(snapshot, strip_notice_keys)
                     # The shared bytes, a slice per write: the server waits for each to drain.
-                    frame = memoryview(subscription.snapshot.frame)
+                    frame = memoryview(snapshot.frame)
                     for start in range(0, len(frame), WRITE_CHUNK):
                         yield frame[start : start + WRITE_CHUNK]
                 for batch in _batches(change.frame for change in subscription.replay):
-                    yield batch
+                    yield shown(batch)
+                # Whole frames, each chunk (what `take` joins), so a read caller's can be redacted.
                 while (live := await subscriber.take(WRITE_CHUNK)) is not None:  # None: cut off or shutting down
-                    yield live
+                    yield shown(live)
             finally:
                 plane.fanout.unsubscribe(subscriber)
 
@@ -196,19 +216,19 @@ def create_app(
         Route("/v1/services", read(services), methods=["GET"]),
         # :path, so a name with a '/' (refused at registration now, remembered from before) is still listed
         Route("/v1/services/{name:path}/instances", read(service_instances), methods=["GET"]),
-        Route("/v1/instances", write(register), methods=["POST"]),
-        Route("/v1/instances/{id:path}/heartbeat", write(heartbeat), methods=["PUT"]),
-        Route("/v1/instances/{id:path}/state", write(set_state), methods=["PUT"]),
-        Route("/v1/instances/{id:path}", write(deregister), methods=["DELETE"]),
+        Route("/v1/instances", agent(register), methods=["POST"]),
+        Route("/v1/instances/{id:path}/heartbeat", agent(heartbeat), methods=["PUT"]),
+        Route("/v1/instances/{id:path}/state", agent(set_state), methods=["PUT"]),
+        Route("/v1/instances/{id:path}", agent(deregister), methods=["DELETE"]),
         Route("/v1/rules", read(list_rules), methods=["GET"]),
-        Route("/v1/rules", write(apply_rules), methods=["POST"]),
-        Route("/v1/rules", write(delete_rules), methods=["DELETE"]),
+        Route("/v1/rules", admin(apply_rules), methods=["POST"]),
+        Route("/v1/rules", admin(delete_rules), methods=["DELETE"]),
         Route(rule_path, read(get_rule), methods=["GET"]),
-        Route(rule_path, write(delete_rule), methods=["DELETE"]),
+        Route(rule_path, admin(delete_rule), methods=["DELETE"]),
         Route(rule_path + "/history", read(history), methods=["GET"]),
-        Route(rule_path + "/rollback", write(rollback), methods=["POST"]),
+        Route(rule_path + "/rollback", admin(rollback), methods=["POST"]),
         Route("/v1/events", read(list_events), methods=["GET"]),
-        Route("/v1/events", write(post_event), methods=["POST"]),
+        Route("/v1/events", agent(post_event), methods=["POST"]),
         Route("/v1/watch", read(watch), methods=["GET"]),
     ]
 
@@ -232,7 +252,9 @@ def create_app(
         exception_handlers={404: _not_found, 405: _not_allowed},
         max_body_size=MAX_BODY,
     )
-    return _HostGuard(_ConnectionHandle(app), hosts if hosts is not None else HostCheck("127.0.0.1"))
+    guard = _HostGuard(_ConnectionHandle(app), hosts if hosts is not None else HostCheck("127.0.0.1"))
+    guard.routes = app.routes
+    return guard
 
 
 class _WatchStream:
@@ -317,21 +339,21 @@ def _batches(frames: Iterable[bytes]) -> Iterator[bytes]:
 
 
 class _HostGuard:
-    """Answer 421 to a request whose Host header the plane does not serve (see `HostCheck`)."""
+    """Answer 421 to a request whose Host header the plane does not serve (see `HostCheck`).
+    The outermost layer of the app `create_app` returns: `routes` are the API's."""
 
     def __init__(self, app: ASGIApp, hosts: HostCheck) -> None:
         self.app = app
         self.hosts = hosts
+        self.routes: list[BaseRoute] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             host = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"host"), None)
             if not self.hosts.allows(host):
-                message = (
-                    f"Host {host!r} is not an address this control plane serves ({self.hosts.served()}); "
-                    "to reach it by that name (a proxy, a DNS name), start it with --allowed-host NAME"
-                )
-                await JSONResponse({"error": message}, status_code=421)(scope, receive, send)
+                remedy = "to reach it by that name (a proxy, a DNS name), start it with --allowed-host NAME"
+                message = self.hosts.refusal(host, "this control plane", remedy)
+                await JSONResponse({"error": message}, status_code=MISDIRECTED)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

@@ -7,10 +7,13 @@ from typing import Any
 _RULE = "/v1/rules/{namespace}/{kind}/{name}"
 
 
-def _op(summary: str, auth: bool = True, **extra: Any) -> dict[str, Any]:
+def _op(summary: str, auth: bool = True, role: str = "read", **extra: Any) -> dict[str, Any]:
+    """One operation; `role` is the lowest token role that may call it (admin ⊇ agent ⊇ read)."""
     operation: dict[str, Any] = {"summary": summary, **extra}
     if not auth:
         operation["security"] = []
+    else:
+        operation["x-tidegate-role"] = role
     return operation
 
 
@@ -21,7 +24,10 @@ SPEC: dict[str, Any] = {
         "version": "1",
         "description": (
             "Registry (ephemeral instances leased by heartbeat), versioned rule store and watch stream. "
-            "Every write needs 'Authorization: Bearer TOKEN'; reads too unless the server runs with --open-reads. "
+            "Every call but health and this document needs 'Authorization: Bearer TOKEN' of a role "
+            "(x-tidegate-role: read, agent or admin; admin ⊇ agent ⊇ read): 401 without a valid token, 403 for a role "
+            "below the one needed. Reads need the read token unless the server runs with --open-reads. Heartbeat, state "
+            "and deregister of an instance need its lease secret in X-Tidegate-Lease unless the caller holds admin. "
             "Every change increments one global revision. Errors are JSON {error, field?, document?}."
         ),
     },
@@ -37,17 +43,20 @@ SPEC: dict[str, Any] = {
         },
         "/v1/openapi.json": {"get": _op("This document", auth=False)},
         "/v1/services": {"get": _op("Known services: [{name, instances, tags}]")},
-        "/v1/services/{name}/instances": {"get": _op("Instances of one service")},
+        "/v1/services/{name}/instances": {"get": _op("Instances of one service (notice_key only for agent and admin callers)")},
         "/v1/instances": {
             "post": _op(
-                "Register (or replace) an instance. Body: service, host, port required; tag, state, weight, "
-                "admin_port, started_at, metadata, id (default service@host:port) optional; registered_at (an "
-                "instance registering again: kept unless in the future or over 300 s before started_at). Returns the stored instance."
+                "Register (or replace) an instance. Body: service, host, port required; lease_secret required below "
+                "admin; notice_key, tag, state, weight, admin_port, started_at, metadata, id (default service@host:port) "
+                "optional; registered_at (an instance registering again: kept unless in the future or over 300 s before "
+                "started_at). 409 when a live lease holds the id with another secret; 429/413 past a registry limit. "
+                "Returns the stored instance (never the lease secret).",
+                role="agent",
             )
         },
-        "/v1/instances/{id}/heartbeat": {"put": _op("Renew the lease; 404 when unknown (register again)")},
-        "/v1/instances/{id}/state": {"put": _op("Body {state}; 409 when the transition is not allowed")},
-        "/v1/instances/{id}": {"delete": _op("Deregister")},
+        "/v1/instances/{id}/heartbeat": {"put": _op("Renew the lease; 404 when unknown (register again); X-Tidegate-Lease", role="agent")},
+        "/v1/instances/{id}/state": {"put": _op("Body {state}; 409 when the transition is not allowed; X-Tidegate-Lease", role="agent")},
+        "/v1/instances/{id}": {"delete": _op("Deregister; X-Tidegate-Lease", role="agent")},
         "/v1/rules": {
             "get": _op("Rules in force; query: namespace, kind"),
             "post": _op(
@@ -55,24 +64,27 @@ SPEC: dict[str, Any] = {
                 "413: body over the size limit; 422: invalid document {error, field, document}; 409: a "
                 "FaultToleranceRule naming a strategy that is not in force {error, field, document, referrers}. "
                 "An identical document is not rewritten (returned with unchanged=true). Each result may carry "
-                "warnings (a target that can never match anything tidegate governs)."
+                "warnings (a target that can never match anything tidegate governs).",
+                role="admin",
             ),
             "delete": _op(
                 "Delete the rules the body's documents name (the file given to apply), referrers first, each a "
                 "new revision: {deleted, not_in_force, revision}. 409 when a rule left in force still names a "
-                "strategy deleted; ?cascade=true deletes those rules too."
+                "strategy deleted; ?cascade=true deletes those rules too.",
+                role="admin",
             ),
         },
         _RULE: {
             "get": _op("One rule in force"),
             "delete": _op(
                 "Delete a rule (a new revision): the rule with cascaded=[...]. 409 naming the rules that still use "
-                "it (a strategy); ?cascade=true deletes them too."
+                "it (a strategy); ?cascade=true deletes them too.",
+                role="admin",
             ),
         },
         _RULE + "/history": {"get": _op("Every revision of the rule, newest first, each with op put|delete")},
-        _RULE + "/rollback": {"post": _op("Body {revision}: write that revision's document again as a new revision")},
-        "/v1/events": {"get": _op("Recent agent-reported events, newest first"), "post": _op("Report an event {type, ...}")},
+        _RULE + "/rollback": {"post": _op("Body {revision}: write that revision's document again as a new revision", role="admin")},
+        "/v1/events": {"get": _op("Recent agent-reported events, newest first"), "post": _op("Report an event {type, ...}", role="agent")},
         "/v1/watch": {
             "get": _op(
                 "Server-Sent Events. Resume with Last-Event-ID or ?since=REV; otherwise or when too far behind, "

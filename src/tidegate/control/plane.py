@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import secrets
 import time
 from collections import deque
@@ -29,6 +30,7 @@ from tidegate.control.leases import Leases
 from tidegate.control.limits import DEFAULT_LIMITS, FLAGS, MAX_EVENT_BYTES, MAX_METADATA_BYTES, RECENT_EVENTS, Limits
 from tidegate.control.snapshots import EncodedSnapshot, Snapshots
 from tidegate.control.storage import RuleRevision, Storage
+from tidegate.control.tokens import Role
 from tidegate.core import names
 from tidegate.core.instance import Instance, InstanceState, can_transition
 from tidegate.core.rulebook import RuleKey, StoredRule
@@ -39,6 +41,10 @@ from tidegate.rules.stability import Problem
 
 #: How far before an instance's `started_at` a `registered_at` it claims may lie (clocks of two hosts differ).
 MAX_CLOCK_SKEW_S = 300.0
+#: A registration's `lease_secret` and `notice_key`: url-safe text of these lengths
+#: (`secrets.token_urlsafe(32)` makes 43 characters).
+SECRET_LENGTHS = (16, 256)
+_SECRET = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class RequestError(Exception):
@@ -109,13 +115,29 @@ class ControlPlane:
 
     # -- registry --------------------------------------------------------------
 
-    def register(self, body: Any) -> Instance:
+    def register(self, body: Any, role: Role = Role.ADMIN) -> Instance:
+        """Register (or re-register) the instance in `body`, leased to its `lease_secret`.
+
+        Below admin, `lease_secret` is required and an id that a live lease holds with
+        another secret is refused (409); the same secret registers again (a control-plane
+        restart, a lost lease). An admin may replace any registration. A new id past
+        `max_instances`, or a new service past `max_services`, is refused (429)."""
         instance = parse_instance(body, registered_at=self._wall_clock(), max_metadata_bytes=self.limits.max_metadata_bytes)
+        secret = _secret(body, "lease_secret", required=role < Role.ADMIN)
+        _secret(body, "notice_key", required=False)
+        now = self._clock()
+        held = self.leases.live_holder(instance.id, now)
+        if held is not None and role < Role.ADMIN and not self.leases.held_by(instance.id, secret):
+            raise RequestError(
+                409,
+                f"instance id {instance.id!r} is held by another lease: register under another id, or with that lease's secret",
+                field="id",
+            )
         if instance.id not in self._instances and len(self._instances) >= self.limits.max_instances:
             raise _full("max_instances", f"the registry holds {len(self._instances)} instances, its limit")
         if instance.service not in self._services and len(self._services) >= self.limits.max_services:
             raise _full("max_services", f"the control plane remembers {len(self._services)} service names, its limit")
-        self.leases.grant(instance.id, self._clock())
+        self.leases.grant(instance.id, now, secret or held or "")
         if instance.service not in self._services:
             self.storage.add_service(instance.service)
             self._services.add(instance.service)
@@ -123,12 +145,16 @@ class ControlPlane:
         self._record("instance", {"op": "put", "instance": instance.to_dict()})
         return instance
 
-    def heartbeat(self, instance_id: str) -> None:
-        if instance_id not in self._instances or not self.leases.renew(instance_id, self._clock()):
+    def heartbeat(self, instance_id: str, role: Role = Role.ADMIN, lease: str = "") -> None:
+        """Renew the lease; below admin, `lease` must be its secret."""
+        if instance_id not in self._instances or instance_id not in self.leases:
             raise RequestError(404, f"instance {instance_id!r} is not registered (its lease may have expired): register it again")
+        self._check_lease(instance_id, role, lease)
+        self.leases.renew(instance_id, self._clock())
 
-    def set_state(self, instance_id: str, body: Any) -> Instance:
+    def set_state(self, instance_id: str, body: Any, role: Role = Role.ADMIN, lease: str = "") -> Instance:
         current = self._instance(instance_id)
+        self._check_lease(instance_id, role, lease)
         if not isinstance(body, Mapping) or "state" not in body:
             raise RequestError(422, "body must be an object with a 'state'", field="state")
         try:
@@ -145,8 +171,10 @@ class ControlPlane:
         self._record("instance", {"op": "put", "instance": updated.to_dict()})
         return updated
 
-    def deregister(self, instance_id: str) -> None:
-        self._remove(self._instance(instance_id))
+    def deregister(self, instance_id: str, role: Role = Role.ADMIN, lease: str = "") -> None:
+        instance = self._instance(instance_id)
+        self._check_lease(instance_id, role, lease)
+        self._remove(instance)
 
     def reap(self) -> list[str]:
         """Remove every instance whose lease expired; returns their ids."""
@@ -391,6 +419,19 @@ class ControlPlane:
 
     # -- internals -------------------------------------------------------------------
 
+    def _check_lease(self, instance_id: str, role: Role, lease: str) -> None:
+        """Below admin, only the lease's holder may renew, change or end it."""
+        if role >= Role.ADMIN:
+            return
+        if not lease:
+            raise RequestError(
+                403, f"instance {instance_id!r} is changed only with its lease: send header X-Tidegate-Lease: <lease_secret>"
+            )
+        if not self.leases.held_by(instance_id, lease):
+            raise RequestError(
+                403, f"X-Tidegate-Lease does not hold instance {instance_id!r}: only the agent that registered it may change it"
+            )
+
     def _instance(self, instance_id: str) -> Instance:
         instance = self._instances.get(instance_id)
         if instance is None:
@@ -509,6 +550,22 @@ def _check_metadata(metadata: Any, max_bytes: int) -> None:
 def _full(limit: str, what: str) -> RequestError:
     """429 for a count at its bound, naming the limit and the flag that moves it."""
     return RequestError(429, f"refused: {what} ({limit}; `tidegate control {FLAGS[limit]} N` raises it)", limit=limit)
+
+
+def _secret(body: Any, name: str, required: bool) -> str:
+    """A registration's `lease_secret` or `notice_key` ("" when absent and not required)."""
+    value = body.get(name) if isinstance(body, Mapping) else None
+    if value is None or value == "":
+        if required:
+            raise RequestError(
+                422, f"is required: the agent's secret for this instance ({SECRET_LENGTHS[0]}+ url-safe characters)", field=name
+            )
+        return ""
+    if not isinstance(value, str) or not SECRET_LENGTHS[0] <= len(value) <= SECRET_LENGTHS[1] or not _SECRET.fullmatch(value):
+        raise RequestError(
+            422, f"must be a string of {SECRET_LENGTHS[0]} to {SECRET_LENGTHS[1]} url-safe characters (A-Z a-z 0-9 - _)", field=name
+        )
+    return value
 
 
 def _check_int(body: Mapping[str, Any], name: str, low: int, high: int, required: bool = False) -> None:

@@ -1,4 +1,5 @@
-"""Serve the control plane with uvicorn, announce where, and end watch streams on shutdown."""
+"""Serve the control plane with uvicorn (over TLS when given a certificate), announce where,
+and end watch streams on shutdown."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from tidegate.control.app import create_app
 from tidegate.control.limits import DEFAULT_LIMITS, Limits
 from tidegate.control.plane import ControlPlane
 from tidegate.control.storage import Storage
+from tidegate.control.tokens import RoleTokens
 from tidegate.core.hosts import WILDCARDS, HostCheck
 
 
@@ -23,6 +25,7 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self._plane = plane
         self._host = host
+        self._scheme = "https" if config.ssl_certfile else "http"
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -32,7 +35,7 @@ class _Server(uvicorn.Server):
             # to a thousand watchers for tens of milliseconds.
             gc.freeze()
             port = self.servers[0].sockets[0].getsockname()[1]
-            print(f"tidegate control listening on http://{self._host}:{port}", flush=True)
+            print(f"tidegate control listening on {self._scheme}://{self._host}:{port}", flush=True)
 
     def handle_exit(self, sig: int, frame: object) -> None:
         super().handle_exit(sig, frame)  # type: ignore[arg-type]
@@ -44,20 +47,25 @@ class _Server(uvicorn.Server):
 
 def serve(
     storage: Storage,
-    token: str,
+    tokens: RoleTokens,
     host: str,
     port: int,
     open_reads: bool,
     instance_ttl: float,
     limits: Limits = DEFAULT_LIMITS,
     allowed_hosts: tuple[str, ...] = (),
+    cert: str | None = None,
+    key: str | None = None,
 ) -> None:
+    """Serve until told to stop; with `cert` and `key` (PEM files), over TLS."""
     plane = ControlPlane(storage, instance_ttl=instance_ttl, limits=limits)
-    app = create_app(plane, token, open_reads=open_reads, hosts=host_check(host, allowed_hosts))
+    app = create_app(plane, tokens, open_reads=open_reads, hosts=host_check(host, allowed_hosts))
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        ssl_certfile=cert,
+        ssl_keyfile=key,
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=3,

@@ -8,7 +8,9 @@ only: instances are immutable), encoded once in a worker thread, a slice of
 instances at a time so the loop keeps running, and the same bytes are streamed
 to every watcher; a later watcher takes the newest snapshot and the changes
 after it from the log, so a snapshot is rebuilt only when the log no longer
-covers it or `reuse_changes` changes have piled up on top of it.
+covers it or `reuse_changes` changes have piled up on top of it. Watchers
+that may not see every field (a read-role caller: no `notice_key`) share one
+redacted copy of a snapshot, made in the same thread when the first asks.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class Snapshots:
         self._building: asyncio.Future[EncodedSnapshot] | None = None
         self._building_revision = -1
         self._executor: ThreadPoolExecutor | None = None
+        self._redacted: tuple[EncodedSnapshot, asyncio.Future[EncodedSnapshot]] | None = None
         self.builds = 0
 
     async def get(self) -> EncodedSnapshot:
@@ -85,6 +88,17 @@ class Snapshots:
         # Shielded: a watcher that goes away must not cancel the build the others wait on.
         return await asyncio.shield(self._building)
 
+    async def redacted(self, snapshot: EncodedSnapshot, redact: Callable[[bytes], bytes]) -> EncodedSnapshot:
+        """`snapshot` with its frame passed through `redact`, made off the loop once per snapshot
+        (the newest one asked for) and shared by every watcher that asks (call on the loop)."""
+        cached = self._redacted
+        if cached is None or cached[0] is not snapshot or (cached[1].done() and not _succeeded(cached[1])):
+            future = asyncio.get_running_loop().run_in_executor(
+                self._pool(), lambda: EncodedSnapshot(snapshot.revision, redact(snapshot.frame))
+            )
+            self._redacted = cached = (snapshot, future)
+        return await asyncio.shield(cached[1])
+
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -93,12 +107,15 @@ class Snapshots:
     def _usable(self, revision: int) -> bool:
         return self._log.floor <= revision <= self._log.head and self._log.head - revision <= self._reuse_changes
 
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidegate-snapshot")
+        return self._executor
+
     def _start_build(self) -> None:
         snapshot = self._capture()
         revision = int(snapshot["revision"])
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidegate-snapshot")
-        future = asyncio.get_running_loop().run_in_executor(self._executor, self._encode, snapshot)
+        future = asyncio.get_running_loop().run_in_executor(self._pool(), self._encode, snapshot)
         self.builds += 1
         self._building, self._building_revision = future, revision
 
@@ -112,3 +129,7 @@ class Snapshots:
                 self._ready = built
 
         future.add_done_callback(done)
+
+
+def _succeeded(future: asyncio.Future[EncodedSnapshot]) -> bool:
+    return not future.cancelled() and future.exception() is None

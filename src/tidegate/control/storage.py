@@ -1,5 +1,5 @@
 """Durable state of the control plane: rules with their history, service names,
-the global revision counter and the access token.
+and the global revision counter (the tokens are files beside it: `tidegate.control.tokens`).
 
 `Storage` is the interface a backend implements (SQLite here; an etcd backend
 can follow). Instances are not stored: they are ephemeral, leased by heartbeat.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import sqlite3
 import stat
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from tidegate.control.tokens import new_token as new_token  # where the demo and benches find it
 from tidegate.core.rulebook import RuleKey, StoredRule
 
 log = logging.getLogger("tidegate.control")
@@ -71,10 +71,6 @@ class Storage(Protocol):
         """Remove the rule in force; the returned rule carries the deletion's revision."""
         ...
 
-    def load_token(self) -> str | None: ...
-
-    def save_token(self, token: str) -> None: ...
-
     def close(self) -> None: ...
 
 
@@ -96,8 +92,7 @@ CREATE TABLE IF NOT EXISTS rule_history (
 
 
 class SqliteStorage:
-    """`Storage` in one SQLite file (WAL) under the data directory; the token sits
-    beside it in `token`, readable by its owner only."""
+    """`Storage` in one SQLite file (WAL) under the data directory."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
@@ -170,19 +165,6 @@ class SqliteStorage:
             )
         return StoredRule(*key, revision=revision, document=current.document)
 
-    def load_token(self) -> str | None:
-        path = self.data_dir / "token"
-        if not path.exists():
-            return None
-        return path.read_text().strip() or None
-
-    def save_token(self, token: str) -> None:
-        path = self.data_dir / "token"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(token + "\n")
-        os.chmod(path, 0o600)
-
     def close(self) -> None:
         self._db.close()
 
@@ -233,12 +215,6 @@ def _restrict(path: Path, mode: int, what: str) -> None:
         log.warning("tidegate control: %s %s is open to other users (mode %04o) and could not be closed: %s", what, path, current, error)
         return
     log.warning("tidegate control: %s %s was open to other users (mode %04o); now %04o", what, path, current, wanted)
-
-
-def new_token() -> str:
-    """A fresh bearer token. The `tg_` prefix keeps it from starting with '-' (which a
-    command line would read as an option: `--token -abc`) and lets secret scanners spot it."""
-    return "tg_" + secrets.token_urlsafe(32)
 
 
 def default_data_dir() -> Path:

@@ -9,7 +9,11 @@ Every other member passes through byte-for-byte, properties and separators
 included: edits splice our member into the original text instead of
 re-serialising the list. Nothing here raises on any input: a malformed member
 is passed on untouched and ignored for reading; an invalid lane is ignored and
-the reason is returned for the caller to log.
+the reason is returned for the caller to log. Two exceptions, made by
+`sendable` on what arrives and on what we write: a member holding a character
+no header can carry (outside printable ASCII and tab: raw UTF-8, controls) is
+dropped, since no client library can send it (httpx raises, gRPC refuses the
+call) and W3C forbids it; and empty list members (`a=1,,b=2`) are not passed on.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ _LANE = re.compile(r"[A-Za-z0-9._-]{1,63}")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
 _OWS = " \t"
+#: What `sendable` must look at: a character no header carries, or an empty list member.
+_UNSENDABLE = re.compile(r"[^\t\x20-\x7e]|(?:^|,)[ \t]*(?:,|$)")
+_BAD_CHARACTER = re.compile(r"[^\t\x20-\x7e]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +74,32 @@ def is_valid_lane(lane: str) -> bool:
 def join_headers(values: Iterable[str]) -> str:
     """Several `baggage` header lines are one list, joined by commas (RFC 7230 §3.2.2)."""
     return ",".join(v for v in values if v.strip(_OWS))
+
+
+class Cleaned(NamedTuple):
+    """A header every client library can send, and what was dropped from it ("" when nothing)."""
+
+    header: str
+    problem: str = ""
+
+
+def sendable(header: str) -> Cleaned:
+    """`header` without its empty list members and without the members holding a
+    character outside printable ASCII and tab (raw UTF-8 or Latin-1 bytes, CR, LF, NUL);
+    every other member is kept byte-for-byte. The usual header is returned as it is."""
+    if _UNSENDABLE.search(header) is None:
+        return Cleaned(header)
+    kept: list[str] = []
+    dropped = 0
+    for segment in header.split(","):
+        if not segment.strip(_OWS):
+            continue
+        if _BAD_CHARACTER.search(segment):
+            dropped += 1
+            continue
+        kept.append(segment)
+    problem = f"{dropped} baggage member(s) held characters a header cannot carry (non-ASCII or control); dropped" if dropped else ""
+    return Cleaned(",".join(kept).strip(_OWS), problem)
 
 
 def parse_member(text: str) -> Member:
@@ -127,26 +160,49 @@ def get_lane(header: str, key: str = LANE_KEY) -> str:
 
 
 def set_lane(header: str, lane: str, key: str = LANE_KEY) -> LaneEdit:
-    """`header` with our member set to `lane` (removed when `lane` is "").
+    """`header` (made `sendable`) with our member set to `lane` (removed when `lane` is "").
 
     The first member with `key` is replaced in place; further ones are removed;
     with none, ours is appended. When the result would exceed 8192 bytes or
-    180 members, our member is left out (others are never cut) and the reason
-    returned. An invalid `lane` also leaves our member out, with the reason."""
-    problem = ""
+    180 members, the lane wins: other members are dropped from the end until
+    ours fits, and the reason names them. An invalid `lane` leaves our member
+    out, with the reason."""
+    header, problem = sendable(header)
     member = ""
     if lane:
         if is_valid_lane(lane):
             member = f"{key}={lane}"
         else:
-            problem = f"lane {lane[:80]!r} is not 1-63 of A-Z a-z 0-9 . _ -; not propagated"
+            problem = _join(problem, f"lane {lane[:80]!r} is not 1-63 of A-Z a-z 0-9 . _ -; not propagated")
     if member and _first_member(header, key) == member and header.count(key) == 1:
-        return LaneEdit(header)  # already carries exactly this lane (the usual hop): nothing to do
+        return LaneEdit(header, problem)  # already carries exactly this lane (the usual hop): nothing to do
     edited, others = _splice(header, key, member)
     if member and (others + 1 > MAX_MEMBERS or _size(edited) > MAX_BYTES):
-        edited, _ = _splice(header, key, "")
-        problem = f"baggage would exceed {MAX_BYTES} bytes or {MAX_MEMBERS} members; lane not propagated"
+        edited, cut = _make_room(edited, key)
+        problem = _join(problem, f"baggage would exceed {MAX_BYTES} bytes or {MAX_MEMBERS} members with the lane; dropped {cut}")
     return LaneEdit(edited, problem)
+
+
+def _make_room(header: str, key: str) -> tuple[str, str]:
+    """`header` within the limits, other members dropped from the end (ours kept); and which were dropped."""
+    segments = [segment for segment in header.split(",") if segment.strip(_OWS)]
+    size = _size(",".join(segments))
+    dropped: list[str] = []
+    at = len(segments) - 1
+    while at >= 0 and (len(segments) > MAX_MEMBERS or size > MAX_BYTES):
+        text = segments[at].strip(_OWS)
+        if not _is_ours(text, key):
+            size -= _size(segments[at]) + 1
+            dropped.append(parse_member(text).key[:40] or text[:40])
+            del segments[at]
+        at -= 1
+    names = ", ".join(repr(name) for name in reversed(dropped[-5:]))
+    more = f" and {len(dropped) - 5} more" if len(dropped) > 5 else ""
+    return ",".join(segments).lstrip(_OWS), f"{len(dropped)} member(s) from the end ({names}{more})"
+
+
+def _join(first: str, second: str) -> str:
+    return f"{first}; {second}" if first else second
 
 
 def with_lane(header: str, lane: str, key: str = LANE_KEY) -> str:

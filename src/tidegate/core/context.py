@@ -18,7 +18,7 @@ import re
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
-from tidegate.core.baggage import LANE_KEY, read_lane, with_lane
+from tidegate.core.baggage import LANE_KEY, LaneEdit, read_lane, sendable, set_lane, with_lane
 from tidegate.core.coloring import RequestView
 
 CONSUMER_HEADER = "x-tidegate-consumer"
@@ -68,8 +68,13 @@ def lane_key() -> str:
 
 
 def baggage_with_lane(header: str, lane: str) -> str:
-    """`header` with our lane member set to `lane`, every other member untouched."""
+    """`header` with our lane member set to `lane`, every other sendable member untouched."""
     return with_lane(header, lane, _lane_key)
+
+
+def lane_edit(header: str, lane: str) -> LaneEdit:
+    """`baggage_with_lane` with the reason when members were dropped or the lane left out."""
+    return set_lane(header, lane, _lane_key)
 
 
 EMPTY = RequestContext()
@@ -107,12 +112,15 @@ def parse_consumer(value: str) -> tuple[str, str, str]:
 
 
 def from_headers(baggage: str, consumer: str, lane_key: str | None = None) -> RequestContext:
-    """The context of an inbound request from its `baggage` and consumer headers; never raises."""
+    """The context of an inbound request from its `baggage` and consumer headers; never raises.
+
+    The baggage kept is `sendable`: members no header can carry and empty ones are dropped."""
     if not baggage and not consumer:
         return EMPTY
+    baggage, cleaning = sendable(baggage) if baggage else ("", "")
     lane, problem = read_lane(baggage, lane_key or _lane_key) if baggage else ("", "")
     origin, admin, consumer_problem = parse_consumer(consumer) if consumer else ("", "", "")
-    return RequestContext(lane, baggage, origin, admin, problem or consumer_problem)
+    return RequestContext(lane, baggage, origin, admin, "; ".join(p for p in (cleaning, problem, consumer_problem) if p))
 
 
 def outbound_baggage(context: RequestContext, lane_key: str | None = None) -> str:

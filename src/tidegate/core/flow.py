@@ -23,6 +23,7 @@ Checks return the seconds to wait (0.0 to go at once) or BLOCKED.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 from tidegate.core.stat import StatNode, Window
@@ -205,31 +206,36 @@ class RejectChecker:
 
 
 class ThrottlingChecker:
-    """Pace calls `stat_duration_s / threshold` apart; a caller may queue up to `max_queue_s` (Sentinel's RateLimiter)."""
+    """Pace calls `stat_duration_s / threshold` apart; a caller may queue up to `max_queue_s` (Sentinel's RateLimiter).
 
-    __slots__ = ("duration_s", "max_queue_s", "last_passed", "_refused_wait")
+    The slot a call takes (read `last_passed`, move it on) is taken under a lock, as
+    Sentinel takes it with a compare-and-swap: two threads never take the same slot."""
+
+    __slots__ = ("duration_s", "max_queue_s", "last_passed", "_refused_wait", "_lock")
 
     def __init__(self, duration_s: float, max_queue_s: float) -> None:
         self.duration_s = duration_s
         self.max_queue_s = max_queue_s
         self.last_passed = -math.inf
         self._refused_wait = 0.0
+        self._lock = threading.Lock()
 
     def check(self, node: StatNode, now_ms: int, now: float, threshold: float) -> float:
         if threshold < 1.0:
             self._refused_wait = self.duration_s
             return BLOCKED
         interval = self.duration_s / threshold
-        expected = self.last_passed + interval
-        if expected <= now:
-            self.last_passed = now
-            return 0.0
-        wait = expected - now
-        if wait > self.max_queue_s:
-            self._refused_wait = wait
-            return BLOCKED
-        self.last_passed = expected
-        return wait
+        with self._lock:
+            expected = self.last_passed + interval
+            if expected <= now:
+                self.last_passed = now
+                return 0.0
+            wait = expected - now
+            if wait > self.max_queue_s:
+                self._refused_wait = wait
+                return BLOCKED
+            self.last_passed = expected
+            return wait
 
     def retry_after_s(self, node: StatNode, now_ms: int, now: float) -> float | None:
         return max(0.0, self._refused_wait - self.max_queue_s)

@@ -137,14 +137,21 @@ class Entry:
             window.min_rt_ms = rt_ms
         if error:
             window.error += 1
-        stat.concurrency -= 1
+        _leave(stat)
         if self._extra is not None:
             now_ms = int(now * 1000.0)
             for node in self._extra:
                 node.second.add_complete(now_ms, rt_ms, error)
-                node.concurrency -= 1
+                _leave(node)
         for breaker in slot.breakers:
             breaker.on_complete(rt_ms, error, now)
+
+
+def _leave(node: StatNode) -> None:
+    try:
+        node.active.pop()
+    except IndexError:  # the count was reset (`concurrency = 0`) while calls were in progress
+        pass
 
 
 class Governor:
@@ -245,7 +252,7 @@ class Governor:
             raise BreakerOpenError(resource, breaker.rule.label, f"circuit breaker {breaker.state}", breaker.retry_after_s(now_ms))
 
         window.passed += 1
-        stat.concurrency += 1
+        stat.active.append(None)
         if slot.rule_windows:
             for rule_window in slot.rule_windows:
                 rule_window.add_pass(now_ms)
@@ -254,7 +261,7 @@ class Governor:
             extra = tuple(node for node in (origin_node, context_node, inbound_node) if node is not None)
             for node in extra:
                 node.second.add_pass(now_ms)
-                node.concurrency += 1
+                node.active.append(None)
         return Entry(slot, now + wait, wait, extra)
 
     def _flow_node(

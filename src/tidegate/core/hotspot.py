@@ -17,6 +17,7 @@ header) and passes it in `args`.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -66,7 +67,7 @@ class HotspotRule:
 class HotspotLimiter:
     """Token counts of the hottest values of one parameter, for one rule."""
 
-    __slots__ = ("rule", "param", "threshold", "max_count", "duration_ms", "exceptions", "capacity", "values")
+    __slots__ = ("rule", "param", "threshold", "max_count", "duration_ms", "exceptions", "capacity", "values", "_lock")
 
     def __init__(self, rule: HotspotRule) -> None:
         self.rule = rule
@@ -77,11 +78,18 @@ class HotspotLimiter:
         self.capacity = rule.cache_size
         # value -> [time tokens were last added (ms), tokens left]
         self.values: OrderedDict[str, list[int]] = OrderedDict()
+        # One value's tokens are read and taken under it; so is the eviction of the coldest value
+        # (another thread could otherwise evict the value being moved to the end: a KeyError).
+        self._lock = threading.Lock()
 
     def try_pass(self, value: str, now_ms: int) -> bool:
         tokens = self.exceptions.get(value, self.threshold)
         if tokens == 0:
             return False
+        with self._lock:
+            return self._take(value, tokens, now_ms)
+
+    def _take(self, value: str, tokens: int, now_ms: int) -> bool:
         max_count = tokens + self.rule.burst
         state = self.values.get(value)
         if state is None:

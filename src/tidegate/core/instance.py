@@ -43,7 +43,9 @@ class Instance:
     """One listening address of one service, as registered.
 
     `started_at` and `registered_at` are seconds since the epoch; consumers use
-    `registered_at` to ramp a warming instance's weight.
+    `registered_at` to ramp a warming instance's weight. `notice_key` is the key
+    the instance signs its drain notices with (made by its agent, shown only to
+    agent- and admin-role readers of the registry; "" when unknown).
     """
 
     id: str
@@ -57,6 +59,7 @@ class Instance:
     started_at: float = 0.0
     registered_at: float = 0.0
     metadata: Mapping[str, str] = field(default_factory=dict)
+    notice_key: str = field(default="", repr=False)
 
     @property
     def address(self) -> str:
@@ -86,6 +89,7 @@ class Instance:
                 started_at=float(data.get("started_at", 0.0)),
                 registered_at=float(data.get("registered_at", 0.0)),
                 metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
+                notice_key=str(data.get("notice_key") or ""),
             )
         except KeyError as missing:
             raise ValueError(f"instance: field {missing.args[0]!r} is required") from None

@@ -43,14 +43,25 @@ class WarmupRequest:
     count: int = 1
 
 
+#: What the HTTP prewarm step sends on each connection it opens (answered, so no server waits on it).
+DEFAULT_HTTP_REQUEST = WarmupRequest("HEAD", "/")
+
+
 @dataclass(frozen=True, slots=True)
 class PrewarmPlan:
-    """Which prewarm steps run, and how long registration waits after them."""
+    """Which prewarm steps run, and how long registration waits after them.
+
+    HTTP prewarm is off by default: a connection opened ahead and left idle pins
+    a sync worker of the callee (gunicorn's sync workers wait for the request of
+    each connection they accept), and which client sessions will carry the
+    app's calls is not known before they are made. When switched on, each
+    connection carries one real request (`http_request`) whose answer is read."""
 
     sqlalchemy: bool = True
     redis: bool = True
-    http: bool = True
+    http: bool = False
     services: tuple[str, ...] = ()  # declared services to open connections to, besides those called before
+    http_request: WarmupRequest = DEFAULT_HTTP_REQUEST
     warmup_requests: tuple[WarmupRequest, ...] = ()
     register_delay_s: float = 0.0
 
@@ -72,6 +83,14 @@ def parse_warmup_requests(text: str, setting: str = "TIDEGATE_WARMUP_REQUESTS") 
             raise PrewarmSpecError(setting, f"{item!r}: count must be 1..{MAX_WARMUP_REQUESTS}")
         requests.append(WarmupRequest(method, match["path"], count))
     return tuple(requests)
+
+
+def parse_http_request(text: str, setting: str = "TIDEGATE_PREWARM_HTTP_REQUEST") -> WarmupRequest:
+    """`"HEAD /"` or `"GET /health"`: the one request the HTTP prewarm step sends on each connection."""
+    requests = parse_warmup_requests(text, setting)
+    if len(requests) != 1 or requests[0].count != 1:
+        raise PrewarmSpecError(setting, f"{text!r} is not one 'METHOD /path' (e.g. 'GET /health')")
+    return requests[0]
 
 
 def parse_switch(text: str, setting: str) -> bool:
@@ -126,6 +145,7 @@ def plan_from_env(env: Mapping[str, str]) -> tuple[PrewarmPlan, list[PrewarmSpec
         redis=switch("TIDEGATE_PREWARM_REDIS", defaults.redis),
         http=switch("TIDEGATE_PREWARM_HTTP", defaults.http),
         services=setting("TIDEGATE_PREWARM_SERVICES", parse_services, defaults.services),
+        http_request=setting("TIDEGATE_PREWARM_HTTP_REQUEST", parse_http_request, defaults.http_request),
         warmup_requests=setting("TIDEGATE_WARMUP_REQUESTS", parse_warmup_requests, defaults.warmup_requests),
         register_delay_s=setting("TIDEGATE_REGISTER_DELAY", parse_seconds, defaults.register_delay_s),
     )

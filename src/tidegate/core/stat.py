@@ -19,6 +19,7 @@ lost (never made negative), which costs a request or two of accuracy, not safety
 from __future__ import annotations
 
 import threading
+from collections import deque
 from typing import NamedTuple
 
 #: Sentinel's `statisticMaxRt`: the minimum RT reported by a window that saw no completion.
@@ -221,14 +222,29 @@ class Window:
 
 
 class StatNode:
-    """Statistics of one resource (or one resource as seen from one origin or context)."""
+    """Statistics of one resource (or one resource as seen from one origin or context).
 
-    __slots__ = ("second", "minute", "concurrency")
+    Calls in progress are entries of `active` (each entry appends one, each exit pops
+    one): a deque's append and pop are atomic, with the GIL or without it (free-threaded
+    builds), where `concurrency += 1` is a read, an add and a write that two threads can
+    interleave, and a lost decrement would lower a concurrency limit for good. The
+    window counters are per-bucket statistics and take no lock."""
+
+    __slots__ = ("second", "minute", "active")
 
     def __init__(self) -> None:
         self.minute = MinuteWindow(60)
         self.second = Window(2, 1000, self.minute)
-        self.concurrency = 0
+        self.active: deque[None] = deque()
+
+    @property
+    def concurrency(self) -> int:
+        """Calls in progress."""
+        return len(self.active)
+
+    @concurrency.setter
+    def concurrency(self, value: int) -> None:
+        self.active = deque([None] * value)
 
     def previous_second_pass(self, now_ms: int) -> int:
         """Requests passed in the whole second before the one holding `now_ms` (Sentinel's previousPassQps)."""

@@ -8,6 +8,7 @@ import os
 import sys
 
 from tidegate.client import connection
+from tidegate.control.tokens import Role
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -58,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--drain-timeout", type=float, default=20.0, help="seconds a draining gateway waits for in-flight requests (default 20)"
     )
     parser.add_argument("--log-level", default=os.environ.get("TIDEGATE_LOG_LEVEL", "INFO"), help="log level (default INFO)")
-    connection.add_arguments(parser)
+    connection.add_arguments(parser, Role.AGENT)  # --control, --token-file, --token, --ca: as the agent and the CLI
     parser.set_defaults(func=run)
 
 
@@ -112,8 +113,10 @@ def run(args: argparse.Namespace) -> int:
         workers=max(1, args.workers),
         service=args.service,
         control=control,
-        # The one place the gateway reads its token (the credentials branch's token file lands here).
-        token=connection.token(args.token) if control else None,
+        # The token as the CLI reads it (--token-file, --token, $TIDEGATE_TOKEN_FILE, $TIDEGATE_TOKEN,
+        # else the local control plane's DATA/tokens/agent); the CA as every client verifies with.
+        token=connection.token(args) if control else None,
+        ca=args.ca,
         routes_file=args.routes,
         upstreams=upstreams,
         snapshot=args.snapshot,

@@ -45,6 +45,8 @@ class Config:
     service: str = "gateway"
     control: str = ""
     token: str | None = None
+    #: CA certificate(s) an https:// control plane is verified with (None: $TIDEGATE_CA, else the system's).
+    ca: str | None = None
     routes_file: str = ""
     upstreams: dict[str, list[tuple[str, int, str]]] = field(default_factory=dict)
     snapshot: str = ""

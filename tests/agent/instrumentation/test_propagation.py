@@ -66,3 +66,18 @@ def test_no_context_adds_no_baggage(library: str, runtime: AgentRuntime) -> None
 def test_the_callers_own_baggage_is_kept_and_gets_the_lane(library: str, runtime: AgentRuntime, in_gray_lane: None) -> None:
     (reply,) = call(library, ["http://orders/x"], headers={"baggage": "trace=abc"})
     assert reply.body["baggage"] == "trace=abc,tidegate.lane=gray"
+
+
+def test_at_the_baggage_limits_the_lane_still_reaches_the_next_hop(
+    library: str, runtime: AgentRuntime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """180 members already (the W3C limit): the last one makes room for the lane, logged once."""
+    members = [f"k{i}=v" for i in range(180)]
+    token = context.enter(context.from_headers(",".join(members), "").with_lane("gray"))
+    try:
+        replies = call(library, ["http://orders/x", "http://orders/y"])
+    finally:
+        context.leave(token)
+    assert [reply.body["baggage"] for reply in replies] == [",".join([*members[:-1], "tidegate.lane=gray"])] * 2
+    warnings = [r.getMessage() for r in caplog.records if "outbound baggage" in r.getMessage() and r.levelname == "WARNING"]
+    assert len(warnings) <= 1 and all("'k179'" in w for w in warnings)

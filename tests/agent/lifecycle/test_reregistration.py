@@ -33,6 +33,7 @@ class FakeRegistry:
         self.now = 1_700_000_000.0
         self.known: dict[str, Instance] = {}
         self.registrations: list[Instance] = []  # what the agent sent, in order
+        self.leases: list[str] = []  # the lease secret each registration was sent with
         self.lock = threading.Lock()
 
     def restart(self, epoch: str) -> None:
@@ -47,19 +48,20 @@ class FakeRegistry:
             raise ControlPlaneError("control plane at http://fake unreachable")
         return {"status": "ok", "instance_ttl": 15.0, "epoch": self.epoch}
 
-    def register(self, instance: Instance) -> Instance:
+    def register(self, instance: Instance, lease_secret: str = "") -> Instance:
         with self.lock:
             self.registrations.append(instance)
+            self.leases.append(lease_secret)
             claimed = instance.registered_at
             stored = Instance.from_dict({**instance.to_dict(), "registered_at": claimed if 0 < claimed <= self.now else self.now})
             self.known[stored.id] = stored
             return stored
 
-    def heartbeat(self, instance_id: str) -> bool:
+    def heartbeat(self, instance_id: str, lease: str = "") -> bool:
         with self.lock:
             return instance_id in self.known
 
-    def deregister(self, instance_id: str) -> None:
+    def deregister(self, instance_id: str, lease: str = "") -> None:
         with self.lock:
             self.known.pop(instance_id, None)
 
@@ -97,6 +99,7 @@ def test_a_new_epoch_registers_every_instance_again_at_once_keeping_its_registra
         assert again.id == first.id and again.state == InstanceState.SERVING
         assert again.registered_at == stamped  # consumers go on with its warm-up where it was
         assert registry.known[first.id].registered_at == stamped
+        assert registry.leases[1] == registry.leases[0] != ""  # the same lease: the id stays this instance's
         lifecycle._on_epoch("e2")  # seen again (a reconnect to the same plane): no third registration
         assert len(registry.registrations) == 2
     finally:

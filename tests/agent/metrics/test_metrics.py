@@ -105,3 +105,26 @@ def test_the_writer_rewrites_when_only_in_flight_changed(tmp_path: Path) -> None
     metrics.observe_inbound("/a", "GET", 200, 0.01, finished=True)
     writer.flush()
     assert json.loads((tmp_path / f"{os.getpid()}.json").read_text())["in_flight"] == 0
+
+
+def test_the_drain_boards_files_in_the_shared_directory_are_not_counted(tmp_path: Path) -> None:
+    """During a drain a live worker writes `drain-<pid>.json` (with its in-flight) beside `<pid>.json`."""
+    import subprocess
+    import sys
+
+    from tidegate.agent.metrics import total_in_flight
+    from tidegate.agent.metrics.files import read_all
+    from tidegate.agent.offline.board import BOARD, write_json
+
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        snapshot = {**AgentMetrics().snapshot(), "pid": worker.pid, "in_flight": 2}
+        write_json(tmp_path / f"{worker.pid}.json", snapshot)
+        write_json(tmp_path / f"drain-{worker.pid}.json", {"pid": worker.pid, "drain": 1.0, "in_flight": 2, "consumers": []})
+        write_json(tmp_path / BOARD, {"draining": 1.0, "notices": []})
+        snapshots = read_all(tmp_path, skip_pid=os.getpid())
+    finally:
+        worker.kill()
+        worker.wait()
+    assert [snap["pid"] for snap in snapshots] == [worker.pid]
+    assert total_in_flight(snapshots) == 2

@@ -190,7 +190,7 @@ def test_gunicorn_workers_send_warmup_requests_before_registration(control_plane
 def test_http_connections_open_to_services_called_in_the_previous_life(control_plane: ControlPlane, start: Any, tmp_path: Path) -> None:
     _start_app(start, control_plane, tmp_path, "catalog", {})
     wait_until(lambda: len(control_plane.instances("catalog")) == 1, what="catalog registered")
-    env = {"PYTHONPATH": str(ONLINE_APPS), "TIDEGATE_STATE_DIR": str(tmp_path / "state")}
+    env = {"PYTHONPATH": str(ONLINE_APPS), "TIDEGATE_STATE_DIR": str(tmp_path / "state"), "TIDEGATE_PREWARM_HTTP": "on"}
     port = free_port()
     first = start("front-1", "front", uvicorn("front_app:app", "--port", str(port)), control_plane.url, env=env)
     wait_until(lambda: _ready_status(first.admin_url()) == 200, what="front ready")
@@ -200,7 +200,7 @@ def test_http_connections_open_to_services_called_in_the_previous_life(control_p
     first.proc.stop()
     second = start("front-2", "front", uvicorn("front_app:app", "--port", str(free_port())), control_plane.url, env=env)
     wait_until(lambda: _ready_status(second.admin_url()) == 200, what="front ready again")
-    assert "http: services catalog: 1 connection(s)" in second.proc.output()
+    assert "http: services catalog: 1 connection(s) warmed with HEAD /" in second.proc.output()
 
 
 def _backends(application_name: str) -> int:

@@ -250,12 +250,13 @@ def drive(
     request: Any = None,
     client: object = None,
     dropped: list[Sequence[Address]] | None = None,
+    method: str = "GET",
 ) -> Any:
     """A sync adapter: the pipeline's docstring pattern, with the fake transport as the library."""
     stale = pipeline.stale_addresses(client)
     if stale and dropped is not None:
         dropped.append(stale)
-    call = pipeline.begin(host, port, lane=lane, inbound=inbound, errors=errors, request=request)
+    call = pipeline.begin(host, port, lane=lane, inbound=inbound, errors=errors, request=request, method=method)
     if call is None:
         return Passed(200, instance=f"{host}:{port}")
     if call.refused is not None:

@@ -145,6 +145,27 @@ def test_a_connection_a_draining_instance_closed_idle_is_retried_elsewhere() -> 
     ]
 
 
+@pytest.mark.parametrize("method", ["POST", "PATCH", "post", "CONNECT"])
+def test_a_connection_a_draining_instance_closed_unanswered_is_not_retried_for_a_method_that_is_not_idempotent(method: str) -> None:
+    world = World(script={O1: [ClosedIdle], O2: [ok()]})
+    world.drains.draining.add(O1)
+    with pytest.raises(ClosedIdle):
+        world.call(method=method)
+    assert [e[1] for e in world.of("send")] == [O1]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "delete"])
+def test_a_connection_a_draining_instance_closed_unanswered_is_retried_for_an_idempotent_method(method: str) -> None:
+    world = World(script={O1: [ClosedIdle], O2: [ok()]})
+    world.drains.draining.add(O1)
+    assert world.call(method=method).instance == O2
+
+
+def test_a_post_that_was_never_sent_is_retried_elsewhere() -> None:
+    world = World(script={O1: [NothingSent], O2: [ok()]})
+    assert world.call(method="POST").instance == O2
+
+
 def test_closed_idle_retries_stop_after_connect_attempts_instances() -> None:
     instances = [instance("orders", n) for n in (1, 2, 3, 4)]
     world = World({"orders": instances}, script={i.address: [ClosedIdle] for i in instances})

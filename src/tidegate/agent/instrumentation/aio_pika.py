@@ -27,7 +27,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from tidegate.agent.instrumentation.base import Instrumentor
+from tidegate.agent.instrumentation.base import Instrumentor, lane_baggage
 from tidegate.core import context
 from tidegate.core.baggage import is_valid_lane
 
@@ -78,7 +78,7 @@ class AioPikaInstrumentor(Instrumentor):
                 headers = dict(message.headers or {})
                 headers[LANE_HEADER] = current.lane
                 baggage = headers.get("baggage")
-                headers["baggage"] = context.baggage_with_lane(baggage if isinstance(baggage, str) else current.baggage, current.lane)
+                headers["baggage"] = lane_baggage(baggage if isinstance(baggage, str) else current.baggage, current.lane)
                 message.headers = headers
             return wrapped(*args, **kwargs)
 

@@ -94,7 +94,9 @@ class AiohttpInstrumentor(HttpClientInstrumentor):
                 url = session._build_url(str_or_url)
             except (ValueError, TypeError):  # a malformed URL: leave it to aiohttp to report
                 return await wrapped(method, str_or_url, *rest, **kwargs)
-            call = pipeline.begin(url.host or "", url.explicit_port, lane=current.lane, inbound=current.request, errors=ERRORS)
+            call = pipeline.begin(
+                url.host or "", url.explicit_port, lane=current.lane, inbound=current.request, errors=ERRORS, method=str(method)
+            )
             if call is None:
                 return await wrapped(method, str_or_url, *rest, **kwargs)
             if call.refused is not None:

@@ -19,10 +19,12 @@ from time import perf_counter
 from typing import Any
 
 from tidegate.agent import lanes
+from tidegate.agent.instrumentation.base import inbound_problem
 from tidegate.agent.instrumentation.inbound import fallback_route
 from tidegate.agent.offline import drain
 from tidegate.agent.runtime import Metrics
 from tidegate.core import context
+from tidegate.core.baggage import join_headers
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -55,7 +57,9 @@ def request_context(headers: list[tuple[bytes, bytes]]) -> context.RequestContex
             consumer = value.decode("latin-1")
     if not baggage and not consumer:
         return _EMPTY
-    found = context.from_headers(",".join(baggage), consumer)
+    found = context.from_headers(join_headers(baggage), consumer)
+    if found.problem:
+        inbound_problem(found)
     if found.origin_admin:
         drain.note_consumer(found)  # whom a drain tells directly
     return found

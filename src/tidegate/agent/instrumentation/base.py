@@ -217,7 +217,33 @@ class HttpClientInstrumentor(Instrumentor):
 def baggage(current: context.RequestContext, existing: str | None) -> str | None:
     """The `baggage` value a call made in `current` carries, or None to leave the call's own as it is."""
     if current.lane:
-        return context.baggage_with_lane(existing if existing is not None else current.baggage, current.lane)
+        return lane_baggage(existing if existing is not None else current.baggage, current.lane)
     if current.baggage and existing is None:
         return current.baggage
     return None
+
+
+def lane_baggage(header: str, lane: str) -> str:
+    """`header` with the lane set, sendable by every library; what had to be dropped is logged once."""
+    edited, problem = context.lane_edit(header, lane)
+    if problem:
+        warn_once("baggage", f"tidegate: outbound baggage: {problem}")
+    return edited
+
+
+def inbound_problem(found: context.RequestContext) -> None:
+    """Log, once per process, why an inbound request's tidegate headers were partly ignored."""
+    if found.problem:
+        warn_once("inbound", f"tidegate: inbound headers: {found.problem} (further ones are not logged)")
+
+
+_warned: set[str] = set()
+
+
+def warn_once(topic: str, message: str) -> None:
+    """Log `message` the first time `topic` has something to say in this process; later ones at debug."""
+    if topic in _warned:
+        log.debug(message)
+        return
+    _warned.add(topic)
+    log.warning(message)

@@ -31,10 +31,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from tidegate.agent.instrumentation.base import Instrumentor
+from tidegate.agent.instrumentation.base import Instrumentor, inbound_problem, lane_baggage
 from tidegate.agent.runtime import get_runtime
 from tidegate.agent.stability import Stability
 from tidegate.core import context
+from tidegate.core.baggage import join_headers
 from tidegate.core.governor import Entry
 from tidegate.errors import BlockedError
 
@@ -53,7 +54,7 @@ def outgoing_metadata(metadata: Any) -> Any:
     pairs = list(metadata or ())
     existing = [value for key, value in pairs if key == BAGGAGE]
     if current.lane:
-        value = context.baggage_with_lane(",".join(existing) if existing else current.baggage, current.lane)
+        value = lane_baggage(join_headers(existing) if existing else current.baggage, current.lane)
     elif existing:
         return metadata  # the call set its own baggage and we have no lane to add
     else:
@@ -72,7 +73,9 @@ def incoming_context(metadata: Any) -> context.RequestContext:
             consumer = value
     if not baggage and not consumer:
         return context.EMPTY
-    return context.from_headers(",".join(baggage), consumer)
+    found = context.from_headers(join_headers(baggage), consumer)
+    inbound_problem(found)
+    return found
 
 
 class _Within:

@@ -61,7 +61,9 @@ class HttpxInstrumentor(HttpClientInstrumentor):
             if stale:
                 drop(client, stale)
             url = request.url
-            return pipeline.begin(url.host, url.port, lane=current.lane, inbound=current.request, errors=ERRORS, request=request)
+            return pipeline.begin(
+                url.host, url.port, lane=current.lane, inbound=current.request, errors=ERRORS, request=request, method=request.method
+            )
 
         def aim(call: OutboundCall, request: httpx.Request, url: httpx.URL, route: Route) -> None:
             instance = route.instance

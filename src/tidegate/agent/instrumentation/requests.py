@@ -5,17 +5,27 @@ call and once per redirect hop (a hop to an instance's address is not a
 service name and goes out untouched). The caller's `PreparedRequest` gets its
 URL back after the call; `response.url` is the instance's address. With
 `stream=True` the instance is released when the response headers arrive.
-Lossless online's HTTP prewarm step gives every `Session` the app created one
-open connection (no request) per instance of each service `http_targets` names.
+Lossless online's HTTP prewarm step (off by default, `TIDEGATE_PREWARM_HTTP=on`)
+sends, through every `Session` the app's own code created (not one a library
+made: its frame is outside the interpreter's library directories), one request
+(`TIDEGATE_PREWARM_HTTP_REQUEST`, default `HEAD /`) to each instance of each
+service `http_targets` names, and reads its answer: the connection is left in
+the pool only after a whole exchange, never open with nothing sent (a sync
+worker of the callee that accepted it would wait for its request).
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import sysconfig
 import weakref
 from collections.abc import Iterable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+import wrapt
 
 from tidegate.agent.instrumentation.base import HttpClientInstrumentor, baggage
 from tidegate.agent.offline import pools
@@ -30,7 +40,7 @@ if TYPE_CHECKING:
     import requests
 
     from tidegate.agent.runtime import AgentRuntime, Route
-    from tidegate.core.prewarm import PrewarmPlan
+    from tidegate.core.prewarm import PrewarmPlan, WarmupRequest
 
 ERRORS = LibraryErrors("requests.ConnectionError", "requests.ConnectionError", set_request_no_response)
 SESSIONS: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -55,20 +65,54 @@ def classify(error: Exception) -> ErrorKind:
     )
 
 
-def open_connections(sessions: Iterable[Any], urls: Iterable[str]) -> int:
-    """One open connection per (session, url) in the session's urllib3 pool."""
-    opened = 0
+#: Where the interpreter's own and installed libraries live: a Session created there is a library's.
+_LIBRARY_DIRS = tuple(
+    sorted(
+        {
+            os.path.realpath(path) + os.sep
+            for key in ("stdlib", "platstdlib", "purelib", "platlib")
+            if (path := sysconfig.get_paths().get(key))
+        }
+    )
+)
+#: Frames of these are skipped when looking for who created a Session (tidegate itself, wrapt; requests by module name).
+_PASS_THROUGH = (
+    os.path.realpath(os.path.join(os.path.dirname(__file__), "..", "..")) + os.sep,
+    os.path.realpath(os.path.dirname(wrapt.__file__ or "")) + os.sep,
+)
+PREWARM_TIMEOUT_S = 5.0
+USER_AGENT = "tidegate-prewarm"
+
+
+def created_by_app(depth: int = 2) -> bool:
+    """Whether the code creating a Session (the first frame, `depth` up, outside requests, wrapt and
+    tidegate) is the app's own: outside the interpreter's library directories."""
+    frame = sys._getframe(depth)
+    while frame is not None:
+        filename = os.path.realpath(frame.f_code.co_filename)
+        module = frame.f_globals.get("__name__", "")
+        if not (filename.startswith(_PASS_THROUGH) or module == "requests" or module.startswith("requests.")):
+            return not filename.startswith(_LIBRARY_DIRS) and not filename.startswith("<frozen")
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
+def warm_connections(sessions: Iterable[Any], urls: Iterable[str], request: WarmupRequest) -> tuple[int, int]:
+    """One request per (session, url), its answer read whole: (answered, failed)."""
+    answered = failed = 0
     targets = list(urls)
     for session in sessions:
         for url in targets:
-            pool = session.get_adapter(url).poolmanager.connection_from_url(url)
-            connection = pool._get_conn()  # urllib3 has no public "connect ahead"; this is its own pool's path
             try:
-                connection.connect()
-                opened += 1
-            finally:
-                pool._put_conn(connection)
-    return opened
+                response = session.request(
+                    request.method, url.rstrip("/") + request.path, timeout=PREWARM_TIMEOUT_S, headers={"User-Agent": USER_AGENT}
+                )
+                response.content  # noqa: B018  # read whole: the connection goes back to the pool only then
+                response.close()
+                answered += 1
+            except Exception:  # an instance that does not answer is not worth a failed startup
+                failed += 1
+    return answered, failed
 
 
 class RequestsInstrumentor(HttpClientInstrumentor):
@@ -101,7 +145,15 @@ class RequestsInstrumentor(HttpClientInstrumentor):
                 port = parts.port
             except ValueError:  # a malformed port: leave it to requests to report
                 return wrapped(*args, **kwargs)
-            call = pipeline.begin(parts.hostname or "", port, lane=current.lane, inbound=current.request, errors=ERRORS, request=request)
+            call = pipeline.begin(
+                parts.hostname or "",
+                port,
+                lane=current.lane,
+                inbound=current.request,
+                errors=ERRORS,
+                request=request,
+                method=request.method or "GET",
+            )
             if call is None:
                 return wrapped(*args, **kwargs)
             if call.refused is not None:
@@ -128,13 +180,16 @@ def prewarm(online: LosslessOnline, plan: PrewarmPlan) -> str:
         return "no service called before or declared"
     sessions = list(SESSIONS)
     if not sessions:
-        return f"services {', '.join(services)}: no requests.Session to fill"
-    return f"services {', '.join(services)}: {open_connections(sessions, urls)} connection(s)"
+        return f"services {', '.join(services)}: no requests.Session the app made to fill"
+    answered, failed = warm_connections(sessions, urls, plan.http_request)
+    request = f"{plan.http_request.method} {plan.http_request.path}"
+    return f"services {', '.join(services)}: {answered} connection(s) warmed with {request}" + (f", {failed} failed" if failed else "")
 
 
 def _track(wrapped: Any, session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     result = wrapped(*args, **kwargs)
-    SESSIONS.add(session)
+    if created_by_app(depth=2):  # a library's Session (an APM agent's) carries none of the app's calls
+        SESSIONS.add(session)
     return result
 
 

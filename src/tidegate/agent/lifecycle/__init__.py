@@ -22,7 +22,15 @@ The capabilities registered on the runtime take part through their hooks
 (`tidegate.agent.capability`): told when this process listens, serves and
 stops, they may hold registration back (`may_register`), name the state an
 instance registers in (`state_on_register`, else SERVING) and add admin
-writes. This package imports none of them; `admin.py` is the loopback endpoint.
+writes. This package imports none of them; `admin.py` is the admin endpoint.
+
+Credentials: each instance gets, when it is made, a `lease_secret` (kept here,
+sent at every registration of that instance, so a re-registration after a
+control-plane restart holds the same lease; `X-Tidegate-Lease` on its heartbeats,
+state changes and deregistration) and a `notice_key` (in the instance record: what
+its drain notices are signed with). The admin endpoint takes writes with an
+instance's lease secret; `<state dir>/<service>.admin.json` (0600) holds the
+admin address and the first instance's lease secret for a local preStop.
 """
 
 from __future__ import annotations
@@ -30,8 +38,10 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import ipaddress
+import json
 import logging
 import os
+import secrets
 import shutil
 import socket
 import tempfile
@@ -100,6 +110,10 @@ class InstanceLifecycle:
         self._pending: list[str] = []  # ids of instances to register (again) at the next turn
         self._wake = threading.Event()  # the registration thread's sleep ends early (a new epoch, stopping)
         self._epoch = ""  # the control plane's epoch the instances were last registered in
+        self._lease_secrets: dict[str, str] = {}  # by instance id, made with the instance, never replaced
+        self._admin_file: Path | None = None
+        #: Set by `stopping` once it deregisters: a registration that lands after it deregisters itself.
+        self._deregistering = False
 
     # -- what server hooks call ------------------------------------------------------
 
@@ -168,9 +182,14 @@ class InstanceLifecycle:
         thread = self._thread
         if thread is not None:
             thread.join(timeout=DEREGISTER_TIMEOUT_S)
+        with self._lock:
+            # The join may have timed out with a registration in flight (a slow control plane,
+            # several instances): that one, when it lands, deregisters itself (`_register`).
+            self._deregistering = True
         self._deregister_all()
         if self.admin is not None:
             self.admin.stop()
+        self._remove_admin_file()
         if self._watcher is not None:
             _quietly(self._watcher.stop, "stopping the directory watch")
         self._capabilities.on_stopping()
@@ -183,6 +202,11 @@ class InstanceLifecycle:
                 return []
             self.state = state
             return list(self.instances) if self.registered else []
+
+    def lease_secret(self, instance_id: str) -> str:
+        """The lease secret instance `instance_id` of this process registers with ("" for another id):
+        what a heartbeat, a state change or a deregistration of it sends in X-Tidegate-Lease."""
+        return self._lease_secrets.get(instance_id, "")
 
     def after_fork_in_child(self) -> None:
         """A forked child is no owner: its parent's threads are gone and its sockets are the parent's."""
@@ -220,7 +244,7 @@ class InstanceLifecycle:
         return self._capabilities.state_on_register() or InstanceState.SERVING
 
     def _instance(self, host: str, port: int) -> Instance:
-        return Instance(
+        instance = Instance(
             id=f"{self.config.service}-{uuid.uuid4().hex[:12]}",
             service=self.config.service,
             host=self.config.advertise_host or _advertised(host),
@@ -228,7 +252,10 @@ class InstanceLifecycle:
             tag=self.config.tag,
             state=InstanceState.STARTING,
             started_at=self.started_at,
+            notice_key=secrets.token_urlsafe(32),
         )
+        self._lease_secrets[instance.id] = secrets.token_urlsafe(32)
+        return instance
 
     def _accepting(self) -> bool:
         """Whether every address takes connections yet: a supervisor binds before its
@@ -284,7 +311,7 @@ class InstanceLifecycle:
                 if instance.id in self._pending:
                     self._pending.remove(instance.id)
         for instance in self.instances:
-            if instance.id not in pending and not client.heartbeat(instance.id):
+            if instance.id not in pending and not client.heartbeat(instance.id, self.lease_secret(instance.id)):
                 log.warning("tidegate: control plane forgot instance %s; registering it again", instance.id)
                 with self._lock:
                     if instance.id not in self._pending:
@@ -308,13 +335,20 @@ class InstanceLifecycle:
             if self._stop.is_set():
                 return
             state = self._state_on_register() if self.state == InstanceState.STARTING else self.state
-        stored = client.register(_with_state(instance, state, self._admin_port()))
+        stored = client.register(_with_state(instance, state, self._admin_port()), self.lease_secret(instance.id))
         with self._lock:
             self.instances = [stored if i.id == stored.id else i for i in self.instances]
-            self.registered = True  # even when shutdown began meanwhile: then `stopping` deregisters it
+            self.registered = True  # even when shutdown began meanwhile: then `stopping` deregisters it ...
             if not self._stop.is_set():
                 self.state = state
+            late = self._deregistering  # ... unless it deregistered already: then this one is ours to undo
         log.info("tidegate: registered %s as %s at %s (%s)", self.config.service, stored.id, stored.address, state)
+        if late:
+            try:
+                client.deregister(stored.id, self.lease_secret(stored.id))
+                log.info("tidegate: deregistered %s (its registration landed after shutdown began)", stored.id)
+            except ControlPlaneError as error:
+                log.warning("tidegate: could not deregister %s (the lease will expire): %s", stored.id, error)
 
     def _deregister_all(self) -> None:
         if not self.registered:
@@ -322,7 +356,7 @@ class InstanceLifecycle:
         try:
             client = self._control()
             for instance in self.instances:
-                client.deregister(instance.id)
+                client.deregister(instance.id, self.lease_secret(instance.id))
                 log.info("tidegate: deregistered %s", instance.id)
         except ControlPlaneError as error:
             log.warning("tidegate: could not deregister (the lease will expire): %s", error)
@@ -342,21 +376,66 @@ class InstanceLifecycle:
     def _default_client(self) -> ControlClient:
         from tidegate.client.control import ControlClient
 
-        return ControlClient(self.config.control, self.config.token or None, timeout=DEREGISTER_TIMEOUT_S)
+        return ControlClient(self.config.control, self.config.token or None, timeout=DEREGISTER_TIMEOUT_S, ca=self.config.ca or None)
 
     def _admin_port(self) -> int | None:
         return self.admin.port if self.admin is not None else None
 
     def _start_admin(self) -> None:
+        config = self.config
         try:
             self.admin = AdminServer(
-                _AdminView(self), self.config.token, port=self.config.admin_port, writes=self._capabilities.admin_routes()
+                _AdminView(self),
+                config.token,
+                host=config.admin_host,
+                port=config.admin_port,
+                writes=self._capabilities.admin_routes(),
+                lease_secrets=self._lease_secrets.values,
+                tls=config.admin_tls(),
+                names=[config.advertise_host, socket.gethostname(), *(i.host for i in self.instances)],
             )
             self.admin.start()
-            log.info("tidegate: admin endpoint on http://127.0.0.1:%d", self.admin.port)
-        except OSError as error:
-            log.error("tidegate: admin endpoint not started on port %d: %s", self.config.admin_port, error)
+            log.info("tidegate: admin endpoint on %s", self._admin_url())
+        except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
+            log.error("tidegate: admin endpoint not started on %s:%d: %s", config.admin_host, config.admin_port, error)
             self.admin = None
+            return
+        self._write_admin_file()
+
+    def _admin_url(self) -> str:
+        host = _WILDCARD_PROBE.get(self.config.admin_host, self.config.admin_host)
+        host = f"[{host}]" if ":" in host else host
+        return f"{'https' if self.admin is not None and self.admin.tls else 'http'}://{host}:{self._admin_port()}"
+
+    def _write_admin_file(self) -> None:
+        """`<state dir>/<service>.admin.json` (0600): where this instance's admin endpoint is and the
+        lease secret its writes take, for a preStop (`python -m tidegate offline`) on this host."""
+        if not self.instances:
+            return
+        from tidegate.agent.config import state_dir
+
+        path = state_dir() / f"{self.config.service}.admin.json"
+        url = self._admin_url()
+        record = {"admin": url.split("://", 1)[1], "url": url, "lease_secret": self.lease_secret(self.instances[0].id), "pid": os.getpid()}
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # 0600
+            with os.fdopen(fd, "w") as out:
+                json.dump(record, out)
+            os.replace(temp, path)
+            self._admin_file = path
+        except OSError as error:
+            log.warning("tidegate: could not write %s (a local preStop will not find the admin endpoint): %s", path, error)
+
+    def _remove_admin_file(self) -> None:
+        path, self._admin_file = self._admin_file, None
+        if path is None:
+            return
+        try:
+            if json.loads(path.read_text()).get("pid") == os.getpid():  # not one a later process of this service wrote
+                path.unlink()
+        except (OSError, ValueError, AttributeError):
+            pass
 
     def _start_watcher(self, wait_s: float) -> bool:
         """Start this process's directory watch (once) and wait up to `wait_s` for its first sync;
@@ -381,13 +460,15 @@ class InstanceLifecycle:
             log.debug("tidegate: no directory watch available; outbound routing sees no instances")
             return None
         try:
+            config = self.config
             self._watcher = watcher = Watcher(
-                self.config.control,
-                self.config.token or None,
+                config.control,
+                config.token or None,
                 self.runtime.directory,
                 self.runtime.rulebook,
                 on_epoch=self._on_epoch,
                 gate=FORK_GATE,
+                ca=config.ca or None,
             )
             watcher.start()
             return watcher

@@ -1,20 +1,28 @@
-"""The per-instance admin endpoint: readiness, liveness, state and metrics on loopback.
+"""The per-instance admin endpoint: readiness, liveness, state and metrics (127.0.0.1 by default).
 
 A stdlib `ThreadingHTTPServer` on a daemon thread, so it serves the same inside a
 sync worker server and an asyncio one, and never touches the app's event loop.
-Reads are open; every write needs `Authorization: Bearer <TIDEGATE_TOKEN>` and is
-refused outright when the agent has no token. Besides its own `/log-level`, the
-writes are those the capabilities add (lossless offline's `/offline`, `/online`,
-`/drain-notice`), handed in as `writes`.
+Reads are open. A write needs `Authorization: Bearer <lease_secret>` of one of
+this process's instances (from anywhere: what a control plane or an operator
+holding `<state dir>/<service>.admin.json` sends), or the agent's own token from a
+loopback peer (a preStop hook in the same pod); a write marked `signed` (a drain
+notice) authenticates itself and needs neither. Requests whose `Host` is a name
+it does not serve are refused (421: a DNS-rebinding guard, `tidegate.core.hosts`).
+With a TLS context (`TIDEGATE_ADMIN_CERT`/`TIDEGATE_ADMIN_KEY`) it serves HTTPS,
+the handshake done in the connection's own thread. Besides its own `/log-level`,
+the writes are those the capabilities add (lossless offline's `/offline`,
+`/online`, `/drain-notice`), handed in as `writes`.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
+import ssl
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import parse_qs
@@ -23,10 +31,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from tidegate.agent.capability import AdminRoute
 from tidegate.agent.forking import FORK_GATE
+from tidegate.core.hosts import MISDIRECTED, HostCheck
 
 log = logging.getLogger("tidegate")
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: A TLS client that has not finished its handshake by then is dropped.
+HANDSHAKE_TIMEOUT_S = 5.0
 
 
 class AdminView(Protocol):
@@ -47,15 +58,62 @@ def bearer_ok(authorization: str | None, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
+def write_refusal(authorization: str | None, peer: str, token: str, lease_secrets: Collection[str]) -> tuple[int, str] | None:
+    """Why an admin write from `peer` (an IP address) with this `Authorization` is refused, or None."""
+    if any(bearer_ok(authorization, secret) for secret in lease_secrets):
+        return None
+    if bearer_ok(authorization, token):
+        if is_loopback(peer):
+            return None
+        return 403, "the agent's token is taken only from this host (loopback); from elsewhere send 'Authorization: Bearer <lease_secret>'"
+    if not token and not lease_secrets:
+        return 403, "admin writes are disabled: the agent has no TIDEGATE_TOKEN and no registered instance yet"
+    return 401, (
+        "admin writes need 'Authorization: Bearer <lease_secret>' (see <state dir>/<service>.admin.json)"
+        " or, from this host, the agent's token (TIDEGATE_TOKEN_FILE)"
+    )
+
+
+def is_loopback(peer: str) -> bool:
+    try:
+        address = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away, or failed its TLS handshake: nothing for the app's log.
+        log.debug("tidegate admin: request from %s failed", client_address, exc_info=True)
+
+
 class AdminServer:
-    """Serves `view` and `writes` on host:port (port 0: ephemeral; see `port` once started)."""
+    """Serves `view` and `writes` on host:port (port 0: ephemeral; see `port` once started).
+
+    `lease_secrets()` are the secrets of this process's instances; `names` the host names the
+    endpoint is called by besides its bound address and localhost (`tidegate.core.hosts.HostCheck`);
+    `tls` a server-side context."""
 
     def __init__(
-        self, view: AdminView, token: str, host: str = "127.0.0.1", port: int = 0, writes: Mapping[str, AdminRoute] | None = None
+        self,
+        view: AdminView,
+        token: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        writes: Mapping[str, AdminRoute] | None = None,
+        lease_secrets: Callable[[], Collection[str]] = tuple,
+        tls: ssl.SSLContext | None = None,
+        names: Iterable[str] = (),
     ) -> None:
-        handler = _handler_for(view, token, writes or {})
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+        handler = _handler_for(view, token, writes or {}, lease_secrets, HostCheck(host, names))
+        self._server = _Server((host, port), handler)
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True, do_handshake_on_connect=False)
+        self.tls = tls is not None
         self._thread = threading.Thread(target=self._server.serve_forever, name="tidegate-admin", daemon=True)
 
     @property
@@ -75,18 +133,35 @@ class AdminServer:
         self._server.socket.close()
 
 
-def _handler_for(view: AdminView, token: str, extra_writes: Mapping[str, AdminRoute]) -> type[BaseHTTPRequestHandler]:
+def _handler_for(
+    view: AdminView,
+    token: str,
+    extra_writes: Mapping[str, AdminRoute],
+    lease_secrets: Callable[[], Collection[str]],
+    hosts: HostCheck,
+) -> type[BaseHTTPRequestHandler]:
     writes = {"/log-level": AdminRoute(_set_log_level), **extra_writes}
     ungated = frozenset(path for path, route in writes.items() if not route.gated)
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "tidegate-admin"
 
+        def setup(self) -> None:
+            if isinstance(self.request, ssl.SSLSocket):
+                self.request.settimeout(HANDSHAKE_TIMEOUT_S)
+                self.request.do_handshake()
+                self.request.settimeout(self.timeout)
+            super().setup()
+
         def do_GET(self) -> None:  # noqa: N802 (the stdlib's naming)
+            if self._misdirected():
+                return
             with FORK_GATE:
                 self._get()
 
         def do_POST(self) -> None:  # noqa: N802
+            if self._misdirected():
+                return
             if self.path.split("?", 1)[0] in ungated:  # long writes (a drain) take the gate only where they need it
                 self._post()
                 return
@@ -113,12 +188,11 @@ def _handler_for(view: AdminView, token: str, extra_writes: Mapping[str, AdminRo
             if action is None:
                 self._json(404, {"error": f"no such admin write {route!r}; try {', '.join(sorted(writes))}"})
                 return
-            if not token:
-                self._json(403, {"error": "admin writes are disabled: the agent has no TIDEGATE_TOKEN"})
-                return
-            if not bearer_ok(self.headers.get("Authorization"), token):
-                self._json(401, {"error": "admin writes need 'Authorization: Bearer <TIDEGATE_TOKEN>'"})
-                return
+            if not action.signed:
+                refused = write_refusal(self.headers.get("Authorization"), self.client_address[0], token, lease_secrets())
+                if refused is not None:
+                    self._json(refused[0], {"error": refused[1]})
+                    return
             try:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"null")
@@ -127,6 +201,15 @@ def _handler_for(view: AdminView, token: str, extra_writes: Mapping[str, AdminRo
                 return
             status, answer = action.write(body, parse_qs(query))
             self._json(status, answer)
+
+        def _misdirected(self) -> bool:
+            """Refuse (421) a request whose Host names no address this endpoint serves."""
+            host = self.headers.get("Host")
+            if hosts.allows(host):
+                return False
+            remedy = "call it by one of those (TIDEGATE_HOST adds the name its instances advertise)"
+            self._json(MISDIRECTED, {"error": hosts.refusal(host, "this admin endpoint", remedy)})
+            return True
 
         def _json(self, status: int, body: dict[str, Any]) -> None:
             self._send(status, json.dumps(body).encode(), "application/json")

@@ -38,9 +38,12 @@ class Snapshots(Protocol):
 
 
 def read_all(directory: Path, skip_pid: int) -> list[dict[str, Any]]:
-    """Every worker's last snapshot; in-flight zeroed for workers no longer alive."""
+    """Every worker's last snapshot (`<pid>.json`; the drain board's files in the same
+    directory are not snapshots); in-flight zeroed for workers no longer alive."""
     snapshots = []
     for file in directory.glob("*.json"):
+        if not file.stem.isdigit():
+            continue
         try:
             snap = json.loads(file.read_text())
         except (OSError, ValueError):

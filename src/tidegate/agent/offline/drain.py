@@ -229,11 +229,11 @@ class LosslessOffline(Capability):
         from tidegate.client.control import ControlClient
         from tidegate.errors import ControlPlaneError
 
-        config = self.runtime.config
+        config, lifecycle = self.runtime.config, self.runtime.lifecycle
         try:
             with FORK_GATE, ControlClient(config.control, config.token or None, timeout=2.0) as client:
                 for instance in instances:
-                    client.set_state(instance.id, state)
+                    client.set_state(instance.id, state, lease=lifecycle.lease_secret(instance.id) if lifecycle else "")
         except ControlPlaneError as error:
             log.warning("tidegate: could not tell the control plane %s is %s (other channels carry it): %s", config.service, state, error)
 

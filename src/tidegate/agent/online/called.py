@@ -15,16 +15,9 @@ import tempfile
 import threading
 from pathlib import Path
 
+from tidegate.agent.config import state_dir as state_dir  # one definition for every file the agent keeps
+
 log = logging.getLogger("tidegate")
-
-
-def state_dir() -> Path:
-    configured = os.environ.get("TIDEGATE_STATE_DIR", "").strip()
-    if configured:
-        return Path(configured)
-    import platformdirs
-
-    return Path(platformdirs.user_state_dir("tidegate"))
 
 
 class CalledServices:

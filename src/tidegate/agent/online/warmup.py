@@ -181,7 +181,7 @@ class Promotion:
             config = self.runtime.config
             with ControlClient(config.control, config.token or None, timeout=3.0) as client:
                 for instance in list(lifecycle.instances):
-                    client.set_state(instance.id, InstanceState.SERVING)
+                    client.set_state(instance.id, InstanceState.SERVING, lease=lifecycle.lease_secret(instance.id))
             if lifecycle.state == InstanceState.WARMING:
                 lifecycle.state = InstanceState.SERVING
             log.info("tidegate: warm-up window of %g s over; instance is SERVING", window_s)

@@ -24,7 +24,10 @@ What the pipeline decides, per call to a service name:
     another one, up to `CONNECT_ATTEMPTS` instances in all;
   - CLOSED_IDLE (a pooled connection the server closed without answering):
     retried elsewhere only when that instance said it drains (a draining
-    server closes only connections it has read nothing from);
+    server closes only connections it has read nothing from) and the method
+    is idempotent (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE):
+    the library cannot tell whether the request was written, and the server
+    may have read it as it closed (a POST retried could be done twice);
   - OTHER: never retried;
   - one outbound observation per attempt (service, ok, seconds from the
     attempt's start), one admission leave per call (ok: the last attempt's).
@@ -83,6 +86,8 @@ from tidegate.errors import BlockedError, NoInstanceError
 
 #: Instances one call may try when connecting fails before anything was sent.
 CONNECT_ATTEMPTS = 3
+#: Methods a request may be sent again with after a connection closed unanswered (RFC 9110 §9.2.2).
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 #: A host:port pair whose idle keep-alive connections a client should drop.
 Address = tuple[str, int]
@@ -215,11 +220,13 @@ class OutboundPipeline:
         inbound: RequestView | None = None,
         errors: LibraryErrors = PLAIN,
         request: Any = None,
+        method: str = "GET",
     ) -> OutboundCall | None:
         """The call to `host`, or None when `host` is not a service name (the call goes out untouched).
 
         `lane` is the call's lane ("" = base); `inbound` the request being served
-        (a canary's sticky key is read from it). Raises `errors.blocked(...)` when a
+        (a canary's sticky key is read from it); `method` the request's HTTP method (only an
+        idempotent one is retried after a connection closed unanswered). Raises `errors.blocked(...)` when a
         rule refuses the call and the service has no fallback, `errors.no_instance(...)`
         when no instance may take it; both carry `request` (the library's own
         request object) when the library's errors do. Only a service name is
@@ -267,7 +274,10 @@ class OutboundPipeline:
         if consumer != known:
             headers = ((CONSUMER_HEADER, consumer),) if consumer else _NO_HEADERS
             self._headers = (consumer, headers)
-        return OutboundCall(self, service, resource, lane, inbound, route, entry, headers, None, None)
+        call = OutboundCall(self, service, resource, lane, inbound, route, entry, headers, None, None)
+        if method.upper() not in IDEMPOTENT_METHODS:
+            call.idempotent = False
+        return call
 
 
 class OutboundCall:
@@ -290,6 +300,7 @@ class OutboundCall:
         "wait_s",
         "ok",
         "attempts",
+        "idempotent",
         "_finished",
     )
 
@@ -328,6 +339,8 @@ class OutboundCall:
         #: Whether the last attempt was ok (a response with a status below 500).
         self.ok = False
         self.attempts = 0
+        #: Whether the request may be sent again after a connection closed unanswered (its method).
+        self.idempotent = True
         self._finished = refused is not None
 
     def attempt(self) -> Route:
@@ -373,7 +386,7 @@ class OutboundCall:
                         tried = self._tried = []
                     tried.append(route.instance.id)
                     retry = self._retry(tried)
-                elif kind is ErrorKind.CLOSED_IDLE:
+                elif kind is ErrorKind.CLOSED_IDLE and self.idempotent:
                     tried = self._closed_by_drain(route)
                     if tried is not None:
                         retry = self._retry(tried)
