@@ -146,14 +146,17 @@ class Upstream:
 class GatewayProcess:
     """`tidegate gateway` as a real process on a free port, with a routes file."""
 
-    def __init__(self, tmp: Path, routes: str, *args: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
+    def __init__(self, tmp: Path, routes: str, *args: str, env: dict[str, str] | None = None, port: int | None = None) -> None:
+        """`routes` "" = no routes file (a gateway fed by a control plane); `port` a port to share (SO_REUSEPORT)."""
+        self.port = port or free_port()
         self.admin_port = free_port()
         self.routes = tmp / "routes.yaml"
-        self.routes.write_text(routes)
-        self.log = tmp / f"gateway-{self.port}.log"
+        self.log = tmp / f"gateway-{self.port}-{self.admin_port}.log"
         command = [PYTHON, "-m", "tidegate", "gateway", "--port", str(self.port), "--admin-port", str(self.admin_port)]
-        command += ["--routes", str(self.routes), *args]
+        if routes:
+            self.routes.write_text(routes)
+            command += ["--routes", str(self.routes)]
+        command += list(args)
         self.process = subprocess.Popen(
             command,
             stdout=self.log.open("w"),

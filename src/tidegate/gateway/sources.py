@@ -6,6 +6,9 @@
   the gateway registered as an instance of its service name (`gateway` by
   default) with metadata `{"role": "gateway"}`, heartbeated, so `tidegate
   status` lists it and agents behind it know its address (a governed peer).
+  As the agent's lifecycle does, it is leased to a `lease_secret` made at
+  start (heartbeat, state and deregistration send it as `X-Tidegate-Lease`),
+  with a `notice_key` in the record.
 - A routes file (`--routes FILE`, YAML or JSON documents of any kind the
   gateway reads: GatewayRoute, TrafficLane, CanaryRule, stability rules),
   re-read when it changes; a document that fails keeps its last valid version.
@@ -17,6 +20,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -35,7 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tidegate.gateway")
 
-#: How often the gateway renews its registration, and looks at its routes file.
+#: How often the gateway renews its registration at most (a third of the control plane's lease when
+#: shorter), and looks at its routes file.
 HEARTBEAT_S = 3.0
 FILE_POLL_S = 1.0
 ROLE = {"role": "gateway"}
@@ -55,6 +60,8 @@ class Sources:
         self._file_mtime = 0.0
         self._file_valid: dict[RuleKey, StoredRule] = {}
         self._revision = 0
+        self._interval = HEARTBEAT_S
+        self.lease_secret = secrets.token_urlsafe(32)  # made once, never sent but to the control plane
 
     def start(self) -> None:
         config = self.config
@@ -68,7 +75,7 @@ class Sources:
             from tidegate.client.watch import Watcher
 
             snapshot = Path(config.snapshot) if config.snapshot else None
-            self.watcher = Watcher(config.control, config.token, self.directory, self.rulebook, snapshot_path=snapshot)
+            self.watcher = Watcher(config.control, config.token, self.directory, self.rulebook, snapshot_path=snapshot, ca=config.ca)
             self.watcher.start()
             self.watcher.wait_synced(5.0)
         if config.routes_file and not config.control:
@@ -133,12 +140,23 @@ class Sources:
         from tidegate.client.control import ControlClient
 
         admin_port = int(self.admin_address.rsplit(":", 1)[1]) if self.admin_address else None
-        self.client = ControlClient(config.control, config.token)
+        self.client = ControlClient(config.control, config.token, ca=config.ca)
         wanted = Instance(
-            "", config.service, host, port, state=InstanceState.SERVING, admin_port=admin_port, started_at=time.time(), metadata=ROLE
+            "",  # the control plane names it
+            config.service,
+            host,
+            port,
+            state=InstanceState.SERVING,
+            admin_port=admin_port,
+            started_at=time.time(),
+            metadata=ROLE,
+            notice_key=secrets.token_urlsafe(32),
         )
         try:
-            self.instance = self.client.register(wanted)
+            lease = self.client.health().get("instance_ttl")
+            if isinstance(lease, (int, float)) and not isinstance(lease, bool) and lease > 0:
+                self._interval = min(HEARTBEAT_S, float(lease) / 3)  # as the agent: a third of the lease
+            self.instance = self.client.register(wanted, self.lease_secret)
         except TidegateError as error:
             log.error("tidegate gateway: could not register with the control plane (%s); retrying with the heartbeat", error)
             self.instance = None
@@ -146,13 +164,13 @@ class Sources:
         self._spawn(self._heartbeat)
 
     def _heartbeat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
+        while not self._stop.wait(self._interval):
             client = self.client
             if client is None:
                 return
             try:
-                if self.instance is None or not client.heartbeat(self.instance.id):
-                    self.instance = client.register(self.instance or self._wanted)
+                if self.instance is None or not client.heartbeat(self.instance.id, self.lease_secret):
+                    self.instance = client.register(self.instance or self._wanted, self.lease_secret)
             except TidegateError as error:
                 log.warning("tidegate gateway: heartbeat failed (%s)", error)
 
@@ -162,7 +180,7 @@ class Sources:
         if client is None or instance is None:
             return
         try:
-            client.set_state(instance.id, state)
+            client.set_state(instance.id, state, self.lease_secret)
         except TidegateError as error:
             log.warning("tidegate gateway: could not tell the control plane it drains (%s)", error)
 
@@ -172,7 +190,7 @@ class Sources:
         if client is not None:
             if instance is not None:
                 try:
-                    client.deregister(instance.id)
+                    client.deregister(instance.id, self.lease_secret)
                 except TidegateError:
                     pass
             client.close()
