@@ -16,7 +16,7 @@ import pytest
 
 from tests.control.running import TOKEN, ControlProcess
 from tests.gateway.harness import PYTHON, GatewayProcess, Upstream, route
-from tests.support.procs import wait_until
+from tests.support.procs import free_port, wait_until
 from tests.support.tls import make_certificates
 from tidegate.client.control import ControlClient
 from tidegate.core.instance import Instance, InstanceState
@@ -99,6 +99,34 @@ class Load:
         self._stop.set()
         for thread in self._threads:
             thread.join(15)
+
+
+def by_admin_port(plane: ControlProcess) -> dict[int | None, Instance]:
+    return {i.admin_port: i for i in registered(plane)}
+
+
+def test_restarting_one_of_two_gateways_on_one_port_under_load_fails_nothing_and_keeps_the_other_registered(tmp_path, plane, entry):
+    port = free_port()
+    gateways = [gateway(tmp_path, plane, port), gateway(tmp_path, plane, port)]
+    load = Load(port)
+    try:
+        for _ in range(4):  # each replica restarted twice, in turn, the other one serving meanwhile
+            wait_until(lambda: set(by_admin_port(plane)) == {g.admin_port for g in gateways}, timeout=20, what="both gateways listed")
+            old = gateways.pop(0)
+            assert old.stop() == 0
+            # The replica that drained deregistered its own registration only (one id each: not
+            # `gateway@127.0.0.1:PORT` for both, where the one draining took the other's out).
+            left = by_admin_port(plane)
+            assert set(left) == {gateways[0].admin_port}, left
+            assert left[gateways[0].admin_port].state == InstanceState.SERVING
+            gateways.append(gateway(tmp_path, plane, port))
+        wait_until(lambda: load.sent > 200, timeout=60, what="some load after the restarts")
+    finally:
+        load.stop()
+        for running in gateways:
+            running.stop()
+    assert load.sent > 200
+    assert load.failed == [], f"{len(load.failed)} of {load.sent} failed: {load.failed[:5]}"
 
 
 def test_a_gateway_with_an_agent_token_file_registers_with_a_lease_over_tls_verified_with_its_ca(tmp_path):

@@ -1,9 +1,12 @@
-"""The admin port: `GET /metrics` (Prometheus text), `/ready`, `/live`, `/routes` (the routes in force, JSON)."""
+"""The admin port: `GET /metrics` (Prometheus text), `/ready`, `/live` (with the worker's pid), `/routes` (the routes in force, JSON).
+
+With `--workers N`, worker i has its own admin port (`--admin-port` + i)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -38,7 +41,7 @@ class AdminProtocol(asyncio.Protocol):
         if path == "/metrics":
             status, ctype, body = 200, "text/plain; version=0.0.4", gateway.metrics.render().encode()
         elif path == "/live":
-            status, ctype, body = 200, "application/json", b'{"live":true}'
+            status, ctype, body = 200, "application/json", json.dumps({"live": True, "pid": os.getpid()}).encode()
         elif path == "/ready":
             ready = not gateway.draining
             status, ctype, body = (

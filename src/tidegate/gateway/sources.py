@@ -6,9 +6,11 @@
   the gateway registered as an instance of its service name (`gateway` by
   default) with metadata `{"role": "gateway"}`, heartbeated, so `tidegate
   status` lists it and agents behind it know its address (a governed peer).
-  As the agent's lifecycle does, it is leased to a `lease_secret` made at
-  start (heartbeat, state and deregistration send it as `X-Tidegate-Lease`),
-  with a `notice_key` in the record.
+  As the agent's lifecycle does: the instance id is this process's own
+  (`gateway-<random>`: replicas on one address never share a registration,
+  so one draining never deregisters another), and it is leased to a
+  `lease_secret` made at start (heartbeat, state and deregistration send it
+  as `X-Tidegate-Lease`), with a `notice_key` in the record.
 - A routes file (`--routes FILE`, YAML or JSON documents of any kind the
   gateway reads: GatewayRoute, TrafficLane, CanaryRule, stability rules),
   re-read when it changes; a document that fails keeps its last valid version.
@@ -142,7 +144,7 @@ class Sources:
         admin_port = int(self.admin_address.rsplit(":", 1)[1]) if self.admin_address else None
         self.client = ControlClient(config.control, config.token, ca=config.ca)
         wanted = Instance(
-            "",  # the control plane names it
+            instance_id(config.service),
             config.service,
             host,
             port,
@@ -196,3 +198,9 @@ class Sources:
             client.close()
         if self.watcher is not None:
             self.watcher.stop()
+
+
+def instance_id(service: str) -> str:
+    """A registration id of this process's own, like an agent's (`gateway-3f9c0a1b2d4e`): two gateways
+    on one address (replicas sharing a port with SO_REUSEPORT) are two instances, each with its lease."""
+    return f"{service}-{secrets.token_hex(6)}"
