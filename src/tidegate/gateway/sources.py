@@ -45,6 +45,10 @@ log = logging.getLogger("tidegate.gateway")
 #: shorter), and looks at its routes file.
 HEARTBEAT_S = 3.0
 FILE_POLL_S = 1.0
+#: How long a starting gateway waits for the watch to catch up with the control plane before it
+#: listens anyway (with a warning), and for a snapshot from disk when the control plane is unreachable.
+SYNC_TIMEOUT_S = 30.0
+OFFLINE_SYNC_S = 5.0
 ROLE = {"role": "gateway"}
 
 
@@ -79,9 +83,36 @@ class Sources:
             snapshot = Path(config.snapshot) if config.snapshot else None
             self.watcher = Watcher(config.control, config.token, self.directory, self.rulebook, snapshot_path=snapshot, ca=config.ca)
             self.watcher.start()
-            self.watcher.wait_synced(5.0)
+            self._wait_current(self.watcher)
         if config.routes_file and not config.control:
             self._spawn(self._poll_file)
+
+    def _wait_current(self, watcher: Watcher) -> None:
+        """Return once the watch has brought the directory and rules up to the control plane's
+        revision at start (or a snapshot from disk stands in for an unreachable one).
+
+        A new watcher is sent the control plane's newest shared snapshot, which may be old (it is
+        rebuilt only after many changes), then the changes after it: with the snapshot alone a gateway
+        would serve a view from minutes ago (a route whose service had no instance yet: 503 "not
+        registered" from a replica that just started). So the gateway listens only once caught up."""
+        from tidegate.client.control import ControlClient
+
+        head = None
+        try:
+            with ControlClient(self.config.control, self.config.token, ca=self.config.ca) as client:
+                revision = client.health().get("revision")
+            head = revision if isinstance(revision, int) and not isinstance(revision, bool) else None
+        except TidegateError as error:
+            log.warning("tidegate gateway: control plane not reachable (%s); serving from the last snapshot if any", error)
+        if not watcher.wait_synced(SYNC_TIMEOUT_S if head is not None else OFFLINE_SYNC_S):
+            log.warning("tidegate gateway: no snapshot from the control plane yet; listening with none")
+            return
+        deadline = time.monotonic() + SYNC_TIMEOUT_S
+        while head is not None and watcher.revision < head:
+            if time.monotonic() >= deadline:
+                log.warning("tidegate gateway: the watch is at revision %d, behind %d; listening anyway", watcher.revision, head)
+                return
+            time.sleep(0.01)
 
     def _spawn(self, target: object) -> None:
         thread = threading.Thread(target=target, daemon=True, name="tidegate-gateway-sources")  # type: ignore[arg-type]
