@@ -29,14 +29,14 @@ class SlowRegistry(FakeRegistry):
         self.release = threading.Event()
         self.deregistered: list[str] = []
 
-    def register(self, instance: Instance) -> Instance:
+    def register(self, instance: Instance, lease_secret: str = "") -> Instance:
         self.registering.set()
         self.release.wait(timeout=30)
-        return super().register(instance)
+        return super().register(instance, lease_secret)
 
-    def deregister(self, instance_id: str) -> None:
+    def deregister(self, instance_id: str, lease: str = "") -> None:
         self.deregistered.append(instance_id)
-        super().deregister(instance_id)
+        super().deregister(instance_id, lease)
 
 
 @pytest.fixture
