@@ -57,6 +57,10 @@ need_pkg() {  # need_pkg COMMAND PACKAGE...
   fi
 }
 
+# The gateway's bench (bench/gateway.py) compares against nginx under wrk: both from Debian.
+need_pkg nginx nginx-light
+need_pkg wrk wrk
+
 free_port() { .venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 start_postgres() {

@@ -18,6 +18,7 @@ _COMMANDS = (
     "tidegate.client.status",  # tidegate status
     "tidegate.client.rules_command",  # tidegate rules ...
     "tidegate.demo.command",  # tidegate demo
+    "tidegate.gateway.command",  # tidegate gateway
 )
 
 
