@@ -19,6 +19,7 @@ _COMMANDS = (
     "tidegate.client.status",  # tidegate status
     "tidegate.client.rules_command",  # tidegate rules ...
     "tidegate.demo.command",  # tidegate demo
+    "tidegate.k8s.command",  # tidegate k8s ...
 )
 
 
