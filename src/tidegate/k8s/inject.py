@@ -49,7 +49,6 @@ STATE_DIR = "/var/run/tidegate/state"
 AGENT_DIR = "/var/run/tidegate/agent"  # way (b): the copied agent (tidegate's package) lives here
 AGENT_BOOTSTRAP = AGENT_DIR + "/tidegate/agent/bootstrap"
 COPY_CONTAINER = "tidegate-agent-copy"
-_POD_IP = {"fieldRef": {"fieldPath": "status.podIP"}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,8 +251,8 @@ def _env(container: Mapping[str, Any], service: str, tag: str, mode: str, drain:
         {"name": "TIDEGATE_SERVICE", "value": service},
         {"name": "TIDEGATE_CONTROL", "value": settings.control},
         {"name": "TIDEGATE_TOKEN_FILE", "value": f"{SECRET_DIR}/agent"},
-        {"name": "TIDEGATE_HOST", "valueFrom": _POD_IP},
-        {"name": "TIDEGATE_ADMIN_HOST", "valueFrom": _POD_IP},
+        {"name": "TIDEGATE_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "TIDEGATE_ADMIN_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "TIDEGATE_ADMIN_PORT", "value": str(settings.admin_port)},
         {"name": "TIDEGATE_DRAIN_TIMEOUT", "value": str(drain)},
         {"name": "TIDEGATE_STATE_DIR", "value": STATE_DIR},
