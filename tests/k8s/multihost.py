@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ APPS = HERE / "apps"
 SUPPORT = HERE.parent / "support"
 ADMIN_TOKEN = "tg_multihost-admin-token-0123456789"
 APP_PORT = 8000
+#: How long a deleted pod's network outlives its containers here (`MultiHost.terminate`).
+NETWORK_LINGER_S = 3.0
 
 
 @dataclass
@@ -129,12 +132,19 @@ class MultiHost:
         done = self.cluster.run(governed.pod, governed.pre_stop, env=governed.env)
         return done.returncode, done.stdout + done.stderr
 
-    def terminate(self, governed: Governed, pre_stop: bool = True) -> tuple[int, str]:
-        """Kubelet's pod deletion: the preStop, then SIGTERM; wait for the exit, remove the pod."""
+    def terminate(self, governed: Governed, pre_stop: bool = True, network_linger_s: float = NETWORK_LINGER_S) -> tuple[int, str]:
+        """Kubelet's pod deletion: the preStop, then SIGTERM; wait for the exit; the pod's network
+        goes `network_linger_s` later (as a sandbox's teardown follows its containers' exit: until
+        then its address answers late packets with a reset, after it they go nowhere)."""
         result = self.pre_stop(governed) if pre_stop else (0, "")
         governed.proc.signal(signal.SIGTERM)
         governed.proc.wait(timeout=60)
-        self.cluster.remove(governed.pod)
+        if network_linger_s > 0:
+            timer = threading.Timer(network_linger_s, self.cluster.remove, (governed.pod,))
+            timer.daemon = True
+            timer.start()
+        else:
+            self.cluster.remove(governed.pod)
         return result
 
     # -- load ---------------------------------------------------------------------------------------
