@@ -128,6 +128,11 @@ start_etcd() {  # a 3-member cluster on loopback: the control plane's etcd store
   export TIDEGATE_TEST_ETCD="$endpoints"
 }
 
+# The Kubernetes tests' tools: openssl (the manifests' certificates) and iproute2 (the multi-host
+# run's network namespaces; it skips unless root).
+need_pkg openssl openssl
+need_pkg ip iproute2
+
 # Which servers the suite uses: a test that needs one skips only when its
 # variable is unset, and CI always sets them, so none is silently skipped there.
 for server in ${TIDEGATE_TEST_SERVERS-postgres redis rabbitmq etcd}; do
