@@ -109,6 +109,7 @@ class _PlaneCollector(Collector):
         self.store = store
 
     def collect(self) -> Any:
+        self.store.flush()
         instances = GaugeMetricFamily("tidegate_control_instances", "Registered instances", labels=["service", "tag", "state"])
         counts: dict[tuple[str, str, str], int] = {}
         for instance in self.plane.instances():

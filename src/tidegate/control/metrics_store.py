@@ -23,6 +23,7 @@ from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from math import isfinite
+from operator import add
 from typing import Any
 
 #: The agent's latency bucket bounds in seconds (tidegate.agent.metrics.BUCKETS), plus +Inf.
@@ -72,9 +73,7 @@ class Ring:
             self.periods[index] = period
             data[base : base + FIELDS] = array("f", row)
             return
-        for offset, value in enumerate(row):
-            if value:
-                data[base + offset] += value
+        data[base : base + FIELDS] = array("f", map(add, data[base : base + FIELDS], row))
 
     def read(self, period: int) -> array[float] | None:
         """The slot of `period`, when it is still held."""
@@ -96,6 +95,19 @@ class Series:
     totals: list[float] = field(default_factory=lambda: [0.0] * FIELDS)
     blocked_by_kind: dict[str, float] = field(default_factory=dict)
     last_seen: float = 0.0
+    #: What arrived in the current second, added into the rings once that second is over (or a
+    #: reader needs it): a series gets a row from each of its service's instances every few
+    #: seconds, so this turns many ring writes into one per second.
+    pending: list[float] | None = None
+    pending_at: float = 0.0
+
+    def flush(self) -> None:
+        if self.pending is None:
+            return
+        for ring in self.rings:
+            ring.add(self.pending_at, self.pending)
+        self.totals = list(map(add, self.totals, self.pending))
+        self.pending = None
 
 
 SeriesKey = tuple[str, str, str]  # (service, tag, resource)
@@ -136,12 +148,13 @@ class MetricsStore:
             if len(self.series) >= self.max_series:
                 self.dropped += 1
                 return 0
-            series = self.series[key] = Series(tuple(Ring(seconds, slots) for seconds, slots in self.resolutions))
-        for ring in series.rings:
-            ring.add(now, values)
-        totals = series.totals
-        for offset, value in enumerate(values):
-            totals[offset] += value
+            # two slots over the window, so a chart of the whole window (an hour back from now) is held whole
+            series = self.series[key] = Series(tuple(Ring(seconds, slots + 2) for seconds, slots in self.resolutions))
+        if series.pending is not None and int(series.pending_at) == int(now):
+            series.pending = list(map(add, series.pending, values))
+        else:
+            series.flush()
+            series.pending, series.pending_at = list(values), now
         for kind, count in kinds.items():
             if kind not in series.blocked_by_kind and len(series.blocked_by_kind) >= MAX_BLOCK_KINDS:
                 kind = "other"
@@ -165,6 +178,8 @@ class MetricsStore:
             raise MetricsError(f"at most {MAX_POINTS} points per query: raise step", "step")
         wanted = resource if resource is not None else ALL
         matching = [s for (svc, tg, res), s in self.series.items() if svc == service and res == wanted and (tag is None or tg == tag)]
+        for series in matching:
+            series.flush()
         ring_index = self._ring_for(start, step, now)
         seconds = self.resolutions[ring_index][0]
         step = max(step, float(seconds))
@@ -194,11 +209,16 @@ class MetricsStore:
         """The coarsest ring no coarser than `step` that still holds `start`'s period; else the
         finest that holds it (the step grows to its resolution); else the coarsest."""
         latest = max(now, self.latest)
-        holding = [i for i, (seconds, slots) in enumerate(self.resolutions) if int(latest // seconds) - int(start // seconds) <= slots]
+        holding = [i for i, (seconds, slots) in enumerate(self.resolutions) if int(latest // seconds) - int(start // seconds) <= slots + 1]
         fine = [i for i in holding if self.resolutions[i][0] <= step]
         if fine:
             return fine[-1]
         return holding[0] if holding else len(self.resolutions) - 1
+
+    def flush(self) -> None:
+        """Every series' pending second into its rings and totals (before reading totals)."""
+        for series in self.series.values():
+            series.flush()
 
     def resources(self, service: str) -> list[dict[str, Any]]:
         """Per resource of `service` (summed over tags): totals since the start, for the console's table."""
@@ -206,6 +226,7 @@ class MetricsStore:
         for (svc, _tag, resource), series in self.series.items():
             if svc != service:
                 continue
+            series.flush()
             into = merged.setdefault(resource, Series(()))
             for offset, value in enumerate(series.totals):
                 into.totals[offset] += value
@@ -316,15 +337,28 @@ def _rows(push: Any) -> list[tuple[str, str, list[float], dict[str, float]]]:
             kinds[name] = _count(count, f"{where}[3].{name}")
         if not isinstance(histogram, list) or len(histogram) not in (0, len(BUCKETS) + 1):
             raise MetricsError(f"must be [] or {len(BUCKETS) + 1} counts on the agent's buckets", f"{where}[7]")
+        if not _counts(histogram):  # the one-call check of the common case; the slow one names the culprit
+            for c in histogram:
+                _count(c, f"{where}[7]")
         values = [
             _count(passed, f"{where}[2]"),
             sum(kinds.values()),
             _count(errors, f"{where}[4]"),
             _count(rt_count, f"{where}[5]"),
             _count(rt_sum, f"{where}[6]"),
-        ] + ([_count(c, f"{where}[7]") for c in histogram] or [0.0] * (len(BUCKETS) + 1))
+        ]
+        values += histogram or _NO_HISTOGRAM
         out.append((kind, resource, values, kinds))
     return out
+
+
+_NO_HISTOGRAM = [0.0] * (len(BUCKETS) + 1)
+_NUMBER = (int, float)
+
+
+def _counts(values: list[Any]) -> bool:
+    """Whether every value is a count `_count` takes (no bool, NaN, negative or huge one)."""
+    return all(type(v) in _NUMBER for v in values) and (not values or (isfinite(sum(values)) and 0 <= min(values) and max(values) <= 1e12))
 
 
 def _count(value: Any, where: str) -> float:
