@@ -238,7 +238,7 @@ def create_app(
     # Metrics agents push and the console (issue 16): their own modules, mounted here.
     store = metrics if metrics is not None else MetricsStore()
     routes += metrics_routes(plane, store, read, agent, _json_body)
-    routes += console_routes(plane, store, tokens, guarded)
+    routes += console_routes(plane, store, tokens, watch)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
