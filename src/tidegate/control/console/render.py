@@ -71,7 +71,7 @@ def instances_table(instances: Iterable[Instance], role: Role, now: float) -> st
     for instance in sorted(instances, key=lambda i: (i.service, i.tag, i.id)):
         age = max(0.0, now - instance.registered_at) if instance.registered_at else 0.0
         progress = ""
-        if instance.state == InstanceState.WARMING or (instance.registered_at and age < warmup.window_s):
+        if instance.state == InstanceState.WARMING:  # the default curve: a service's own settings live in its agents
             percent = round(100 * min(1.0, warmup.factor(age)))
             progress = f' <progress max="100" value="{percent}"></progress> {percent}%'
         admin = f"{instance.host}:{instance.admin_port}" if instance.admin_port else "-"
