@@ -139,6 +139,10 @@ for server in ${TIDEGATE_TEST_SERVERS-postgres redis rabbitmq etcd}; do
   "start_$server"
 done
 
+# The console's browser tests drive Debian's chromium (Playwright's own browsers cannot be
+# downloaded here; the tests pass executable_path=/usr/bin/chromium).
+need_pkg chromium chromium
+
 # 4. The whole suite. pytest's exit 5 ("no tests ran") is a failure here.
 status=0
 if [ "${TIDEGATE_MATRIX:-1}" != only ]; then
