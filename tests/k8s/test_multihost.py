@@ -74,11 +74,6 @@ def test_a_rolling_restart_under_load_loses_no_request(hosts: MultiHost, pods: d
     assert set(result["ids"]) >= {"orders-a-r1", "orders-b-r1"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="on this base a drain notice carries the agent token, which an admin endpoint takes from loopback only (403 from another pod);"
-    " the signed notices (helper notices: notice_key) make it cross hosts; then this passes and the mark goes",
-)
 def test_the_direct_drain_notice_crosses_hosts_with_the_control_plane_stopped(hosts: MultiHost, pods: dict[str, Governed]) -> None:
     checkout, provider = pods["checkout"], pods["orders-a"]
     for _ in range(4):  # the provider learns its consumer (and the consumer's admin address) from calls
