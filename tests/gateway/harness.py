@@ -164,17 +164,21 @@ class GatewayProcess:
             env={**os.environ, **(env or {})},
             start_new_session=True,
         )
+        workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
+        for worker in range(workers):  # worker i answers on --admin-port + i, each in its own time
+            self._wait_ready(self.admin_port + worker)
+
+    def _wait_ready(self, admin_port: int) -> None:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gateway exited: {self.log.read_text()}")
             try:
-                if httpx.get(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1).status_code == 200:
-                    break
+                if httpx.get(f"http://127.0.0.1:{admin_port}/ready", timeout=1).status_code == 200:
+                    return
             except httpx.HTTPError:
                 time.sleep(0.05)
-        else:
-            raise RuntimeError(f"gateway did not start: {self.log.read_text()}")
+        raise RuntimeError(f"gateway did not start: {self.log.read_text()}")
 
     @property
     def url(self) -> str:

@@ -48,8 +48,21 @@ def listen_socket(host: str, port: int) -> socket.socket:
 GC_THRESHOLD = 20_000
 
 
+#: Set by a SIGTERM or SIGINT that arrives while a worker still starts (before its loop owns the signals).
+_stop_requested = False
+
+
+def _request_stop(signum: int, frame: Any) -> None:
+    global _stop_requested
+    _stop_requested = True
+
+
 def serve(config: Config, worker: int = 0, ready: Callable[[int], None] | None = None) -> int:
     """Run one worker until it has drained; returns the exit status."""
+    # A stop asked for during start-up is kept and honoured once serving (a drain of nothing),
+    # rather than killing the half-started worker with the default action.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _request_stop)
     try:
         import uvloop
 
@@ -116,6 +129,8 @@ async def _serve(loop: asyncio.AbstractEventLoop, config: Config, worker: int, r
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if _stop_requested:
+        stop.set()
     log.info("tidegate gateway: worker %d listening on %s:%d (admin %s)", worker, config.host, port, sources.admin_address or "off")
     if ready is not None:
         ready(port)
@@ -158,6 +173,8 @@ def run(config: Config) -> int:
             status = 1
             try:
                 status = serve(config, worker)
+            except BaseException:  # said before the child exits: os._exit would swallow the traceback
+                log.exception("tidegate gateway: worker %d failed", worker)
             finally:
                 os._exit(status)
         children.append(pid)
