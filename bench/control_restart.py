@@ -52,7 +52,10 @@ from typing import Any
 
 import httpx
 
-from tidegate.control.storage import new_token
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from loadgen import Proc, free_port, open_loop, wait  # noqa: E402
+from tidegate.control.storage import new_token  # noqa: E402
 
 PYTHON = sys.executable
 LEASE_S = 15.0
@@ -92,51 +95,6 @@ async def app(scope, receive, send):
     await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": json.dumps(body).encode()})
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait(predicate: Any, what: str, timeout: float = 60.0, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except Exception:  # not up yet
-            pass
-        time.sleep(interval)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    port: int
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def signal(self, sig: int) -> None:
-        if self.alive():
-            os.kill(self.popen.pid, sig)
-
-    def stop(self) -> None:
-        if self.alive():
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.popen.wait(timeout=10)
 
 
 @dataclass
@@ -206,33 +164,13 @@ class Load:
     failed: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
 
+    def on_sent(self) -> str:
+        self.sent[self.phase] += 1
+        return self.phase
 
-async def open_loop(port: int, rate: float, stop: asyncio.Event, load: Load) -> None:
-    tasks: set[asyncio.Task[None]] = set()
-    limits = httpx.Limits(max_connections=500, max_keepalive_connections=500)
-    async with httpx.AsyncClient(timeout=60.0, limits=limits, trust_env=False) as client:
-
-        async def one(phase: str) -> None:
-            try:
-                response = await client.get(f"http://127.0.0.1:{port}/call")
-                if response.status_code != 200:
-                    load.failed[phase] += 1
-                    load.reasons[response.json().get("error", f"HTTP {response.status_code}")[:120]] += 1
-            except Exception as error:  # the consumer itself failing is a failure too
-                load.failed[phase] += 1
-                load.reasons[f"{type(error).__name__}: {error}"[:120]] += 1
-
-        start = time.perf_counter()
-        i = 0
-        while not stop.is_set():
-            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
-            task = asyncio.create_task(one(load.phase))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            load.sent[load.phase] += 1
-            i += 1
-        if tasks:
-            await asyncio.gather(*tasks)
+    def on_failed(self, key: str, reason: str) -> None:
+        self.failed[key] += 1
+        self.reasons[reason] += 1
 
 
 def replace_one(bench: Bench, orders: list[Proc], plane_up: bool) -> Proc:
@@ -312,7 +250,7 @@ def main() -> None:
 
         async def run() -> None:
             stop = asyncio.Event()
-            traffic = asyncio.create_task(open_loop(consumer_port, args.rate, stop, load))
+            traffic = asyncio.create_task(open_loop(f"http://127.0.0.1:{consumer_port}/call", args.rate, stop, load))
 
             def script() -> None:
                 time.sleep(2.0)

@@ -43,7 +43,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,7 +54,10 @@ from typing import Any
 
 import httpx
 
-from tidegate.control.storage import new_token
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from loadgen import Proc, free_port, open_loop, wait  # noqa: E402
+from tidegate.control.storage import new_token  # noqa: E402
 
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
@@ -153,40 +155,6 @@ async def app(scope, receive, send):
 RIBBON_REFRESH_S = 30.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def signal(self, sig: int) -> None:
-        if self.alive():
-            os.kill(self.popen.pid, sig)
-
-    def stop(self) -> None:
-        if self.alive():
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.popen.wait(timeout=10)
-
-
 @dataclass
 class Bench:
     workdir: Path
@@ -255,20 +223,10 @@ class Bench:
             proc.stop()
 
 
-def wait(predicate: Any, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except Exception:  # not up yet
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
 @dataclass
 class Load:
+    """Requests sent and failed, in all; failures by reason."""
+
     sent: int = 0
     failures: Counter[str] = field(default_factory=Counter)
 
@@ -276,32 +234,12 @@ class Load:
     def failed(self) -> int:
         return sum(self.failures.values())
 
+    def on_sent(self) -> str:
+        self.sent += 1
+        return ""
 
-async def open_loop(port: int, rate: float, stop: asyncio.Event, load: Load) -> None:
-    tasks: set[asyncio.Task[None]] = set()
-    limits = httpx.Limits(max_connections=500, max_keepalive_connections=500)
-    async with httpx.AsyncClient(timeout=60.0, limits=limits, trust_env=False) as client:
-
-        async def one() -> None:
-            try:
-                response = await client.get(f"http://127.0.0.1:{port}/call")
-                if response.status_code != 200:
-                    load.failures[response.json().get("error", f"HTTP {response.status_code}")[:120]] += 1
-            except Exception as error:  # the consumer itself failing is a failure too
-                load.failures[f"{type(error).__name__}: {error}"[:120]] += 1
-
-        start = time.perf_counter()
-        i = 0
-        while not stop.is_set():
-            # Always yield, even when behind schedule, so the answers (and `stop`) get their turn.
-            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
-            task = asyncio.create_task(one())
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            load.sent += 1
-            i += 1
-        if tasks:
-            await asyncio.gather(*tasks)
+    def on_failed(self, key: str, reason: str) -> None:
+        self.failures[reason] += 1
 
 
 def last_arrival(workdir: Path, name: str) -> float:
@@ -311,7 +249,7 @@ def last_arrival(workdir: Path, name: str) -> float:
 
 async def under_load(bench: Bench, consumer_port: int, action: Any) -> tuple[Load, Any]:
     load, stop = Load(), asyncio.Event()
-    traffic = asyncio.create_task(open_loop(consumer_port, bench.rate, stop, load))
+    traffic = asyncio.create_task(open_loop(f"http://127.0.0.1:{consumer_port}/call", bench.rate, stop, load))
     await asyncio.sleep(1.0)
     try:
         result = await asyncio.to_thread(action)

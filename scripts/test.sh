@@ -57,6 +57,10 @@ need_pkg() {  # need_pkg COMMAND PACKAGE...
   fi
 }
 
+# The gateway's bench (bench/gateway.py) compares against nginx under wrk: both from Debian.
+need_pkg nginx nginx-light
+need_pkg wrk wrk
+
 free_port() { .venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 start_postgres() {
@@ -124,11 +128,20 @@ start_etcd() {  # a 3-member cluster on loopback: the control plane's etcd store
   export TIDEGATE_TEST_ETCD="$endpoints"
 }
 
+# The Kubernetes tests' tools: openssl (the manifests' certificates) and iproute2 (the multi-host
+# run's network namespaces; it skips unless root).
+need_pkg openssl openssl
+need_pkg ip iproute2
+
 # Which servers the suite uses: a test that needs one skips only when its
 # variable is unset, and CI always sets them, so none is silently skipped there.
 for server in ${TIDEGATE_TEST_SERVERS-postgres redis rabbitmq etcd}; do
   "start_$server"
 done
+
+# The console's browser tests drive Debian's chromium (Playwright's own browsers cannot be
+# downloaded here; the tests pass executable_path=/usr/bin/chromium).
+need_pkg chromium chromium
 
 # 4. The whole suite. pytest's exit 5 ("no tests ran") is a failure here.
 status=0

@@ -15,9 +15,12 @@ from collections.abc import Sequence
 _COMMANDS = (
     "tidegate.control.command",  # tidegate control
     "tidegate.agent.command",  # tidegate run
+    "tidegate.agent.offline_command",  # tidegate offline (a preStop hook)
     "tidegate.client.status",  # tidegate status
     "tidegate.client.rules_command",  # tidegate rules ...
     "tidegate.demo.command",  # tidegate demo
+    "tidegate.gateway.command",  # tidegate gateway
+    "tidegate.k8s.command",  # tidegate k8s ...
 )
 
 

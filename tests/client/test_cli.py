@@ -4,75 +4,64 @@ from __future__ import annotations
 
 import subprocess
 
-from tests.control.running import TOKEN, ControlProcess
+from tests.control.running import SETTINGS, ControlProcess, tidegate_cli
 from tests.support.procs import TIDEGATE, Proc, free_port, wait_until
 from tidegate.client.control import ControlClient
 from tidegate.core.instance import Instance
 
-SETTINGS = """\
-apiVersion: tidegate.io/v1
-kind: ServiceSettings
-metadata:
-  name: orders
-spec:
-  service: orders
-  warmupWindowSeconds: {window}
-"""
 
-
-def _tidegate(url: str, *args: str, stdin: str | None = None, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
-    env = {"TIDEGATE_CONTROL": url, "TIDEGATE_TOKEN": token, "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
-    return subprocess.run([*TIDEGATE, *args], input=stdin, capture_output=True, text=True, env=env, timeout=60)
+def _cli(url: str, *args: str, **options: str) -> subprocess.CompletedProcess[str]:
+    return tidegate_cli(url, *args, columns="200", **options)
 
 
 def test_status_shows_services_instances_tags_and_states(control: ControlProcess, client: ControlClient) -> None:
     client.register(Instance(id="", service="orders", host="127.0.0.1", port=8001, tag="gray", weight=40))
     client.register(Instance(id="", service="payments", host="127.0.0.1", port=8002))
-    result = _tidegate(control.url, "status")
+    result = _cli(control.url, "status")
     assert result.returncode == 0, result.stderr
     for text in ("orders@127.0.0.1:8001", "gray", "SERVING", "40", "payments", "(base)"):
         assert text in result.stdout
 
 
 def test_status_says_clearly_when_the_control_plane_is_unreachable() -> None:
-    result = _tidegate(f"http://127.0.0.1:{free_port()}", "status")
+    result = _cli(f"http://127.0.0.1:{free_port()}", "status")
     assert result.returncode == 1
     assert "unreachable" in result.stderr and "tidegate control" in result.stderr
 
 
 def test_status_with_a_wrong_token_fails_naming_it(control: ControlProcess) -> None:
-    result = _tidegate(control.url, "status", token="wrong-but-long-enough")
+    result = _cli(control.url, "status", token="wrong-but-long-enough")
     assert result.returncode == 1 and "token" in result.stderr
 
 
 def test_rules_apply_list_history_rollback_delete(control: ControlProcess, tmp_path) -> None:
     rule_file = tmp_path / "orders.yaml"
     rule_file.write_text(SETTINGS.format(window=60))
-    applied = _tidegate(control.url, "rules", "apply", "-f", str(rule_file))
+    applied = _cli(control.url, "rules", "apply", "-f", str(rule_file))
     assert applied.returncode == 0, applied.stderr
     first_revision = int(applied.stdout.split("revision")[-1])
-    assert _tidegate(control.url, "rules", "apply", "-f", "-", stdin=SETTINGS.format(window=30)).returncode == 0
+    assert _cli(control.url, "rules", "apply", "-f", "-", stdin=SETTINGS.format(window=30)).returncode == 0
 
-    listed = _tidegate(control.url, "rules", "list", "--kind", "ServiceSettings")
+    listed = _cli(control.url, "rules", "list", "--kind", "ServiceSettings")
     assert "orders" in listed.stdout and '"warmupWindowSeconds":30' in listed.stdout
 
-    rolled = _tidegate(control.url, "rules", "rollback", "ServiceSettings", "orders", str(first_revision))
+    rolled = _cli(control.url, "rules", "rollback", "ServiceSettings", "orders", str(first_revision))
     assert rolled.returncode == 0, rolled.stderr
-    history = _tidegate(control.url, "rules", "history", "ServiceSettings", "orders")
+    history = _cli(control.url, "rules", "history", "ServiceSettings", "orders")
     assert history.stdout.count('"warmupWindowSeconds":60') == 2
 
-    assert _tidegate(control.url, "rules", "delete", "ServiceSettings", "orders").returncode == 0
-    assert "no rule in force" in _tidegate(control.url, "rules", "list").stdout
+    assert _cli(control.url, "rules", "delete", "ServiceSettings", "orders").returncode == 0
+    assert "no rule in force" in _cli(control.url, "rules", "list").stdout
 
 
 def test_rules_errors_name_the_field_and_exit_1(control: ControlProcess, tmp_path) -> None:
-    bad = _tidegate(control.url, "rules", "apply", "-f", "-", stdin=SETTINGS.format(window="later"))
+    bad = _cli(control.url, "rules", "apply", "-f", "-", stdin=SETTINGS.format(window="later"))
     assert bad.returncode == 1 and "spec.warmupWindowSeconds" in bad.stderr
-    unparsable = _tidegate(control.url, "rules", "apply", "-f", "-", stdin="a: [\n")
+    unparsable = _cli(control.url, "rules", "apply", "-f", "-", stdin="a: [\n")
     assert unparsable.returncode == 1 and "line" in unparsable.stderr
-    missing_file = _tidegate(control.url, "rules", "apply", "-f", str(tmp_path / "nope.yaml"))
+    missing_file = _cli(control.url, "rules", "apply", "-f", str(tmp_path / "nope.yaml"))
     assert missing_file.returncode == 1 and "nope.yaml" in missing_file.stderr
-    missing_rule = _tidegate(control.url, "rules", "rollback", "ServiceSettings", "ghost", "1")
+    missing_rule = _cli(control.url, "rules", "rollback", "ServiceSettings", "ghost", "1")
     assert missing_rule.returncode == 1 and "ghost" in missing_rule.stderr
 
 

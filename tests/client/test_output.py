@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,27 +12,9 @@ from urllib.parse import unquote
 
 import pytest
 
-from tests.control.running import TOKEN, ControlProcess
-from tests.support.procs import TIDEGATE
+from tests.control.running import SETTINGS, TOKEN, ControlProcess, tidegate_cli
 from tidegate.client.control import ControlClient
 from tidegate.core.instance import Instance
-
-SETTINGS = """\
-apiVersion: tidegate.io/v1
-kind: ServiceSettings
-metadata:
-  name: orders
-spec:
-  service: orders
-  warmupWindowSeconds: {window}
-"""
-
-
-def _tidegate(url: str, *args: str, columns: str | None = None) -> subprocess.CompletedProcess[str]:
-    """A CLI command with stdout a pipe (not a terminal); COLUMNS unset unless given."""
-    env = {"TIDEGATE_CONTROL": url, "TIDEGATE_TOKEN": TOKEN, "PATH": "/usr/bin:/bin", **({"COLUMNS": columns} if columns else {})}
-    return subprocess.run([*TIDEGATE, *args], capture_output=True, text=True, env=env, timeout=60)
-
 
 # -- a control plane that answers whatever was stored before names were checked ------------
 
@@ -90,9 +71,9 @@ def hostile() -> Iterator[str]:
 
 @pytest.mark.parametrize("columns", [None, "200"])
 def test_markup_prints_literally_and_control_characters_never_reach_the_terminal(hostile: str, columns: str | None) -> None:
-    status = _tidegate(hostile, "status", columns=columns)
-    listed = _tidegate(hostile, "rules", "list", columns=columns)
-    history = _tidegate(hostile, "rules", "history", "ServiceSettings", "orders", columns=columns)
+    status = tidegate_cli(hostile, "status", columns=columns)
+    listed = tidegate_cli(hostile, "rules", "list", columns=columns)
+    history = tidegate_cli(hostile, "rules", "history", "ServiceSettings", "orders", columns=columns)
     for result in (status, listed, history):
         assert result.returncode == 0, result.stderr
         assert not any(c in result.stdout for c in "\x1b\x07\u202e"), repr(result.stdout)
@@ -102,7 +83,7 @@ def test_markup_prints_literally_and_control_characters_never_reach_the_terminal
 
 
 def test_json_output_escapes_control_characters(hostile: str) -> None:
-    result = _tidegate(hostile, "status", "--output", "json")
+    result = tidegate_cli(hostile, "status", "--output", "json")
     assert result.returncode == 0 and "\x1b" not in result.stdout
     [service] = json.loads(result.stdout)["services"]
     assert service["name"] == HOSTILE_SERVICE and service["instances"][0]["id"] == HOSTILE_INSTANCE["id"]
@@ -118,21 +99,21 @@ def test_every_listing_has_json_output(control: ControlProcess, client: ControlC
     client.delete_rule("default", "ServiceSettings", "orders")
     [v3] = client.apply_rules(SETTINGS.format(window=30))
 
-    status = json.loads(_tidegate(control.url, "status", "--output", "json").stdout)
+    status = json.loads(tidegate_cli(control.url, "status", "--output", "json").stdout)
     assert status["control"] == control.url and status["revision"] >= v3.revision
     by_name = {s["name"]: s for s in status["services"]}
     [orders] = by_name["orders"]["instances"]
     assert orders["id"] == "orders@127.0.0.1:8001" and orders["tag"] == "gray" and orders["weight"] == 40 and orders["state"] == "SERVING"
     assert by_name["payments"]["tags"] == [""]
 
-    [rule] = json.loads(_tidegate(control.url, "rules", "list", "-o", "json").stdout)
+    [rule] = json.loads(tidegate_cli(control.url, "rules", "list", "-o", "json").stdout)
     assert rule["name"] == "orders" and rule["revision"] == v3.revision and rule["document"]["spec"]["warmupWindowSeconds"] == 30
 
-    history = json.loads(_tidegate(control.url, "rules", "history", "ServiceSettings", "orders", "--output", "json").stdout)
+    history = json.loads(tidegate_cli(control.url, "rules", "history", "ServiceSettings", "orders", "--output", "json").stdout)
     assert [(h["revision"], h["op"]) for h in history] == [(v3.revision, "put"), (v3.revision - 1, "delete"), (v1.revision, "put")]
 
     client.delete_rule("default", "ServiceSettings", "orders")
-    assert json.loads(_tidegate(control.url, "rules", "list", "--output", "json").stdout) == []
+    assert json.loads(tidegate_cli(control.url, "rules", "list", "--output", "json").stdout) == []
 
 
 def test_identifiers_are_never_cut_when_stdout_is_not_a_terminal(control: ControlProcess, client: ControlClient) -> None:
@@ -145,13 +126,13 @@ def test_identifiers_are_never_cut_when_stdout_is_not_a_terminal(control: Contro
         )
     )
 
-    status = _tidegate(control.url, "status")  # no COLUMNS: rich would fit 80 columns
+    status = tidegate_cli(control.url, "status")  # no COLUMNS: rich would fit 80 columns
     assert status.returncode == 0, status.stderr
     assert long_id in status.stdout and f"{long_host}:8001" in status.stdout and "…" not in status.stdout
-    listed = _tidegate(control.url, "rules", "list")
+    listed = tidegate_cli(control.url, "rules", "list")
     spec = next(line for line in listed.stdout.splitlines() if "prewarmServices" in line)
     assert "svc39" in spec and "…" not in listed.stdout
-    history = _tidegate(control.url, "rules", "history", "ServiceSettings", "orders")
+    history = tidegate_cli(control.url, "rules", "history", "ServiceSettings", "orders")
     assert "svc39" in history.stdout and "…" not in history.stdout
 
 
@@ -166,10 +147,10 @@ def test_a_name_stored_before_names_were_checked_does_not_break_status(tmp_path)
     try:
         with ControlClient(plane.url, TOKEN) as client:
             client.register(Instance(id="", service="orders", host="127.0.0.1", port=8001))
-        status = _tidegate(plane.url, "status")
+        status = tidegate_cli(plane.url, "status")
         assert status.returncode == 0, status.stderr
         for text in ("orders@127.0.0.1:8001", "a/b", "../../etc/passwd", "x?y#z"):
             assert text in status.stdout
-        assert json.loads(_tidegate(plane.url, "status", "-o", "json").stdout)["services"][-1]["name"] == "x?y#z"
+        assert json.loads(tidegate_cli(plane.url, "status", "-o", "json").stdout)["services"][-1]["name"] == "x?y#z"
     finally:
         plane.stop()

@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 from tests.support.procs import TIDEGATE, Proc, free_port, wait_until
 
 TOKEN = "test-token-0123456789"
+
+#: A valid rule document with one field to vary (`SETTINGS.format(window=30)`), or to break (`window="later"`).
+SETTINGS = """\
+apiVersion: tidegate.io/v1
+kind: ServiceSettings
+metadata:
+  name: orders
+spec:
+  service: orders
+  warmupWindowSeconds: {window}
+"""
+
+
+def tidegate_cli(
+    url: str, *args: str, stdin: str | None = None, token: str = TOKEN, columns: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """A real `tidegate` command against the control plane at `url`: stdout a pipe, COLUMNS unset unless given."""
+    env = {"TIDEGATE_CONTROL": url, "TIDEGATE_TOKEN": token, "PATH": "/usr/bin:/bin", **({"COLUMNS": columns} if columns else {})}
+    return subprocess.run([*TIDEGATE, *args], input=stdin, capture_output=True, text=True, env=env, timeout=60)
 
 
 class ControlProcess:

@@ -7,21 +7,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.control.running import TOKEN, ControlProcess
+from tests.control.running import SETTINGS, TOKEN, ControlProcess
 from tests.support.procs import wait_until
 from tidegate.client.control import ControlClient
 from tidegate.core.instance import Instance, InstanceState
 from tidegate.errors import ControlPlaneError
-
-SETTINGS = """\
-apiVersion: tidegate.io/v1
-kind: ServiceSettings
-metadata:
-  name: orders
-spec:
-  service: orders
-  warmupWindowSeconds: {window}
-"""
 
 ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join('*' + chr(97 + i) for _ in range(10))}]\n" for i in range(8)

@@ -28,6 +28,7 @@ from tidegate.agent.instrumentation import install_all
 from tidegate.agent.instrumentation.base import outbound_pipeline
 from tidegate.agent.lifecycle import InstanceLifecycle
 from tidegate.agent.metrics import AgentMetrics
+from tidegate.agent.metrics.push import MetricsPush
 from tidegate.agent.outbound.router import OutboundRouter
 from tidegate.agent.runtime import AgentRuntime, get_runtime, set_runtime
 from tidegate.core import context
@@ -56,6 +57,7 @@ def start(config: AgentConfig | None = None) -> AgentRuntime | None:
         runtime.consumer = config.service
         context.set_lane_key(config.lane_key)
         runtime.add(metrics)
+        runtime.add(MetricsPush(runtime, metrics.snapshot))  # the server's numbers to the control plane
         lane_state = runtime.add(lanes.install(runtime.rulebook, config.service, config.tag))
         lossless_online = online.install(runtime)
         router = _build_router(runtime, lane_state, lossless_online)

@@ -69,11 +69,29 @@ class Listening:
     instances: tuple[Instance, ...]
     admin_port: int | None  # None: the admin endpoint did not start
     shared_dir: Path | None  # also in the environment as SHARED_DIR_ENV
+    admin_host: str = "127.0.0.1"  # the address the admin endpoint bound (TIDEGATE_ADMIN_HOST)
 
     @property
     def advertised_host(self) -> str:
         """The host consumers are told to call."""
         return self.instances[0].host if self.instances else "127.0.0.1"
+
+    @property
+    def admin_address(self) -> str:
+        """`host:port` where the instances' providers reach this admin endpoint, "" when they cannot:
+        bound to loopback, only providers on this host (so only with a loopback advertised host);
+        bound to an address, that address; bound to every interface, the advertised host."""
+        if not self.admin_port:
+            return ""
+        if self.admin_host in ("0.0.0.0", "::", ""):
+            host = self.advertised_host
+        elif _is_loopback(self.admin_host):
+            if not _is_loopback(self.advertised_host):
+                return ""
+            host = "127.0.0.1"
+        else:
+            host = self.admin_host
+        return f"[{host}]:{self.admin_port}" if ":" in host else f"{host}:{self.admin_port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,3 +186,7 @@ def _guarded(capability: Capability, hook: str, call: Callable[[], T], failed: T
     except Exception:  # one capability's failure must not stop the others or the server
         log.exception("tidegate: %s.%s failed; the agent goes on without it", type(capability).__name__, hook)
         return failed
+
+
+def _is_loopback(host: str) -> bool:
+    return host.startswith("127.") or host in ("::1", "localhost")

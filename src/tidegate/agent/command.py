@@ -43,6 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--ca", metavar="PEM", help="CA certificate(s) to verify an https:// control plane with (env TIDEGATE_CA)")
     parser.add_argument("--admin-port", help="admin endpoint port, 0 = ephemeral (env TIDEGATE_ADMIN_PORT)")
     parser.add_argument(
+        "--admin-host",
+        help="address the admin endpoint binds, default 127.0.0.1; a pod's IP (or 0.0.0.0) lets probes and other hosts' agents reach it (env TIDEGATE_ADMIN_HOST)",
+    )
+    parser.add_argument(
         "--allow-ungoverned",
         action="store_true",
         help="start the program even when its Python cannot import tidegate (it then runs without the agent)",
@@ -113,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
             "TIDEGATE_CONTROL": args.control,
             "TIDEGATE_CA": args.ca,
             "TIDEGATE_ADMIN_PORT": args.admin_port,
+            "TIDEGATE_ADMIN_HOST": args.admin_host,
         },
     )
     try:

@@ -23,8 +23,11 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tidegate.control.auth import Credentials, Refusal, lease_of, strip_notice_keys, visible
+from tidegate.control.console import console_routes
 from tidegate.control.fanout import Subscriber
 from tidegate.control.limits import WATCHER_WRITE_STALL_SECONDS
+from tidegate.control.metrics_api import metrics_routes
+from tidegate.control.metrics_store import MetricsStore
 from tidegate.control.openapi import SPEC
 from tidegate.control.plane import ControlPlane, RequestError
 from tidegate.control.storage import StorageError
@@ -54,6 +57,7 @@ def create_app(
     ping_interval: float = PING_INTERVAL,
     hosts: HostCheck | None = None,
     write_stall: float = WATCHER_WRITE_STALL_SECONDS,
+    metrics: MetricsStore | None = None,
 ) -> ASGIApp:
     """The API over `plane`, for callers holding one of `tokens`; `hosts` says which Host
     headers it answers (default: loopback's).
@@ -218,7 +222,7 @@ def create_app(
         return _WatchResponse(frames(), stream, streams, plane.close_watch)
 
     rule_path = "/v1/rules/{namespace}/{kind}/{name}"
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/v1/health", health, methods=["GET"]),
         Route("/v1/openapi.json", openapi, methods=["GET"]),
         Route("/v1/services", read(services), methods=["GET"]),
@@ -239,6 +243,10 @@ def create_app(
         Route("/v1/events", agent(post_event), methods=["POST"]),
         Route("/v1/watch", read(watch), methods=["GET"]),
     ]
+    # Metrics agents push and the console (issue 16): their own modules, mounted here.
+    store = metrics if metrics is not None else MetricsStore()
+    routes += metrics_routes(plane, store, read, agent, _json_body)
+    routes += console_routes(plane, store, tokens, watch)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

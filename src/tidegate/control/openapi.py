@@ -92,5 +92,18 @@ SPEC: dict[str, Any] = {
                 "frames {revision, op: put|delete, instance|rule}; ': ping' comments keep the stream alive."
             )
         },
+        "/v1/metrics": {
+            "post": _op(
+                "An instance's push {instance, interval, rows: [[kind in|res|out, resource, passed, {block kind: n}, errors, "
+                "rt_count, rt_sum, histogram]]} of what changed since its last accepted push; X-Tidegate-Lease",
+                role="agent",
+            ),
+            "get": _op(
+                "Chart columns {t, passed, blocked, errors, qps, blocked_qps, error_rate, rt_avg_ms, p50_ms, p99_ms}; "
+                "query: service (required), resource (default: the rollup of inbound routes), tag (absent: every tag; empty: base), "
+                "from, to (epoch seconds), step (seconds)"
+            ),
+        },
+        "/metrics": {"get": _op("Prometheus text: the plane's own state and the totals of every series agents pushed")},
     },
 }

@@ -29,7 +29,7 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     import tidegate
-    from tidegate.demo import brokers, flash_sale, lanes, rolling, scale_out, spread
+    from tidegate.demo import brokers, flash_sale, gateway, lanes, rolling, scale_out, spread
     from tidegate.demo.cluster import Cluster, DemoError
 
     if args.seconds <= 0 or args.rate <= 0:
@@ -50,6 +50,7 @@ def main(args: argparse.Namespace) -> int:
         failed += flash_sale.run(cluster, console)
         failed += lanes.run(cluster, console, redis_server)
         failed += scale_out.run(cluster, console, args.rate)
+        failed += gateway.run(cluster, console, args.rate)
     except DemoError as error:
         console.print(f"[red]demo failed:[/] {error}")
         return 1

@@ -3,6 +3,7 @@
 from tidegate.rules import (
     adaptive,  # noqa: F401
     faulttolerance,  # noqa: F401
+    gateway,  # noqa: F401
     hotspot,  # noqa: F401
     lanes,  # noqa: F401
     settings,  # noqa: F401

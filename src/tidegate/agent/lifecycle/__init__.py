@@ -131,7 +131,7 @@ class InstanceLifecycle:
             self.instances = [self._instance(host, port) for host, port in inet]
             self.metrics_dir = create_shared_dir()
             self._start_admin()
-            self._capabilities.on_listening(Listening(tuple(self.instances), self._admin_port(), self.metrics_dir))
+            self._capabilities.on_listening(Listening(tuple(self.instances), self._admin_port(), self.metrics_dir, self.config.admin_host))
             self._thread = threading.Thread(target=self._keep_registered, name="tidegate-registration", daemon=True)
             self._thread.start()
             atexit.register(self.stopping)  # a server that exits past its shutdown hook still deregisters

@@ -122,11 +122,12 @@ class LosslessOffline(Capability):
     def on_listening(self, owner: Listening) -> None:
         """This process owns the socket: calls from it (and its workers) name its admin address.
 
-        The admin endpoint listens on loopback only, so the address is named only when the
-        instance advertises a loopback host (its providers run on the same machine); elsewhere
-        the control plane's push and the response header tell this consumer."""
-        if owner.admin_port and _loopback(owner.advertised_host):
-            address = f"127.0.0.1:{owner.admin_port}"
+        The address is named when providers can reach it (`Listening.admin_address`): an admin
+        endpoint on loopback only for an instance that advertises a loopback host (its providers
+        run on the same machine), one on the pod's address (TIDEGATE_ADMIN_HOST) from anywhere;
+        otherwise the control plane's push and the response header tell this consumer."""
+        address = owner.admin_address
+        if address:
             os.environ[ADMIN_ENV] = address
             self.runtime.consumer = consumer_value(self.runtime.config.service, address)
         if owner.shared_dir is not None:
@@ -377,10 +378,6 @@ class LosslessOffline(Capability):
             except Exception:  # the board must not stop following for one bad read
                 log.debug("tidegate: drain board follow failed", exc_info=True)
             time.sleep(POLL_S)
-
-
-def _loopback(host: str) -> bool:
-    return host.startswith("127.") or host in ("::1", "localhost")
 
 
 class SwitchedOff(Capability):

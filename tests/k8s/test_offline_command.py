@@ -1,0 +1,82 @@
+"""`python -m tidegate offline`, the injected preStop, against a real agent: it finds the admin
+endpoint and the lease secret in the agent's state file, drains, exits 0 once drained; without
+an agent to reach it exits 1 saying why. And `Listening.admin_address`: which admin address a
+consumer names to its providers (the pod's, once the admin endpoint binds it)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.agent.conftest import ControlPlane
+from tests.agent.lifecycle.test_credentials import Agent
+from tests.support.procs import TIDEGATE, wait_until
+from tidegate.agent.capability import Listening
+
+
+@pytest.fixture
+def agent(tmp_path: Path, control_plane: ControlPlane) -> Iterator[Agent]:
+    started = Agent(tmp_path, control_plane)
+    try:
+        wait_until(lambda: control_plane.instances("orders"), what="orders to register")
+        yield started
+    finally:
+        started.proc.stop()
+
+
+def offline(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
+    return subprocess.run([*TIDEGATE, "offline", *args], env={**clean, **env}, capture_output=True, text=True, timeout=60)
+
+
+def test_offline_drains_the_local_instance_through_its_state_file(agent: Agent, control_plane: ControlPlane) -> None:
+    record = agent.admin()
+    done = offline({"TIDEGATE_STATE_DIR": str(agent.state_dir), "TIDEGATE_SERVICE": "orders", "TIDEGATE_DRAIN_TIMEOUT": "5"})
+    assert done.returncode == 0, done.stderr
+    assert "drained" in done.stdout and '"phase": "DRAINED"' in done.stdout
+    ready = httpx.get(f"{record['url']}/ready", timeout=5)
+    assert ready.status_code == 503 and ready.json()["state"] == "DRAINING"
+    wait_until(lambda: all(i["state"] == "DRAINING" for i in control_plane.instances("orders")), what="the registry to show the drain")
+
+
+def test_offline_without_a_reachable_agent_exits_1_saying_why(tmp_path: Path) -> None:
+    nothing = offline({"TIDEGATE_STATE_DIR": str(tmp_path), "TIDEGATE_SERVICE": "orders"})
+    assert nothing.returncode == 1
+    assert "no fixed TIDEGATE_ADMIN_PORT" in nothing.stderr and "orders.admin.json" in nothing.stderr
+    (tmp_path / "orders.admin.json").write_text('{"url": "http://127.0.0.1:9", "lease_secret": "x"}')
+    gone = offline({"TIDEGATE_STATE_DIR": str(tmp_path), "TIDEGATE_SERVICE": "orders"})
+    assert gone.returncode == 1 and "cannot reach the agent's admin endpoint at http://127.0.0.1:9" in gone.stderr
+    unnamed = offline({"TIDEGATE_STATE_DIR": str(tmp_path)})
+    assert unnamed.returncode == 1 and "TIDEGATE_SERVICE" in unnamed.stderr
+
+
+def test_offline_with_a_wrong_secret_says_the_agent_refused(agent: Agent, tmp_path: Path) -> None:
+    record = agent.admin()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "orders.admin.json").write_text(f'{{"url": "{record["url"]}", "lease_secret": "not-the-lease-secret"}}')
+    refused = offline({"TIDEGATE_STATE_DIR": str(other), "TIDEGATE_SERVICE": "orders"})
+    assert refused.returncode == 1 and "refused the drain (401)" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("admin_host", "advertised", "named"),
+    [
+        ("127.0.0.1", "127.0.0.1", "127.0.0.1:9901"),  # one machine: loopback reaches
+        ("127.0.0.1", "10.0.0.5", ""),  # providers elsewhere cannot reach a loopback endpoint
+        ("10.0.0.5", "10.0.0.5", "10.0.0.5:9901"),  # the pod's address (TIDEGATE_ADMIN_HOST from status.podIP)
+        ("0.0.0.0", "10.0.0.5", "10.0.0.5:9901"),  # every interface: the advertised host
+        ("fd00::5", "fd00::5", "[fd00::5]:9901"),
+    ],
+)
+def test_the_admin_address_a_consumer_names(admin_host: str, advertised: str, named: str) -> None:
+    from tidegate.core.instance import Instance
+
+    instance = Instance(id="orders-1", service="orders", host=advertised, port=8000)
+    assert Listening((instance,), 9901, None, admin_host).admin_address == named
+    assert Listening((instance,), None, None, admin_host).admin_address == ""
