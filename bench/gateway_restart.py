@@ -13,7 +13,12 @@ Every answer that is not 200 is failed. Then one of the two gateways gets SIGTER
 again) under the same load: its in-flight requests finish, its keep-alive connections close with
 `connection: close`, new connections land on the other one.
 
-    python bench/gateway_restart.py [--restarts 20] [--rate 200]
+    python bench/gateway_restart.py [--restarts 20] [--rate 200] [--gateway-restarts 10] [--migrate-req]
+
+`--migrate-req` (root) runs the whole bench in a network namespace of its own (`unshare --net`,
+its loopback up) with `net.ipv4.tcp_migrate_req=1` there, the kernel switch that hands the
+connections queued at a closing listener to the other listener on the port (without it they are
+reset: a few per gateway restart); the host's own setting is not touched.
 
 Last line: JSON {"restarts", "rate", "sent_gateway", "failed_gateway", "sent_nginx", "failed_nginx",
 "sent_gateway_restart", "failed_gateway_restart"}.
@@ -24,6 +29,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -160,6 +167,19 @@ def rolling(bench: Bench, instances: list[Proc], restarts: int) -> None:
         instances.append(new)
 
 
+NETNS_ENV = "TIDEGATE_BENCH_OWN_NETNS"
+
+
+def in_own_network_namespace() -> int:
+    """Re-run this bench in a new network namespace (loopback up, tcp_migrate_req=1 there)."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        print("--migrate-req needs unshare (util-linux) and ip (iproute2)", file=sys.stderr)
+        return 2
+    inner = " ".join(shlex.quote(part) for part in [sys.executable, *sys.argv])
+    script = f"ip link set lo up && sysctl -q -w net.ipv4.tcp_migrate_req=1 && exec {inner}"
+    return subprocess.call(["unshare", "--net", "--", "sh", "-c", script], env={**os.environ, NETNS_ENV: "1"})
+
+
 def report(label: str, load: Load) -> None:
     print(f"{label:64}: sent {load.sent:6}, failed {load.failed:5}", flush=True)
     for reason, count in load.failures.most_common(3):
@@ -171,7 +191,12 @@ def main() -> int:
     parser.add_argument("--restarts", type=int, default=20)
     parser.add_argument("--rate", type=float, default=200.0, help="open-loop requests per second to each front (default 200)")
     parser.add_argument("--gateway-restarts", type=int, default=2, help="restarts of one of the two gateways (default 2)")
+    parser.add_argument(
+        "--migrate-req", action="store_true", help="run in a network namespace of its own with net.ipv4.tcp_migrate_req=1 (root)"
+    )
     args = parser.parse_args()
+    if args.migrate_req and os.environ.get(NETNS_ENV) != "1":
+        return in_own_network_namespace()
     workdir = Path(tempfile.mkdtemp(prefix="tidegate-bench-gateway-restart-"))
     (workdir / "bench_provider.py").write_text(PROVIDER)
     bench = Bench(workdir, args.rate)
@@ -209,6 +234,7 @@ def main() -> int:
             "gateway_restarts": args.gateway_restarts,
             "sent_gateway_restart": restart.sent,
             "failed_gateway_restart": restart.failed,
+            "migrate_req": os.environ.get(NETNS_ENV) == "1",
         }
     finally:
         if nginx is not None:

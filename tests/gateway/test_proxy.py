@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -237,3 +238,27 @@ def test_raw_keep_alive_and_pipelining(tmp_path, orders):
         assert answer.count(b"HTTP/1.1 200 OK") == 2
     finally:
         gateway.stop()
+
+
+def test_a_draining_gateway_serves_the_next_request_on_an_idle_keep_alive_connection(tmp_path, orders):
+    """A client that sends on its idle keep-alive connection while the gateway drains gets its answer
+    (with `connection: close`), not a closed socket: the gateway leaves idle connections open for
+    `--drain-idle` (5 s) rather than racing such a client with a close (0.5 s before: this failed)."""
+    gateway = GatewayProcess(tmp_path, route("all", "orders"), *upstreams(orders[0]))
+    request = b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(request)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")  # the connection is now idle, kept alive
+        gateway.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while httpx.get(f"http://127.0.0.1:{gateway.admin_port}/ready", timeout=5).status_code != 503:
+            assert time.monotonic() < deadline, "the gateway did not start draining"
+            time.sleep(0.05)
+        time.sleep(2.0)  # well past the old 0.5 s (and a sweep), well inside --drain-idle
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert b"connection: close" in answer.lower()
+    assert gateway.process.wait(30) == 0

@@ -58,6 +58,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument(
         "--drain-timeout", type=float, default=20.0, help="seconds a draining gateway waits for in-flight requests (default 20)"
     )
+    parser.add_argument(
+        "--drain-idle",
+        type=float,
+        default=5.0,
+        help="seconds a draining gateway keeps an idle keep-alive connection open for its client's next request"
+        " or close (at least the clients' keep-alive expiry; default 5)",
+    )
     parser.add_argument("--log-level", default=os.environ.get("TIDEGATE_LOG_LEVEL", "INFO"), help="log level (default INFO)")
     connection.add_arguments(parser, Role.AGENT)  # --control, --token-file, --token, --ca: as the agent and the CLI
     parser.set_defaults(func=run)
@@ -105,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         max_header_bytes=args.max_header_bytes,
         max_url_bytes=args.max_url_bytes,
         drain_timeout_s=args.drain_timeout,
+        drain_idle_s=args.drain_idle,
     )
     config = Config(
         host=args.host,

@@ -31,6 +31,11 @@ class Limits:
     max_connections: int = 20000
     #: How long a draining gateway waits for in-flight requests.
     drain_timeout_s: float = 20.0
+    #: How long a draining gateway leaves an idle keep-alive connection open for its client to send
+    #: one more request (answered with `connection: close`) or to close it. Closing it first races a
+    #: client that sends on it at that moment (its request is lost), so this is at least the usual
+    #: client keep-alive expiry (httpx: 5 s); the drain timeout bounds it.
+    drain_idle_s: float = 5.0
 
 
 @dataclass

@@ -85,7 +85,6 @@ _REASONS = {
 }
 _CHUNK_END = b"0\r\n\r\n"
 #: How long an idle keep-alive connection stays open once the gateway drains (a request on it is answered with `connection: close`).
-DRAIN_IDLE_S = 0.5
 #: How long a refused client's further input is read and dropped before the connection closes.
 LINGER_S = 1.0
 
@@ -407,11 +406,11 @@ class ClientConnection(asyncio.Protocol):
 
     def drain(self) -> None:
         """The gateway drains: a busy connection closes after its response (`connection: close`), an idle
-        one after its next request's or within `DRAIN_IDLE_S`: closing a keep-alive connection at once
+        one after its next request's or within `drain_idle_s`: closing a keep-alive connection at once
         races a client that is sending on it right then (its request would be lost)."""
         if self.exchange is None and not self.queued and not self.begun:
             self.phase = _IDLE
-            self.deadline = min(self.deadline, self.gateway.loop.time() + DRAIN_IDLE_S)
+            self.deadline = min(self.deadline, self.gateway.loop.time() + self.limits.drain_idle_s)
 
 
 class Exchange:

@@ -44,6 +44,29 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+#: Linux's switch that hands the connections still in a closed listener's accept queue to another
+#: listener of its SO_REUSEPORT group (Linux >= 5.14); at 0 they are reset when a gateway drains.
+MIGRATE_REQ = "/proc/sys/net/ipv4/tcp_migrate_req"
+
+
+def note_accept_queue_migration(path: str = MIGRATE_REQ) -> bool:
+    """Whether the kernel hands a draining listener's queued connections to the other replicas; logs
+    once what to set when it does not (a restart of one of several gateways on a shared port resets
+    the few connections that arrived just before its listener closed)."""
+    try:
+        with open(path) as handle:
+            migrates = handle.read().strip() != "0"
+    except OSError:
+        return False  # not Linux, or a kernel without the switch: nothing to advise
+    if not migrates:
+        log.info(
+            "tidegate gateway: %s is 0: connections queued at this listener when it closes in a drain are reset;"
+            " 'sysctl -w net.ipv4.tcp_migrate_req=1' hands them to the other gateways on the port",
+            path,
+        )
+    return migrates
+
+
 #: Allocations between two collections of the young generation (the default, 700, costs a request a collection every few).
 GC_THRESHOLD = 20_000
 
@@ -123,6 +146,7 @@ async def _serve(loop: asyncio.AbstractEventLoop, config: Config, worker: int, r
         sources.admin_address = f"{admin_host}:{admin_bound}"
     gateway.start_sweeping()
     if worker == 0:
+        note_accept_queue_migration()
         sources.register(config.advertise or config.host, port)
         if sources.admin_address:
             gateway.consumer = consumer_value(config.service, sources.admin_address)
