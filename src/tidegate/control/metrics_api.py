@@ -48,7 +48,7 @@ def metrics_routes(
         if not isinstance(data, dict) or not isinstance(data.get("instance"), str):
             raise RequestError(422, "a push is an object naming its 'instance' (the id it registered)", field="instance")
         instance_id = data["instance"]
-        instance = next((i for i in plane.instances() if i.id == instance_id), None)
+        instance = plane.instance(instance_id)
         if instance is None:
             raise RequestError(404, f"instance {instance_id!r} is not registered: register it, then push", field="instance")
         if request.state.role < Role.ADMIN and not plane.leases.held_by(instance_id, lease_of(request)):

@@ -133,8 +133,7 @@ class MetricsStore:
         for kind, resource, values, kinds in rows:
             if kind == "in":
                 rolled = True
-                for offset, value in enumerate(values):
-                    rollup[offset] += value
+                rollup = list(map(add, rollup, values))  # element-wise in C, not a Python loop per field
             stored += self._add((service, tag, resource), values, kinds, now)
         if rolled:
             self._add((service, tag, ALL), rollup, {}, now)
@@ -337,28 +336,27 @@ def _rows(push: Any) -> list[tuple[str, str, list[float], dict[str, float]]]:
             kinds[name] = _count(count, f"{where}[3].{name}")
         if not isinstance(histogram, list) or len(histogram) not in (0, len(BUCKETS) + 1):
             raise MetricsError(f"must be [] or {len(BUCKETS) + 1} counts on the agent's buckets", f"{where}[7]")
-        if not _counts(histogram):  # the one-call check of the common case; the slow one names the culprit
+        numbers = [passed, errors, rt_count, rt_sum, *histogram]
+        if not _counts(numbers):  # one C-level check of the common case; the slow one names the culprit
+            for offset, value in zip((2, 4, 5, 6), numbers, strict=False):
+                _count(value, f"{where}[{offset}]")
             for c in histogram:
                 _count(c, f"{where}[7]")
-        values = [
-            _count(passed, f"{where}[2]"),
-            sum(kinds.values()),
-            _count(errors, f"{where}[4]"),
-            _count(rt_count, f"{where}[5]"),
-            _count(rt_sum, f"{where}[6]"),
-        ]
+        values = [passed, sum(kinds.values()), errors, rt_count, rt_sum]
         values += histogram or _NO_HISTOGRAM
         out.append((kind, resource, values, kinds))
     return out
 
 
 _NO_HISTOGRAM = [0.0] * (len(BUCKETS) + 1)
-_NUMBER = (int, float)
+_NUMBER = frozenset((int, float))
 
 
 def _counts(values: list[Any]) -> bool:
-    """Whether every value is a count `_count` takes (no bool, NaN, negative or huge one)."""
-    return all(type(v) in _NUMBER for v in values) and (not values or (isfinite(sum(values)) and 0 <= min(values) and max(values) <= 1e12))
+    """Whether every value is a count `_count` takes (no bool, NaN, negative or huge one). Type by type
+    in C (`map(type, ...)`: a bool's type is bool, not int, so it fails here as in `_count`); a NaN
+    or an infinity makes the sum not finite."""
+    return _NUMBER.issuperset(map(type, values)) and (not values or (isfinite(sum(values)) and 0 <= min(values) and max(values) <= 1e12))
 
 
 def _count(value: Any, where: str) -> float:

@@ -198,6 +198,10 @@ class ControlPlane:
     def instances(self, service: str | None = None) -> list[Instance]:
         return [i for i in self._instances.values() if service is None or i.service == service]
 
+    def instance(self, instance_id: str) -> Instance | None:
+        """The registered instance of that id (one lookup: a metrics push asks for it on every push)."""
+        return self._instances.get(instance_id)
+
     # -- rules -------------------------------------------------------------------
 
     def apply_rules(self, documents: list[Any]) -> list[dict[str, Any]]:

@@ -185,7 +185,7 @@ def console_routes(
     async def instance_action(request: Request, session: Session) -> Response:
         instance_id = request.path_params["id"]
         action = request.path_params["action"]
-        instance = next((i for i in plane.instances() if i.id == instance_id), None)
+        instance = plane.instance(instance_id)
         if instance is None:
             raise RequestError(404, f"instance {instance_id!r} is not registered")
         if not instance.admin_port:
