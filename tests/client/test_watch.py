@@ -229,22 +229,26 @@ class _HoldAfterSnapshot:
 
 def test_synced_means_caught_up_with_the_head_not_just_an_old_shared_snapshot(control: ControlProcess, client: ControlClient) -> None:
     """The plane sends its newest shared snapshot, then the changes after it: a watcher is synced
-    only once it applied them too (up to the X-Tidegate-Head its answer named)."""
+    only once it applied them too (up to the X-Tidegate-Head its answer named). Rules, which no
+    lease expires while the watcher is held."""
     first, _, _ = _watcher(control.url)
-    first.start()  # the control plane builds its shared snapshot now, with no instance
+    first.start()  # the control plane builds its shared snapshot now, with no rule
     try:
         assert first.wait_synced(20)
     finally:
         first.stop()
-    registered = {client.register(Instance(id="", service="orders", host="h", port=n)).id for n in (1, 2, 3)}
+    applied = set()
+    for n in (1, 2, 3):
+        settings = {**SETTINGS, "metadata": {"name": f"s{n}"}, "spec": {"service": f"s{n}"}}
+        applied |= {rule.key for rule in client.apply_rules(settings)}
     gate = _HoldAfterSnapshot()
-    watcher, directory, _ = _watcher(control.url, gate=gate)
+    watcher, _, rulebook = _watcher(control.url, gate=gate)
     watcher.start()
     try:
         synced = watcher.wait_synced(30)
-        seen = {i.id for i in directory.instances("orders")}
+        seen = {key for key in applied if rulebook.get(key) is not None}
         gate.release.set()
-        assert synced and seen == registered, (gate.entered, seen)
+        assert synced and seen == applied, (gate.entered, seen)
         assert watcher.head is not None and watcher.revision >= watcher.head
     finally:
         gate.release.set()
