@@ -313,7 +313,7 @@ def test_a_disk_snapshot_does_not_make_a_watcher_synced_while_a_control_plane_an
     is loaded to route with, but it is not taken as current."""
     snapshot = tmp_path / "snapshot.json"
     with ControlClient(control.url, TOKEN) as client:
-        client.register(Instance(id="", service="orders", host="h", port=1))
+        [rule] = client.apply_rules(SETTINGS)  # a rule: no lease expires it before the snapshot is written
     writer, _, _ = _watcher(control.url, snapshot_path=snapshot)
     writer.start()
     try:
@@ -324,7 +324,7 @@ def test_a_disk_snapshot_does_not_make_a_watcher_synced_while_a_control_plane_an
     refused = Watcher(control.url, "wrong-token-0123456789", ServiceDirectory(), RuleBook(), snapshot_path=snapshot, backoff_cap=0.2)
     refused.start()
     try:
-        wait_until(lambda: refused.directory.instances("orders"), timeout=20, what="the disk snapshot to load")
+        wait_until(lambda: refused.rulebook.get(rule.key) == rule, timeout=20, what="the disk snapshot to load")
         assert refused.reached and not refused.wait_synced(0.5)
     finally:
         refused.stop()
