@@ -175,3 +175,47 @@ def test_from_clients_must_be_a_boolean() -> None:
     document["spec"]["lane"]["fromClients"] = "yes"
     with pytest.raises(RuleError, match="fromClients"):
         parse_traffic_lane(document)
+
+
+def test_a_held_over_instance_that_expires_is_no_longer_a_governed_peer() -> None:
+    """Expiry removes an instance and keeps the directory's revision: the trusted host set
+    follows the directory's change counter, not its revision."""
+    directory = ServiceDirectory()
+    directory.replace(1, [Instance("f", "frontend", PEER, 9000)], epoch="one")
+    auto = InboundTrust(EdgeMode.AUTO, directory)
+    assert auto.trusts(PEER)
+    directory.replace(2, [], epoch="two", now=0.0, grace_s=10.0)  # a restarted control plane: held over
+    assert auto.trusts(PEER)
+    generation = directory.generation
+    directory.expire(now=11.0)  # it did not register again
+    assert directory.revision == 2 and directory.generation > generation
+    assert not auto.trusts(PEER)
+
+
+def test_whether_this_process_advertises_loopback_is_worked_out_when_its_instances_change(
+    runtime: AgentRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not on every request that names a consumer: only when the lifecycle's instances (swapped
+    whole at registration) or TIDEGATE_HOST change."""
+    from tidegate.agent import trust
+
+    class Lifecycle:
+        instances = [Instance("o", "orders", "10.0.0.7", 8000)]
+
+    asked: list[str] = []
+
+    def counted(host: str) -> bool:
+        asked.append(host)
+        return host.startswith("127.")
+
+    monkeypatch.setattr(trust, "is_loopback", counted)
+    runtime.lifecycle = Lifecycle()  # type: ignore[assignment]
+    for _ in range(100):
+        decision = trust.trust()
+        assert decision is not None and not decision.loopback_local
+    assert asked == ["10.0.0.7"]
+    Lifecycle.instances = [Instance("o", "orders", "127.0.0.1", 8000)]  # registered again, on loopback
+    for _ in range(100):
+        decision = trust.trust()
+        assert decision is not None and decision.loopback_local
+    assert asked == ["10.0.0.7", "127.0.0.1"]

@@ -208,3 +208,123 @@ def test_while_the_control_plane_refuses_connections_a_watcher_tries_again_withi
     assert retry_delay(3.2, refused=True, draw=0.999) < RECONNECT_CAP == 0.25
     # refused by an answer (a bad token, a limit): the backoff as it grew, up to its cap
     assert retry_delay(3.2, refused=False, draw=0.5) == 3.2
+
+
+class _HoldAfterSnapshot:
+    """A watcher `gate` that holds the first frame after the snapshot (the third time it is
+    entered: connecting, the snapshot, then that frame) until `release` is set or 3 s pass."""
+
+    def __init__(self) -> None:
+        self.entered = 0
+        self.release = threading.Event()
+
+    def __enter__(self) -> None:
+        self.entered += 1
+        if self.entered == 3:
+            self.release.wait(3)
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def test_synced_means_caught_up_with_the_head_not_just_an_old_shared_snapshot(control: ControlProcess, client: ControlClient) -> None:
+    """The plane sends its newest shared snapshot, then the changes after it: a watcher is synced
+    only once it applied them too (up to the X-Tidegate-Head its answer named). Rules, which no
+    lease expires while the watcher is held."""
+    first, _, _ = _watcher(control.url)
+    first.start()  # the control plane builds its shared snapshot now, with no rule
+    try:
+        assert first.wait_synced(20)
+    finally:
+        first.stop()
+    applied = set()
+    for n in (1, 2, 3):
+        settings = {**SETTINGS, "metadata": {"name": f"s{n}"}, "spec": {"service": f"s{n}"}}
+        applied |= {rule.key for rule in client.apply_rules(settings)}
+    gate = _HoldAfterSnapshot()
+    watcher, _, rulebook = _watcher(control.url, gate=gate)
+    watcher.start()
+    try:
+        synced = watcher.wait_synced(30)
+        seen = {key for key in applied if rulebook.get(key) is not None}
+        gate.release.set()
+        assert synced and seen == applied, (gate.entered, seen)
+        assert watcher.head is not None and watcher.revision >= watcher.head
+    finally:
+        gate.release.set()
+        watcher.stop()
+
+
+class _FutureControlPlane:
+    """A real HTTP server answering /v1/watch as a newer control plane might: head 7, a snapshot at
+    5, then two changes of a kind this watcher does not know; the stream then stays open."""
+
+    FRAMES = (
+        b'event: snapshot\nid: 5\ndata: {"revision":5,"epoch":"e","instances":[],"rules":[],"services":["orders"]}\n\n'
+        b'event: novel\nid: 6\ndata: {"revision":6,"what":"a kind from later"}\n\n'
+        b'event: novel\nid: 7\ndata: {"revision":7,"what":"another"}\n\n'
+    )
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        frames, done = self.FRAMES, threading.Event()
+        self.done = done
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("X-Tidegate-Head", "7")
+                self.end_headers()
+                self.wfile.write(frames)
+                self.wfile.flush()
+                done.wait(30)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.done.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_change_of_a_kind_the_watcher_does_not_know_still_advances_it_to_the_head() -> None:
+    plane = _FutureControlPlane()
+    watcher, directory, _ = _watcher(plane.url)
+    watcher.start()
+    try:
+        assert watcher.wait_synced(20)
+        assert (watcher.revision, watcher.head) == (7, 7)  # else a resume would replay them, and synced would wait for ever
+        assert directory.knows("orders")
+    finally:
+        plane.close()
+        watcher.stop()
+
+
+def test_a_disk_snapshot_does_not_make_a_watcher_synced_while_a_control_plane_answers(tmp_path: Path, control: ControlProcess) -> None:
+    """A control plane that answers but does not stream (here: a refused token): the last snapshot
+    is loaded to route with, but it is not taken as current."""
+    snapshot = tmp_path / "snapshot.json"
+    with ControlClient(control.url, TOKEN) as client:
+        [rule] = client.apply_rules(SETTINGS)  # a rule: no lease expires it before the snapshot is written
+    writer, _, _ = _watcher(control.url, snapshot_path=snapshot)
+    writer.start()
+    try:
+        assert writer.wait_synced(20)
+    finally:
+        writer.stop()
+    assert snapshot.exists()
+    refused = Watcher(control.url, "wrong-token-0123456789", ServiceDirectory(), RuleBook(), snapshot_path=snapshot, backoff_cap=0.2)
+    refused.start()
+    try:
+        wait_until(lambda: refused.rulebook.get(rule.key) == rule, timeout=20, what="the disk snapshot to load")
+        assert refused.reached and not refused.wait_synced(0.5)
+    finally:
+        refused.stop()

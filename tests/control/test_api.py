@@ -200,6 +200,15 @@ def test_events_posted_by_agents_are_listed(client: ControlClient, control: Cont
 def test_openapi_is_served(control: ControlProcess) -> None:
     spec = httpx.get(f"{control.url}/v1/openapi.json").json()
     assert "/v1/watch" in spec["paths"] and spec["openapi"].startswith("3.")
+    assert "X-Tidegate-Head" in spec["paths"]["/v1/watch"]["get"]["responses"]["200"]["headers"]
+
+
+def test_a_watch_answer_names_the_head_revision_it_opened_at(control: ControlProcess, client: ControlClient) -> None:
+    client.apply_rules(SETTINGS.format(window=30))
+    head = client.health()["revision"]
+    assert head > 0
+    with httpx.stream("GET", f"{control.url}/v1/watch", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10) as watch:
+        assert watch.status_code == 200 and watch.headers["X-Tidegate-Head"] == str(head)
 
 
 def test_registering_the_returned_instance_again_keeps_its_registration_time(client: ControlClient) -> None:

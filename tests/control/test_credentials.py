@@ -175,7 +175,7 @@ def test_the_table_covers_every_endpoint_of_the_app() -> None:
     from tidegate.control.tokens import RoleTokens
 
     app = create_app(ControlPlane(_MemoryStorage()), RoleTokens("a" * 16, "b" * 16, "c" * 16))
-    # The console's pages take a session cookie, not a bearer token: tests/console/ checks them in a browser.
+    # The console's pages take a session cookie, not a bearer token: test_credentials_console.py tables them.
     served = {
         (method, route.path)  # type: ignore[attr-defined]
         for route in app.routes

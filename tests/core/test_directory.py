@@ -172,3 +172,30 @@ def test_the_epoch_survives_the_disk_snapshot(clock) -> None:
     assert loaded.epoch == "e1" and _ids(loaded) == {"orders-1"}
     loaded.replace(9, [], ["orders"], epoch="e2", now=clock(), grace_s=LEASE)  # the plane restarted while this process was down
     assert _ids(loaded) == {"orders-1"}
+
+
+def test_the_generation_counts_every_change_and_no_stale_event() -> None:
+    d = ServiceDirectory()
+    seen = [d.generation]
+
+    def changed() -> None:
+        assert d.generation > seen[-1]
+        seen.append(d.generation)
+
+    d.replace(3, [inst(1)], epoch="e")
+    changed()
+    d.replace(3, [inst(2)], epoch="e")  # a snapshot at the same revision
+    changed()
+    assert d.put(4, inst(3))
+    changed()
+    assert not d.put(4, inst(4))  # stale: nothing changed
+    assert d.generation == seen[-1]
+    assert d.mark(inst(3).id, InstanceState.DRAINING)  # a drain notice keeps the revision
+    changed()
+    assert d.remove(5, "orders", inst(3).id)
+    changed()
+    d.replace(6, [], epoch="f", now=0.0, grace_s=1.0)  # inst(2) held over
+    changed()
+    assert d.expire(now=0.5) is not None and d.generation == seen[-1]  # nothing expired yet
+    assert d.expire(now=2.0) is None and d.revision == 6
+    changed()

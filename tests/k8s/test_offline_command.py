@@ -72,6 +72,10 @@ def test_offline_with_a_wrong_secret_says_the_agent_refused(agent: Agent, tmp_pa
         ("10.0.0.5", "10.0.0.5", "10.0.0.5:9901"),  # the pod's address (TIDEGATE_ADMIN_HOST from status.podIP)
         ("0.0.0.0", "10.0.0.5", "10.0.0.5:9901"),  # every interface: the advertised host
         ("fd00::5", "fd00::5", "[fd00::5]:9901"),
+        # loopback as the one definition (`tidegate.core.trust.is_loopback`) has it: an IPv4-mapped
+        # loopback address is loopback, a host name that merely starts with "127." is not
+        ("127.0.0.1", "::ffff:127.0.0.1", "127.0.0.1:9901"),
+        ("127.0.0.1", "127.example.com", ""),
     ],
 )
 def test_the_admin_address_a_consumer_names(admin_host: str, advertised: str, named: str) -> None:

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from tidegate.agent.runtime import AgentRuntime
 from tidegate.core.instance import Instance, InstanceState
+from tidegate.core.trust import is_loopback
 
 log = logging.getLogger("tidegate")
 
@@ -85,8 +86,8 @@ class Listening:
             return ""
         if self.admin_host in ("0.0.0.0", "::", ""):
             host = self.advertised_host
-        elif _is_loopback(self.admin_host):
-            if not _is_loopback(self.advertised_host):
+        elif is_loopback(self.admin_host):
+            if not is_loopback(self.advertised_host):
                 return ""
             host = "127.0.0.1"
         else:
@@ -186,7 +187,3 @@ def _guarded(capability: Capability, hook: str, call: Callable[[], T], failed: T
     except Exception:  # one capability's failure must not stop the others or the server
         log.exception("tidegate: %s.%s failed; the agent goes on without it", type(capability).__name__, hook)
         return failed
-
-
-def _is_loopback(host: str) -> bool:
-    return host.startswith("127.") or host in ("::1", "localhost")

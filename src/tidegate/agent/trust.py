@@ -17,6 +17,9 @@ from tidegate.core.trust import EDGE_ENV, EdgeMode, InboundTrust, is_loopback, p
 log = logging.getLogger("tidegate")
 
 _trust: InboundTrust | None = None
+#: What `_advertises_loopback` last answered, and what it was made from: the lifecycle's list of
+#: instances (swapped whole when they register, never changed in place) and TIDEGATE_HOST.
+_loopback_seen: tuple[object, str, bool] = (None, "", False)
 
 
 def edge_mode(environ: dict[str, str] | None = None) -> EdgeMode:
@@ -42,12 +45,23 @@ def trust() -> InboundTrust | None:
 
 def _advertises_loopback(runtime: AgentRuntime) -> bool:
     """Whether this process's instances (or its TIDEGATE_HOST) are on loopback: then so is every
-    governed process it talks to (phase 2's rule), whether or not its directory lists any yet."""
+    governed process it talks to (phase 2's rule), whether or not its directory lists any yet.
+
+    Asked on every request that carries a consumer name or a lane, so worked out only when the
+    instances or the setting changed (two identity tests otherwise)."""
+    global _loopback_seen
     lifecycle = runtime.lifecycle
-    hosts = [instance.host for instance in lifecycle.instances] if lifecycle is not None else []
-    if runtime.config.advertise_host:
-        hosts.append(runtime.config.advertise_host)
-    return any(is_loopback(host) for host in hosts)
+    instances = lifecycle.instances if lifecycle is not None else None
+    advertised = runtime.config.advertise_host
+    seen_instances, seen_advertised, answer = _loopback_seen
+    if instances is seen_instances and advertised == seen_advertised:
+        return answer
+    hosts = [instance.host for instance in instances or ()]
+    if advertised:
+        hosts.append(advertised)
+    answer = any(is_loopback(host) for host in hosts)
+    _loopback_seen = (instances, advertised, answer)
+    return answer
 
 
 def believed(found: RequestContext, peer: str, client_lanes: frozenset[str] = frozenset()) -> RequestContext:

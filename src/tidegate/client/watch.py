@@ -9,6 +9,16 @@ backs off as any other error), and keeps an on-disk snapshot so a process
 that starts while the control plane is down still routes with the last known
 instances and rules.
 
+Synced (`wait_synced`) means current: the control plane's answer names its head
+revision when the stream opened (`X-Tidegate-Head`), and the watcher is synced
+once it applied the stream up to it (the newest shared snapshot the plane sends
+may be older than its head, the changes after it follow). Every frame advances
+the revision, one of a kind this watcher does not know too, so the head is
+always reached. The on-disk snapshot counts only while no control plane answers
+(it is loaded when the first attempt does not stream, and never over what a
+stream applied). A control plane that sends no head (older than this header) is
+taken as synced at its first snapshot, as before.
+
 A control plane that restarted has a new epoch and an empty registry. Its
 first snapshot goes to the directory with the epoch and the plane's lease, so
 the instances it lacks are held over for one lease while their agents register
@@ -42,6 +52,7 @@ import httpx
 from tidegate.client.control import tls_verify
 from tidegate.client.snapshot import load_snapshot, write_snapshot
 from tidegate.client.sse import Frame, frames
+from tidegate.control.eventlog import HEAD_HEADER
 from tidegate.core.directory import ServiceDirectory
 from tidegate.core.instance import Instance
 from tidegate.core.rulebook import RuleBook, StoredRule
@@ -118,6 +129,10 @@ class Watcher:
         self._clock = clock
         self._backoff_cap = backoff_cap
         self._revision = 0  # last revision applied, sent back as Last-Event-ID
+        self._head: int | None = None  # the head the open stream's control plane announced (None: none said)
+        self._streamed = False  # a stream delivered something: the disk snapshot is older than it
+        self._from_disk = False  # the disk snapshot was loaded (only ever before a stream delivered)
+        self._answered = False  # the current connection attempt got an HTTP answer
         self._epoch = ""  # the epoch of the last snapshot applied
         self._announce = ""  # a new epoch `on_epoch` is to hear of
         self._started = False
@@ -143,22 +158,39 @@ class Watcher:
 
     def restart_after_fork(self) -> None:
         """In a forked child: forget the parent's thread and connection, start anew."""
-        self._reset_runtime(synced=self._synced.is_set())
+        self._reset_runtime(synced=self._synced.is_set(), reached=self._reached.is_set())
         if self._started:
             self._thread.start()
 
-    def wait_synced(self, timeout: float) -> bool:
-        """True once a snapshot (from the stream or from disk) was applied."""
-        return self._synced.wait(timeout)
+    def wait_synced(self, timeout: float, unreachable_timeout: float | None = None) -> bool:
+        """True once the directory and rules are current: applied up to the head the control
+        plane announced when the stream opened, or, while no control plane answers, loaded from
+        the on-disk snapshot. With `unreachable_timeout`, give up after that long when no control
+        plane has answered by then (a start that should not wait long for one that is down)."""
+        if unreachable_timeout is None or unreachable_timeout >= timeout:
+            return self._synced.wait(timeout)
+        if self._synced.wait(unreachable_timeout):
+            return True
+        return self._reached.is_set() and self._synced.wait(timeout - unreachable_timeout)
 
     @property
     def connected(self) -> bool:
         return self._connected
 
     @property
+    def reached(self) -> bool:
+        """Whether a control plane answered any attempt of this watcher (whatever its status)."""
+        return self._reached.is_set()
+
+    @property
     def revision(self) -> int:
         """The last revision applied."""
         return self._revision
+
+    @property
+    def head(self) -> int | None:
+        """The head revision the control plane announced when the open (or last) stream began."""
+        return self._head
 
     @property
     def epoch(self) -> str:
@@ -167,7 +199,7 @@ class Watcher:
 
     # -- the thread ----------------------------------------------------------------
 
-    def _reset_runtime(self, synced: bool = False) -> None:
+    def _reset_runtime(self, synced: bool = False, reached: bool = False) -> None:
         headers = {"Accept": "text/event-stream"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
@@ -178,6 +210,9 @@ class Watcher:
         self._synced = threading.Event()
         if synced:
             self._synced.set()
+        self._reached = threading.Event()  # a control plane answered an attempt (any status)
+        if reached:
+            self._reached.set()
         self._sock_lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._connected = False
@@ -191,6 +226,7 @@ class Watcher:
         backoff = BACKOFF_START
         while not self._stopping.is_set():
             refused = False
+            self._answered = False
             try:
                 if self._stream():
                     backoff = BACKOFF_START
@@ -215,8 +251,10 @@ class Watcher:
                 self._connected = False
                 with self._sock_lock:
                     self._sock = None
-            if not self._synced.is_set():
+            if not self._synced.is_set() and not self._streamed:
                 self._load_disk_once()
+                if self._from_disk and not self._answered:  # nobody answers: the last snapshot stands in
+                    self._synced.set()
             self._flush(force=True)
             if self._stopping.wait(retry_delay(backoff, refused, random.random())):
                 break
@@ -229,6 +267,8 @@ class Watcher:
         request = self._http.build_request("GET", "/v1/watch", headers=headers)
         with self._gate:  # connecting may import a codec or resolve a name: not while a fork copies that
             response = self._http.send(request, stream=True)
+        self._answered = True
+        self._reached.set()
         try:
             if response.status_code != 200:
                 response.read()
@@ -239,6 +279,9 @@ class Watcher:
                 self._sock = stream.get_extra_info("socket") if stream is not None else None
             if self._stopping.is_set():
                 return False
+            self._head = _announced_head(response.headers.get(HEAD_HEADER))
+            if self._head is not None and self._revision and self._revision == self._head:
+                self._synced.set()  # resumed at the head: nothing to replay, what is applied is current
             self._connected = True
             self._arm()  # grace windows run again while connected
             for frame in frames(response.iter_lines()):
@@ -268,6 +311,7 @@ class Watcher:
     # -- applying frames -------------------------------------------------------------
 
     def _apply(self, frame: Frame) -> None:
+        revision: int | None = None
         try:
             data: Any = json.loads(frame.data)
             revision = int(data["revision"])
@@ -287,7 +331,6 @@ class Watcher:
                 instances = [Instance.from_dict(item) for item in data["instances"]]
                 self.directory.replace(revision, instances, data.get("services", ()), epoch=epoch, now=self._clock(), grace_s=grace)
                 self.rulebook.replace(StoredRule.from_dict(item) for item in data["rules"])
-                self._synced.set()
                 self._arm()
                 if epoch and epoch != self._epoch:
                     self._epoch = self._announce = epoch  # told once the frame is applied, outside the gate
@@ -303,17 +346,34 @@ class Watcher:
                     self.rulebook.remove(rule.key, revision)
                 else:
                     self.rulebook.put(rule)
-            else:
+            else:  # a kind of change this watcher does not know: skipped, its revision still passed
+                self._advance(revision, more=data.get("more") is True)
                 return
         except (ValueError, KeyError, TypeError) as bad:
             log.warning("ignored a malformed %r frame from %s: %r", frame.event, self.base_url, bad)
+            if revision is not None and frame.event != "snapshot":  # a replay would bring it back as it is
+                self._advance(revision, more=False)
             return
+        self._streamed = True
         if frame.event == "snapshot":
             self._revision = revision
-        else:  # "more": another change at this revision follows (one etcd transaction): resume before it
-            self._revision = max(self._revision, revision - 1 if data.get("more") is True else revision)
+            if self._head is None:  # a control plane that announces no head: its snapshot is all we know
+                self._synced.set()
+            self._reached_head()
+        else:
+            self._advance(revision, more=data.get("more") is True)
         self._dirty = True
         self._changed()
+
+    def _advance(self, revision: int, more: bool) -> None:
+        """The stream passed the change at `revision` ("more": another change at this revision
+        follows, one etcd transaction: resume before it)."""
+        self._revision = max(self._revision, revision - 1 if more else revision)
+        self._reached_head()
+
+    def _reached_head(self) -> None:
+        if self._head is not None and self._revision >= self._head:
+            self._synced.set()
 
     # -- the grace window of instances held over from an earlier epoch -------------------
 
@@ -389,8 +449,8 @@ class Watcher:
             return
         # Resume from it: the server replays what came after, or sends a snapshot.
         self._revision = revision
-        self._synced.set()
-        log.info("control plane unreachable; loaded the last snapshot (revision %d) from %s", revision, self.snapshot_path)
+        self._from_disk = True
+        log.info("control plane not streaming; loaded the last snapshot (revision %d) from %s", revision, self.snapshot_path)
         self._changed()
 
     def _changed(self) -> None:
@@ -399,3 +459,14 @@ class Watcher:
                 self._on_change()
             except Exception:  # the user's callback must not stop the stream
                 log.exception("watch on_change callback failed")
+
+
+def _announced_head(value: str | None) -> int | None:
+    """The head revision a watch answer names (`X-Tidegate-Head`); None when it names none
+    (a control plane from before the header) or nothing readable (then the first snapshot counts)."""
+    try:
+        head = int(value) if value is not None else None
+    except ValueError:
+        log.warning("watch: ignored a %s header that is no revision: %r", HEAD_HEADER, value[:40] if value else value)
+        return None
+    return head if head is None or head >= 0 else None

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tidegate.control.auth import Credentials, Refusal, lease_of, strip_notice_keys, visible
 from tidegate.control.console import console_routes
+from tidegate.control.eventlog import HEAD_HEADER
 from tidegate.control.fanout import Subscriber
 from tidegate.control.limits import WATCHER_WRITE_STALL_SECONDS
 from tidegate.control.metrics_api import metrics_routes
@@ -219,7 +220,9 @@ def create_app(
             finally:
                 plane.fanout.unsubscribe(subscriber)
 
-        return _WatchResponse(frames(), stream, streams, plane.close_watch)
+        # The head now: the stream is subscribed after it, so its snapshot and changes reach at
+        # least this revision, and a watcher that applied up to it is current (`X-Tidegate-Head`).
+        return _WatchResponse(frames(), stream, streams, plane.close_watch, head=plane.revision)
 
     rule_path = "/v1/rules/{namespace}/{kind}/{name}"
     routes: list[BaseRoute] = [
@@ -293,9 +296,15 @@ class _WatchResponse(StreamingResponse):
     """The watch stream: its writes timed for the upkeep task, `on_close` run however it ends."""
 
     def __init__(
-        self, frames: AsyncIterator[bytes | memoryview], stream: _WatchStream, streams: set[_WatchStream], on_close: Callable[[], None]
+        self,
+        frames: AsyncIterator[bytes | memoryview],
+        stream: _WatchStream,
+        streams: set[_WatchStream],
+        on_close: Callable[[], None],
+        head: int,
     ) -> None:
-        super().__init__(frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", HEAD_HEADER: str(head)}
+        super().__init__(frames, media_type="text/event-stream", headers=headers)
         self._stream = stream
         self._streams = streams
         self._on_close = on_close

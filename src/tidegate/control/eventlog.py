@@ -13,6 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+#: The response header of `GET /v1/watch` naming the log's head when the stream opened: the
+#: stream's snapshot and changes reach at least that revision, so a watcher that applied up to
+#: it is current (`tidegate.client.watch.Watcher.wait_synced`).
+HEAD_HEADER = "X-Tidegate-Head"
+
 
 @dataclass(frozen=True, slots=True)
 class Change:

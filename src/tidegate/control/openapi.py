@@ -89,7 +89,20 @@ SPEC: dict[str, Any] = {
             "get": _op(
                 "Server-Sent Events. Resume with Last-Event-ID or ?since=REV; otherwise or when too far behind, "
                 "a 'snapshot' frame {revision, epoch, instance_ttl, services, instances, rules} comes first. Then 'instance' and 'rule' "
-                "frames {revision, op: put|delete, instance|rule}; ': ping' comments keep the stream alive."
+                "frames {revision, op: put|delete, instance|rule}; ': ping' comments keep the stream alive. "
+                "The answer's X-Tidegate-Head header is the head revision when the stream opened: a watcher that "
+                "applied frames up to it is current (the snapshot sent may be older; the changes after it follow).",
+                responses={
+                    "200": {
+                        "description": "text/event-stream",
+                        "headers": {
+                            "X-Tidegate-Head": {
+                                "description": "The head revision when the stream opened (what /v1/health calls revision)",
+                                "schema": {"type": "integer", "minimum": 0},
+                            }
+                        },
+                    }
+                },
             )
         },
         "/v1/metrics": {

@@ -32,6 +32,7 @@ class ServiceDirectory:
     def __init__(self) -> None:
         self._lock = threading.Lock()  # writers only; readers take the swapped tuples
         self._revision = 0
+        self._generation = 0  # bumped on every change, whatever its revision (see `generation`)
         self._instances: dict[str, dict[str, Instance]] = {}
         self._routable: dict[str, tuple[Instance, ...]] = {}
         self._services: frozenset[str] = frozenset()
@@ -43,6 +44,13 @@ class ServiceDirectory:
     @property
     def revision(self) -> int:
         return self._revision
+
+    @property
+    def generation(self) -> int:
+        """A counter bumped on every change to the instances or their states, for readers that
+        cache something derived from them: `revision` is not enough (an expired hold-over, a
+        drain notice, or a snapshot at the same revision change instances and keep it)."""
+        return self._generation
 
     @property
     def epoch(self) -> str:
@@ -121,6 +129,7 @@ class ServiceDirectory:
             self._local_states = {k: v for k, v in self._local_states.items() if self._has(k)}
             self._revision = revision or self._revision
             self._epoch = epoch or self._epoch
+            self._generation += 1
             for service in changed:
                 self._refresh(service)
         self._notify(changed)
@@ -140,6 +149,8 @@ class ServiceDirectory:
                 for service, by_id in self._instances.items():
                     if by_id.pop(instance_id, None) is not None:
                         changed.add(service)
+            if changed:
+                self._generation += 1
             for service in changed:
                 self._refresh(service)
             following = min(self._held.values(), default=None)
@@ -157,6 +168,7 @@ class ServiceDirectory:
             self._instances.setdefault(instance.service, {})[instance.id] = instance
             self._local_states.pop(instance.id, None)
             self._services = self._services | {instance.service}
+            self._generation += 1
             self._refresh(instance.service)
         self._notify({instance.service})
         return True
@@ -170,6 +182,7 @@ class ServiceDirectory:
             self._instances.get(service, {}).pop(instance_id, None)
             self._local_states.pop(instance_id, None)
             self._held.pop(instance_id, None)
+            self._generation += 1
             self._refresh(service)
         self._notify({service})
         return True
@@ -183,6 +196,7 @@ class ServiceDirectory:
             if instance is None:
                 return False
             self._local_states[instance_id] = state
+            self._generation += 1
             self._refresh(instance.service)
         self._notify({instance.service})
         return True

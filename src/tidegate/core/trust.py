@@ -62,7 +62,7 @@ class InboundTrust:
         #: so a loopback peer is one of them (the agent keeps it current).
         self.loopback_local = loopback_local
         self.directory = directory
-        self._seen_revision = -1
+        self._seen_generation = -1  # the directory's `generation` the host set was made at
         self._hosts: frozenset[str] = frozenset()
         self._loopback = False  # the directory holds instances advertised on loopback
 
@@ -87,10 +87,13 @@ class InboundTrust:
         return RequestContext(lane, baggage, "", "", found.problem, found.request)
 
     def _refresh(self) -> None:
-        revision = self.directory.revision
-        if revision == self._seen_revision:
+        # Keyed on the directory's change counter, read before the instances: a change that lands
+        # meanwhile bumps it again, so the next request rebuilds (a request never sees a set older
+        # than the counter it was made at). The revision would miss changes that keep it.
+        generation = self.directory.generation
+        if generation == self._seen_generation:
             return
         hosts = {i.host for service in self.directory.services() for i in self.directory.instances(service)}
         self._hosts = frozenset(hosts)
         self._loopback = any(is_loopback(host) for host in hosts)
-        self._seen_revision = revision
+        self._seen_generation = generation

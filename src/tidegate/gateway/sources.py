@@ -89,30 +89,20 @@ class Sources:
 
     def _wait_current(self, watcher: Watcher) -> None:
         """Return once the watch has brought the directory and rules up to the control plane's
-        revision at start (or a snapshot from disk stands in for an unreachable one).
+        head when its stream opened (or a snapshot from disk stands in for an unreachable one).
 
         A new watcher is sent the control plane's newest shared snapshot, which may be old (it is
         rebuilt only after many changes), then the changes after it: with the snapshot alone a gateway
         would serve a view from minutes ago (a route whose service had no instance yet: 503 "not
-        registered" from a replica that just started). So the gateway listens only once caught up."""
-        from tidegate.client.control import ControlClient
-
-        head = None
-        try:
-            with ControlClient(self.config.control, self.config.token, ca=self.config.ca) as client:
-                revision = client.health().get("revision")
-            head = revision if isinstance(revision, int) and not isinstance(revision, bool) else None
-        except TidegateError as error:
-            log.warning("tidegate gateway: control plane not reachable (%s); serving from the last snapshot if any", error)
-        if not watcher.wait_synced(SYNC_TIMEOUT_S if head is not None else OFFLINE_SYNC_S):
-            log.warning("tidegate gateway: no snapshot from the control plane yet; listening with none")
-            return
-        deadline = time.monotonic() + SYNC_TIMEOUT_S
-        while head is not None and watcher.revision < head:
-            if time.monotonic() >= deadline:
-                log.warning("tidegate gateway: the watch is at revision %d, behind %d; listening anyway", watcher.revision, head)
-                return
-            time.sleep(0.01)
+        registered" from a replica that just started). So the gateway listens only once caught up
+        (`Watcher.wait_synced`: up to the `X-Tidegate-Head` the stream announced); with no control
+        plane answering, at most OFFLINE_SYNC_S for the disk snapshot."""
+        if not watcher.wait_synced(SYNC_TIMEOUT_S, unreachable_timeout=OFFLINE_SYNC_S):
+            log.warning(
+                "tidegate gateway: the watch is not current (control plane %s; revision %d); listening anyway",
+                "answers" if watcher.reached else "not reachable",
+                watcher.revision,
+            )
 
     def _spawn(self, target: object) -> None:
         thread = threading.Thread(target=target, daemon=True, name="tidegate-gateway-sources")  # type: ignore[arg-type]

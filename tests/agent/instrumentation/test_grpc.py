@@ -55,7 +55,9 @@ def grpc_server(request: pytest.FixtureRequest, tmp_path: Path, control_plane: A
             "grpc-probe",
             [PYTHON_APP, str(LANE_APPS / "grpc_app.py")],
             control_plane.url,
-            env={"PORT": str(port), "ECHO_URL": f"http://127.0.0.1:{echo_port}/echo", "MODE": request.param},
+            # TIDEGATE_HOST on loopback: every governed service is on this host, so the caller here
+            # (on loopback, registered nowhere) is believed (issue 11: a gRPC server registers no instance).
+            env={"PORT": str(port), "ECHO_URL": f"http://127.0.0.1:{echo_port}/echo", "MODE": request.param, "TIDEGATE_HOST": "127.0.0.1"},
         )
         wait_until(lambda: "grpc serving on" in server.proc.output(), what="the gRPC server")
         yield f"127.0.0.1:{port}"

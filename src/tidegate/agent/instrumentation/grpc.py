@@ -11,7 +11,11 @@ Server side: `grpc.server` and `grpc.aio.server` get an interceptor first in
 line that reads `baggage` and `x-tidegate-consumer` from the invocation
 metadata and runs the handler (unary or streaming, sync or async) in that
 context, so whatever it calls (HTTP, gRPC, a message queue) carries the lane,
-and under the method's stability rules (`governed`).
+and under the method's stability rules (`governed`). What the metadata says of
+the caller (its name, its lane) is believed as far as its peer is
+(`tidegate.agent.trust`, as for HTTP): the peer is known only to the servicer
+context, so that is decided when the handler runs, once per call, and the same
+believed context is the one the handler runs in and the one admission counts.
 
 Stability: every served method is a stability resource, refused before its
 handler runs. The resource is the full method name (`/shop.Orders/Get`), the
@@ -28,9 +32,11 @@ import asyncio
 import functools
 import inspect
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from tidegate.agent import lanes, trust
 from tidegate.agent.instrumentation.base import Instrumentor, inbound_problem, lane_baggage
 from tidegate.agent.runtime import get_runtime
 from tidegate.agent.stability import Stability
@@ -78,28 +84,71 @@ def incoming_context(metadata: Any) -> context.RequestContext:
     return found
 
 
+def peer_host(peer: str) -> str:
+    """The IP address in a gRPC peer (`ipv4:10.0.0.5:5678`, `ipv6:[::1]:5678`, percent-encoded as
+    `ipv6:%5B::1%5D:5678` by newer grpcio); "" for any other (`unix:...`) or a malformed one: an
+    unknown peer, believed only where every caller is (TIDEGATE_EDGE=off)."""
+    kind, _, rest = urllib.parse.unquote(peer).partition(":")
+    host = rest.rpartition(":")[0]
+    if kind == "ipv6" and host.startswith("[") and host.endswith("]"):
+        return host[1:-1]
+    return host if kind == "ipv4" else ""
+
+
+class _Caller:
+    """One served call's claims about its caller (`found`, from the metadata), and what of them is
+    believed: asked when the handler runs (the servicer context knows the peer), worked out once."""
+
+    __slots__ = ("_believed", "found")
+
+    def __init__(self, found: context.RequestContext) -> None:
+        self.found = found
+        self._believed: context.RequestContext | None = None
+
+    def believed(self, servicer_context: Any) -> context.RequestContext:
+        believed = self._believed
+        if believed is None:
+            found = self.found
+            if found is not context.EMPTY:
+                try:
+                    peer = peer_host(str(servicer_context.peer()))
+                except Exception:  # a context of the app's own (a test double) with no peer: unknown
+                    peer = ""
+                found = trust.believed(found, peer, lanes.client_lanes())
+            believed = self._believed = found
+        return believed
+
+
+def _caller_of(behaviour_args: tuple[Any, ...]) -> Any:
+    """The servicer context among a behaviour's arguments (request or iterator, context)."""
+    return behaviour_args[1] if len(behaviour_args) > 1 else None
+
+
 class _Within:
-    """`with _Within(carried):` runs its block in the request context `carried`."""
+    """`with _Within(caller, args):` runs its block in the context believed of `caller`
+    (`args`: the behaviour's arguments, whose servicer context knows the peer)."""
 
-    __slots__ = ("_carried", "_token")
+    __slots__ = ("_args", "_caller", "_token")
 
-    def __init__(self, carried: context.RequestContext) -> None:
-        self._carried = carried
+    def __init__(self, caller: _Caller, args: tuple[Any, ...]) -> None:
+        self._caller = caller
+        self._args = args
 
     def __enter__(self) -> None:
-        self._token = context.enter(self._carried)
+        self._token = context.enter(self._caller.believed(_caller_of(self._args)))
 
     def __exit__(self, *exc: object) -> None:
         context.leave(self._token)
 
 
-def _in_context(carried: context.RequestContext, behaviour: Callable[..., Any]) -> Callable[..., Any]:
-    """`behaviour` (a handler function of any of the four shapes, sync or async) run inside `carried`."""
+def _in_context(caller: _Caller, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    """`behaviour` (a handler function of any of the four shapes, sync or async) run inside the
+    context believed of `caller`."""
     if inspect.isasyncgenfunction(behaviour):
 
         @functools.wraps(behaviour)
         async def async_stream(*args: Any) -> AsyncIterator[Any]:
-            with _Within(carried):
+            with _Within(caller, args):
                 async for item in behaviour(*args):
                     yield item
 
@@ -108,7 +157,7 @@ def _in_context(carried: context.RequestContext, behaviour: Callable[..., Any]) 
 
         @functools.wraps(behaviour)
         async def async_call(*args: Any) -> Any:
-            with _Within(carried):
+            with _Within(caller, args):
                 return await behaviour(*args)
 
         return async_call
@@ -116,34 +165,31 @@ def _in_context(carried: context.RequestContext, behaviour: Callable[..., Any]) 
 
         @functools.wraps(behaviour)
         def stream(*args: Any) -> Iterator[Any]:
-            with _Within(carried):
+            with _Within(caller, args):
                 yield from behaviour(*args)
 
         return stream
 
     @functools.wraps(behaviour)
     def call(*args: Any) -> Any:
-        with _Within(carried):
+        with _Within(caller, args):
             result = behaviour(*args)
         if inspect.isgenerator(result):  # a plain function returning a generator: iterate it in context too
-            return _iterate_in(carried, result)
+            return _iterate_in(caller, args, result)
         return result
 
     return call
 
 
-def _iterate_in(carried: context.RequestContext, items: Iterator[Any]) -> Iterator[Any]:
-    with _Within(carried):
+def _iterate_in(caller: _Caller, args: tuple[Any, ...], items: Iterator[Any]) -> Iterator[Any]:
+    with _Within(caller, args):
         yield from items
 
 
-def _handler_in_context(handler: Any, metadata: Any) -> Any:
-    if handler is None:
-        return None
-    carried = incoming_context(metadata)
-    if carried is context.EMPTY:
+def _handler_in_context(handler: Any, caller: _Caller) -> Any:
+    if handler is None or caller.found is context.EMPTY:
         return handler
-    return _with_behaviours(handler, lambda behaviour: _in_context(carried, behaviour))
+    return _with_behaviours(handler, lambda behaviour: _in_context(caller, behaviour))
 
 
 def _with_behaviours(handler: Any, change: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Any:
@@ -217,21 +263,13 @@ def _build_interceptors(grpc: Any) -> tuple[Any, list[Any], tuple[Any, Any]]:
 
     class ServerInterceptor(grpc.ServerInterceptor):
         def intercept_service(self, continuation: Any, details: Any) -> Any:
-            return governed(
-                _handler_in_context(continuation(details), details.invocation_metadata),
-                details.method,
-                incoming_context(details.invocation_metadata).origin,
-                grpc,
-            )
+            caller = _Caller(incoming_context(details.invocation_metadata))
+            return governed(_handler_in_context(continuation(details), caller), details.method, caller, grpc)
 
     class AioServerInterceptor(aio.ServerInterceptor):
         async def intercept_service(self, continuation: Any, details: Any) -> Any:
-            return governed(
-                _handler_in_context(await continuation(details), details.invocation_metadata),
-                details.method,
-                incoming_context(details.invocation_metadata).origin,
-                grpc,
-            )
+            caller = _Caller(incoming_context(details.invocation_metadata))
+            return governed(_handler_in_context(await continuation(details), caller), details.method, caller, grpc)
 
     aio_client = [aio_interceptor(shape) for shape in ("UnaryUnary", "UnaryStream", "StreamUnary", "StreamStream")]
     return ClientInterceptor(), aio_client, (ServerInterceptor(), AioServerInterceptor())
@@ -291,24 +329,25 @@ def status_code(grpc: Any, error: BlockedError) -> Any:
     return grpc.StatusCode.UNAVAILABLE if error.http_status == 503 else grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-def governed(handler: Any, method: str, origin: str, grpc: Any) -> Any:
-    """`handler` with each of its behaviours run under the resource `method`; as it is without the agent."""
+def governed(handler: Any, method: str, caller: _Caller, grpc: Any) -> Any:
+    """`handler` with each of its behaviours run under the resource `method`, the origin counted
+    the one believed of `caller`; as it is without the agent."""
     runtime = get_runtime()
     stability = runtime.capability(Stability) if runtime is not None else None
     if handler is None or stability is None or not method:
         return handler
-    return _with_behaviours(handler, lambda behaviour: _govern(stability, method, origin, grpc, behaviour))
+    return _with_behaviours(handler, lambda behaviour: _govern(stability, method, caller, grpc, behaviour))
 
 
-def _govern(stability: Stability, resource: str, origin: str, grpc: Any, behaviour: Callable[..., Any]) -> Callable[..., Any]:
-    def admit() -> Entry:
+def _govern(stability: Stability, resource: str, caller: _Caller, grpc: Any, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    def admit(servicer_context: Any) -> Entry:
         stability.measure_saturation()
-        return stability.enter(resource, origin=origin, inbound=True)
+        return stability.enter(resource, origin=caller.believed(servicer_context).origin, inbound=True)
 
-    def admit_on_loop() -> Entry:
+    def admit_on_loop(servicer_context: Any) -> Entry:
         if stability.adaptive_in_force:
             stability.loop_lag.ensure()
-        return admit()
+        return admit(servicer_context)
 
     def refusal(error: BlockedError) -> tuple[Any, str]:
         return status_code(grpc, error), str(error)
@@ -316,7 +355,7 @@ def _govern(stability: Stability, resource: str, origin: str, grpc: Any, behavio
     def admitted(servicer_context: Any) -> Entry:
         """The sync call's entry, after its throttling wait; a refusal aborts it (grpcio raises there)."""
         try:
-            entry = admit()
+            entry = admit(servicer_context)
         except BlockedError as error:
             servicer_context.abort(*refusal(error))
             raise
@@ -328,7 +367,7 @@ def _govern(stability: Stability, resource: str, origin: str, grpc: Any, behavio
         @functools.wraps(behaviour)
         async def async_stream(request: Any, servicer_context: Any) -> AsyncIterator[Any]:
             try:
-                entry = admit_on_loop()
+                entry = admit_on_loop(servicer_context)
             except BlockedError as error:
                 await servicer_context.abort(*refusal(error))
                 return
@@ -347,7 +386,7 @@ def _govern(stability: Stability, resource: str, origin: str, grpc: Any, behavio
         @functools.wraps(behaviour)
         async def async_call(request: Any, servicer_context: Any) -> Any:
             try:
-                entry = admit_on_loop()
+                entry = admit_on_loop(servicer_context)
             except BlockedError as error:
                 await servicer_context.abort(*refusal(error))
                 raise  # reached only if abort did not raise (it always does in grpcio)

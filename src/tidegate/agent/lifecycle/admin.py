@@ -24,7 +24,6 @@ closed at once), and a body over `MAX_BODY` is refused with 413.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
 import ssl
@@ -39,6 +38,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from tidegate.agent.capability import AdminRoute, SignedBody
 from tidegate.agent.forking import FORK_GATE
 from tidegate.core.hosts import MISDIRECTED, HostCheck
+from tidegate.core.trust import is_loopback
 
 log = logging.getLogger("tidegate")
 
@@ -85,15 +85,6 @@ def write_refusal(authorization: str | None, peer: str, token: str, lease_secret
         "admin writes need 'Authorization: Bearer <lease_secret>' (see <state dir>/<service>.admin.json)"
         " or, from this host, the agent's token (TIDEGATE_TOKEN_FILE)"
     )
-
-
-def is_loopback(peer: str) -> bool:
-    try:
-        address = ipaddress.ip_address(peer.split("%", 1)[0])
-    except ValueError:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)
-    return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 class _Server(ThreadingHTTPServer):
