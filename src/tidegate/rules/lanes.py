@@ -327,6 +327,13 @@ def _coloring_rule(reader: _Spec, item: Any, field: str, lane: str, services: fr
     return ColoringRule(lane, tuple(conditions), percentage, services)
 
 
+def parse_sticky_key(value: Any, document: str, field: str) -> RequestKey:
+    """A `stickyKey` mapping (`{header: x-user-id}`, `{cookie: uid}` or `{query: user}`), for other kinds that take one."""
+    reader = _Spec({"metadata": {"name": ""}}, "")
+    reader.label = document
+    return reader.sticky_key(value, field)
+
+
 def parse_canary(document: Mapping[str, Any]) -> core_lanes.CanaryRule:
     """Validate a `CanaryRule` document's spec into the core's CanaryRule."""
     reader = _Spec(document, CANARY_KIND)
