@@ -108,6 +108,16 @@ def test_state_round_trips_through_json_at_the_same_step() -> None:
         Rollout.from_dict({"plan": saved["plan"]})
 
 
+def test_reopen_starts_the_open_window_again_and_only_while_progressing() -> None:
+    rollout = started()
+    rollout.judged(PASS, 1060.0)
+    rollout.reopen(1100.0)
+    assert (rollout.step, rollout.window_start, rollout.window_end) == (1, 1100.0, 1160.0)
+    rollout.pause(1110.0)
+    rollout.reopen(1200.0)
+    assert rollout.window_start == 1100.0
+
+
 def test_plan_refuses_bad_steps_and_intervals() -> None:
     for steps in ((), (5, 50), (10, 5, 100), (0, 100), (50, 50, 100)):
         with pytest.raises(ValueError):

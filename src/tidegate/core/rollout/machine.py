@@ -219,6 +219,11 @@ class Rollout:
         self._decide(now, "completed")
         return []
 
+    def reopen(self, now: float) -> None:
+        """Start the open window again at `now` (a restarted control plane lost the metrics of the one before)."""
+        if self.phase is Phase.PROGRESSING:
+            self._open_window(now)
+
     def restore(self) -> list[Action]:
         """What to apply again after a restart (every action is idempotent)."""
         if self.phase is Phase.ABORTED:
