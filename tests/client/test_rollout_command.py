@@ -77,6 +77,24 @@ def test_start_status_list_and_the_actions(plane: ControlProcess, tmp_path: Path
     assert late.returncode == 1 and "cannot resume a rollout that is aborted" in late.stderr
 
 
+def test_a_rollout_document_from_a_file_starts_and_is_no_rule(plane: ControlProcess, tmp_path: Path) -> None:
+    register(plane.url, 9001)
+    register(plane.url, 9002, "v2")
+    document = tmp_path / "rollout.yaml"
+    document.write_text(
+        "apiVersion: tidegate.io/v1alpha1\nkind: Rollout\nmetadata: {name: orders-v2}\n"
+        "spec: {service: orders, tag: v2, steps: [20, 100], interval: 1h}\n"
+    )
+    as_rule = tidegate_cli(plane.url, "rules", "apply", "-f", str(document))
+    assert as_rule.returncode == 1 and "POST /v1/rollouts" in as_rule.stderr and "'kind'" in as_rule.stderr
+    started = cli(plane.url, "start", "-f", str(document))
+    assert started.returncode == 0, started.stderr
+    assert "orders -> v2: progressing, weight 20%" in started.stdout
+    both = cli(plane.url, "start", "orders", "-f", str(document))
+    assert both.returncode == 1 and "not both" in both.stderr
+    assert "SERVICE --tag TAG" in cli(plane.url, "start", "orders").stderr
+
+
 def test_status_watch_follows_until_the_rollout_is_over(plane: ControlProcess) -> None:
     register(plane.url, 9001)
     register(plane.url, 9002, "v2")

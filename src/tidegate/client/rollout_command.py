@@ -33,9 +33,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    start = actions.add_parser("start", help="start a rollout of SERVICE to the instances tagged --tag")
-    start.add_argument("service")
-    start.add_argument("--tag", required=True, help="the new version's tag (its instances must be live)")
+    start = actions.add_parser(
+        "start",
+        help="start a rollout of SERVICE to the instances tagged --tag, or the Rollout document of -f FILE",
+        description="Start a rollout from flags (SERVICE --tag TAG ...) or from a Rollout document kept in Git (-f FILE).",
+    )
+    start.add_argument("service", nargs="?")
+    start.add_argument("--tag", default=None, help="the new version's tag (its instances must be live)")
+    start.add_argument("-f", "--file", default=None, help="a YAML/JSON file holding one Rollout document (instead of the flags)")
     start.add_argument("--steps", default=None, help="canary percents, increasing, ending at 100 (default 5,10,25,50,100)")
     start.add_argument("--interval", default=None, help="each step's window, e.g. 60s or 2m (default 60s)")
     start.add_argument("--analysis", default=None, help="a YAML/JSON file holding the analysis (spec.analysis of a Rollout document)")
@@ -90,12 +95,12 @@ def document(args: argparse.Namespace) -> dict[str, Any]:
     if args.keep_old:
         spec["drainOld"] = False
     if args.analysis is not None:
-        spec["analysis"] = _analysis(args.analysis)
+        spec["analysis"] = _one_mapping(args.analysis, "the analysis (minRequests, metrics, ...)")
     name = args.name or f"{args.service}-{args.tag}".lower().replace("_", "-")
     return {"apiVersion": "tidegate.io/v1alpha1", "kind": "Rollout", "metadata": {"name": name}, "spec": spec}
 
 
-def _analysis(path: str) -> Any:
+def _one_mapping(path: str, what: str) -> Any:
     from tidegate.errors import RuleError
     from tidegate.rules import load_documents
 
@@ -108,12 +113,19 @@ def _analysis(path: str) -> Any:
     except RuleError as error:
         raise SystemExit(_fail(f"{path}: {error}")) from None
     if len(loaded) != 1:
-        raise SystemExit(_fail(f"{path} must hold one mapping: the analysis (minRequests, metrics, ...)"))
+        raise SystemExit(_fail(f"{path} must hold one mapping: {what}"))
     return loaded[0]
 
 
 def _start(args: argparse.Namespace) -> int:
-    body = document(args)
+    if args.file is not None:
+        if args.service or args.tag:
+            return _fail("give SERVICE --tag TAG or -f FILE, not both")
+        body = _one_mapping(args.file, "one Rollout document")
+    elif not (args.service and args.tag):
+        return _fail("name the service and the new version (SERVICE --tag TAG), or give -f FILE")
+    else:
+        body = document(args)
 
     def action(client: ControlClient) -> None:
         _show(client.start_rollout(body), args)
