@@ -143,12 +143,15 @@ class RolloutRunner:
             window = rollout.due(now)
             if window is None:
                 continue
-            last = _newest(rollout)
-            verdict = judge(rollout.plan.analysis, self._window(rollout, *window, now))
-            actions = rollout.judged(verdict, now)
-            self._carry_out(rollout, validate(document), actions)
-            self._save(service)
-            self._announce(rollout, last)
+            try:
+                last = _newest(rollout)
+                verdict = judge(rollout.plan.analysis, self._window(rollout, *window, now))
+                actions = rollout.judged(verdict, now)
+                self._carry_out(rollout, validate(document), actions)
+                self._save(service)
+                self._announce(rollout, last)
+            except Exception:  # one rollout's trouble (the store unreachable, say) is no other's
+                log.exception("control plane: the rollout of %r could not be judged; it is tried again next tick", service)
 
     # -- inside
     def _get(self, service: str) -> tuple[Rollout, Mapping[str, Any]]:
@@ -215,18 +218,20 @@ class RolloutRunner:
         decisions = rollout.decisions
         start = next((i + 1 for i in range(len(decisions) - 1, -1, -1) if decisions[i] is last), 0)
         for decision in decisions[start:]:
-            self.plane.post_event(
-                {
-                    "type": "rollout",
-                    "service": rollout.plan.service,
-                    "tag": rollout.plan.tag,
-                    "decision": decision.kind,
-                    "step": decision.step,
-                    "weight": decision.weight,
-                    "reasons": list(decision.reasons),
-                    "evidence": decision.evidence,
-                }
-            )
+            event = {
+                "type": "rollout",
+                "service": rollout.plan.service,
+                "tag": rollout.plan.tag,
+                "decision": decision.kind,
+                "step": decision.step,
+                "weight": decision.weight,
+                "reasons": list(decision.reasons),
+                "evidence": decision.evidence,
+            }
+            try:
+                self.plane.post_event(event)
+            except RequestError:  # past the event size (many resources): the decision without its evidence
+                self.plane.post_event({**event, "reasons": [r[:500] for r in decision.reasons[:10]], "evidence": {}, "truncated": True})
 
 
 def _newest(rollout: Rollout) -> Decision | None:
