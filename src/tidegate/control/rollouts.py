@@ -126,10 +126,9 @@ class RolloutRunner:
             "name": document["metadata"]["name"],
             "service": service,
             "tag": rollout.plan.tag,
-            "phase": str(rollout.phase),
             "weight": rollout.weight,
-            "now": self.clock(),
-            **{key: value for key, value in rollout.to_dict().items() if key not in ("phase",)},
+            "now": self.clock(),  # what the window's elapsed time is reckoned against
+            **rollout.to_dict(),
         }
 
     def all(self) -> list[dict[str, Any]]:
