@@ -32,6 +32,7 @@ SETTINGS = {
     "spec": {"service": "orders", "warmupWindowSeconds": 5},
 }
 RULE = "/v1/rules/default/ServiceSettings/orders"
+ROLLOUT = {"metadata": {"name": "orders-v2"}, "spec": {"service": "orders", "tag": "v2", "interval": "1h"}}
 
 # Callers: no token, a wrong one, each role; for the instance endpoints the agent
 # also without the instance's lease, and with another instance's lease.
@@ -74,6 +75,11 @@ TABLE: list[tuple[str, str, Any, dict[str, int]]] = [
     ("POST", "/v1/metrics", "metrics push", OWN_INSTANCE),
     ("GET", "/v1/metrics?service=orders", None, READS),
     ("GET", "/metrics", None, READS),
+    # rollouts (issue 17): written with the admin token, read with the read token
+    ("GET", "/v1/rollouts", None, READS),
+    ("POST", "/v1/rollouts", ROLLOUT, statuses(401, 401, 403, 403, 201)),
+    ("GET", "/v1/rollouts/orders", None, READS),
+    ("POST", "/v1/rollouts/orders/abort", None, ADMIN_ONLY),
 ]
 
 
@@ -89,9 +95,10 @@ class Plane:
             headers["X-Tidegate-Lease"] = lease
         return httpx.Client(base_url=self.url, headers=headers, timeout=10)
 
-    def register(self, service: str = "orders", port: int = 8001, lease: str = "", instance_id: str = "") -> dict[str, Any]:
+    def register(self, service: str = "orders", port: int = 8001, lease: str = "", instance_id: str = "", tag: str = "") -> dict[str, Any]:
         """An instance registered as an agent would: the agent token, its own lease secret and notice key."""
         body = {
+            "tag": tag,
             "id": instance_id or f"{service}-{uuid.uuid4().hex[:12]}",
             "service": service,
             "host": "127.0.0.1",
@@ -131,6 +138,11 @@ def _request(plane: Plane, caller: str, method: str, path: str, body: Any) -> ht
         if body == "first revision":
             history = admin.get(RULE + "/history").json()
             body = {"revision": min(entry["revision"] for entry in history if entry["op"] == "put")}
+        if path.startswith("/v1/rollouts"):  # a v2 instance to roll out to, and no rollout under way
+            plane.register(port=8002, tag="v2")
+            admin.post("/v1/rollouts/orders/abort")
+            if method == "GET" or path != "/v1/rollouts":
+                assert admin.post("/v1/rollouts", json=ROLLOUT).status_code == 201
     lease = secrets.token_urlsafe(32)
     instance = plane.register(lease=lease)
     other_lease = secrets.token_urlsafe(32)
@@ -189,6 +201,9 @@ def test_the_table_covers_every_endpoint_of_the_app() -> None:
 def _template(path: str) -> str:
     path = path.split("?", 1)[0]
     path = path.replace("/v1/rules/default/ServiceSettings/orders", "/v1/rules/{namespace}/{kind}/{name}")
+    path = path.replace("/v1/rollouts/orders/abort", "/v1/rollouts/{service}/{action}").replace(
+        "/v1/rollouts/orders", "/v1/rollouts/{service}"
+    )
     return path.replace("/v1/services/orders/", "/v1/services/{name:path}/").replace("{id}", "{id:path}")
 
 

@@ -146,3 +146,16 @@ def test_resource_totals_for_the_console() -> None:
     assert table["GET /a"]["blocked_by_kind"] == {"breaker": 1, "flow": 2}
     assert table["GET /a"]["errors"] == 1
     assert table["GET /a"]["rt_avg_ms"] == 5.0
+
+
+def test_window_sums_the_slots_that_begin_inside_it() -> None:
+    store = MetricsStore()
+    for second in range(10):
+        store.ingest(push(row("GET /a", 10, errors=second % 2)), "orders", "v2", T0 + second + 0.5)
+    store.ingest(push(row("GET /a", 99)), "orders", "", T0 + 3.5)  # base: another series
+    window = store.window("orders", "v2", ALL, T0 + 2, T0 + 6, now=T0 + 10)
+    assert (window[0], window[2]) == (40, 2)  # seconds 2, 3, 4, 5: 40 requests, 2 errors
+    assert store.window("orders", "v2", ALL, T0 + 2.5, T0 + 6, now=T0 + 10)[0] == 30  # a slot that began before the window is left out
+    assert store.window("orders", "v2", "GET /a", T0, T0 + 10, now=T0 + 10)[0] == 100  # the route's own series
+    assert store.window("orders", "", ALL, T0, T0 + 10, now=T0 + 10)[0] == 99
+    assert store.window("nothing", "v2", ALL, T0, T0 + 10, now=T0 + 10) == [0.0] * FIELDS

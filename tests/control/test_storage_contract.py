@@ -153,3 +153,14 @@ def test_an_unreachable_etcd_is_named_at_start() -> None:
     config = EtcdConfig.parse(f"etcd://127.0.0.1:{port}")
     with pytest.raises(StorageError, match=f"no etcd member answers .*127.0.0.1:{port}"):
         EtcdStorage(config)
+
+
+def test_rollouts_are_saved_replaced_and_forgotten(storage: Storage) -> None:
+    assert storage.rollouts() == {}
+    storage.put_rollout("orders", {"machine": {"step": 1}, "document": {"kind": "Rollout"}})
+    storage.put_rollout("a/b", {"machine": {"step": 0}})
+    storage.put_rollout("orders", {"machine": {"step": 2}})
+    assert storage.rollouts() == {"a/b": {"machine": {"step": 0}}, "orders": {"machine": {"step": 2}}}
+    storage.put_rollout("orders", None)
+    storage.put_rollout("never-saved", None)
+    assert storage.rollouts() == {"a/b": {"machine": {"step": 0}}}

@@ -162,6 +162,23 @@ class ControlClient:
         """Report an event (needs a `type`, e.g. "breaker") for the console."""
         self._call("POST", "/v1/events", json=event)
 
+    # -- rollouts (issue 17) ----------------------------------------------------------
+
+    def start_rollout(self, document: Mapping[str, Any]) -> dict[str, Any]:
+        """Start a rollout from a `Rollout` document; its state as the control plane keeps it."""
+        return dict(self._call("POST", "/v1/rollouts", json=dict(document)))
+
+    def rollouts(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/rollouts"))
+
+    def rollout(self, service: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/rollouts/{_segment(service)}"))
+
+    def rollout_action(self, service: str, action: str, reason: str = "") -> dict[str, Any]:
+        """pause, resume, promote or abort the service's rollout."""
+        body = {"reason": reason} if reason else {}
+        return dict(self._call("POST", f"/v1/rollouts/{_segment(service)}/{_segment(action)}", json=body))
+
     def close(self) -> None:
         self._http.close()
 

@@ -31,6 +31,8 @@ from tidegate.control.metrics_api import metrics_routes
 from tidegate.control.metrics_store import MetricsStore
 from tidegate.control.openapi import SPEC
 from tidegate.control.plane import ControlPlane, RequestError
+from tidegate.control.rollouts import RolloutRunner
+from tidegate.control.rollouts_api import rollout_routes, tick_forever
 from tidegate.control.storage import StorageError
 from tidegate.control.tokens import Role, RoleTokens
 from tidegate.core.hosts import MISDIRECTED, HostCheck
@@ -250,12 +252,16 @@ def create_app(
     store = metrics if metrics is not None else MetricsStore()
     routes += metrics_routes(plane, store, read, agent, _json_body)
     routes += console_routes(plane, store, tokens, watch)
+    # Rollouts (issue 17): run here, on the pushed metrics, resumed from the store at start.
+    runner = RolloutRunner(plane, store)
+    routes += rollout_routes(runner, read, admin, _json_body)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tasks = [
             asyncio.create_task(_reap_forever(plane)),
             asyncio.create_task(_upkeep_forever(plane, streams, ping_interval, write_stall)),
+            asyncio.create_task(tick_forever(runner)),
         ]
         try:
             yield

@@ -173,6 +173,17 @@ class EtcdStorage:
         revision = self._transaction(operations, marker, guard)
         return StoredRule(*key, revision=revision, document=current.document)
 
+    def rollouts(self) -> dict[str, dict[str, Any]]:
+        base = self._key("rollouts/")
+        return {unquote(_text(kv["key"])[len(base) :]): json.loads(_text(kv.get("value", ""))) for kv in self._range_prefix(base)}
+
+    def put_rollout(self, service: str, record: Mapping[str, Any] | None) -> None:
+        key = self._key("rollouts/" + _segment(service))
+        if record is None:
+            self._call("/v3/kv/deleterange", {"key": _b64(key)})
+        else:
+            self._call("/v3/kv/put", {"key": _b64(key), "value": _b64(json.dumps(record, sort_keys=True))})
+
     def close(self) -> None:
         self._http.close()
 

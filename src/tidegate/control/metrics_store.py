@@ -19,6 +19,7 @@ agents' push interval.
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -203,6 +204,25 @@ class MetricsStore:
                     for offset, value in enumerate(slot):
                         target[offset] += value
         return _columns(service, resource, tag, times, sums, step, seconds)
+
+    def window(self, service: str, tag: str, resource: str, start: float, end: float, now: float) -> list[float]:
+        """The `FIELDS` counters of one (service, tag, resource) summed over the slots that begin in
+        [start, end), from the finest ring that still holds `start` (a rollout's judged window)."""
+        total = [0.0] * FIELDS
+        series = self.series.get((service, tag, resource))
+        if series is None or end <= start:
+            return total
+        series.flush()
+        latest = max(now, self.latest)
+        for ring in series.rings:
+            if int(latest // ring.seconds) - int(start // ring.seconds) < ring.slots:
+                break
+        first = math.ceil(start / ring.seconds)
+        for period in range(max(first, int(latest // ring.seconds) - ring.slots + 1), math.ceil(end / ring.seconds)):
+            slot = ring.read(period)
+            if slot is not None:
+                total = list(map(add, total, slot))
+        return total
 
     def _ring_for(self, start: float, step: float, now: float) -> int:
         """The coarsest ring no coarser than `step` that still holds `start`'s period; else the

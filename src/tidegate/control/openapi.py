@@ -117,6 +117,24 @@ SPEC: dict[str, Any] = {
                 "from, to (epoch seconds), step (seconds)"
             ),
         },
+        "/v1/rollouts": {
+            "get": _op(
+                "Every service's latest rollout {name, service, tag, phase, weight, step, plan, window_start, window_end, reason, decisions, now}"
+            ),
+            "post": _op(
+                "Start a rollout: a Rollout document (kind and apiVersion may be left out). 422 naming the field when it is "
+                "invalid or the service has no live instance of the tag; 409 naming the service when it has a rollout under way",
+                role="admin",
+            ),
+        },
+        "/v1/rollouts/{service}": {"get": _op("One service's latest rollout (404 when it has none)")},
+        "/v1/rollouts/{service}/{action}": {
+            "post": _op(
+                "pause, resume, promote (skip to 100%) or abort (weight 0) the service's rollout; optional body {reason}; "
+                "409 when its phase does not allow it",
+                role="admin",
+            )
+        },
         "/metrics": {"get": _op("Prometheus text: the plane's own state and the totals of every series agents pushed")},
     },
 }

@@ -37,6 +37,7 @@ from tidegate.core.rulebook import RuleKey, StoredRule
 from tidegate.errors import RuleError
 from tidegate.rules import consistency, document_key, limits, validate
 from tidegate.rules.faulttolerance import RULE_KIND, STRATEGY_KINDS
+from tidegate.rules.rollout import KIND as ROLLOUT_KIND
 from tidegate.rules.stability import Problem
 
 #: How far before an instance's `started_at` a `registered_at` it claims may lie (clocks of two hosts differ).
@@ -214,6 +215,13 @@ class ControlPlane:
         warnings: dict[RuleKey, list[str]] = {}
         for document in documents:
             typed = validate(document)
+            if isinstance(document, Mapping) and document.get("kind") == ROLLOUT_KIND:
+                # a rollout is a process the runner drives, not a rule agents apply: stored here it would do nothing
+                raise RuleError(
+                    "a Rollout is started with POST /v1/rollouts (`tidegate rollout start -f FILE`), not applied as a rule",
+                    document=f"{ROLLOUT_KIND}/{document['metadata']['name']}",
+                    field="kind",
+                )
             key = document_key(document)
             found = [*getattr(typed, "warnings", ()), *self._app_warnings(typed, key)]
             if found:

@@ -89,6 +89,14 @@ class Storage(Protocol):
         """Remove the rule in force; the returned rule carries the deletion's revision."""
         ...
 
+    def rollouts(self) -> dict[str, dict[str, Any]]:
+        """Each service's saved rollout (tidegate.control.rollouts), by service."""
+        ...
+
+    def put_rollout(self, service: str, record: Mapping[str, Any] | None) -> None:
+        """Save a service's rollout (None: forget it)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -106,6 +114,7 @@ CREATE TABLE IF NOT EXISTS rule_history (
     revision INTEGER NOT NULL, op TEXT NOT NULL, document TEXT NOT NULL,
     PRIMARY KEY (namespace, kind, name, revision)
 );
+CREATE TABLE IF NOT EXISTS rollouts (service TEXT PRIMARY KEY, record TEXT NOT NULL);
 """
 
 
@@ -188,6 +197,17 @@ class SqliteStorage:
                 (*key, revision, json.dumps(current.document, sort_keys=True)),
             )
         return StoredRule(*key, revision=revision, document=current.document)
+
+    def rollouts(self) -> dict[str, dict[str, Any]]:
+        return {row[0]: json.loads(row[1]) for row in self._db.execute("SELECT service, record FROM rollouts ORDER BY service")}
+
+    def put_rollout(self, service: str, record: Mapping[str, Any] | None) -> None:
+        if record is None:
+            self._db.execute("DELETE FROM rollouts WHERE service = ?", (service,))
+        else:
+            self._db.execute(
+                "INSERT OR REPLACE INTO rollouts (service, record) VALUES (?, ?)", (service, json.dumps(record, sort_keys=True))
+            )
 
     def close(self) -> None:
         self._db.close()

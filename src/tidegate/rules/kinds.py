@@ -6,5 +6,6 @@ from tidegate.rules import (
     gateway,  # noqa: F401
     hotspot,  # noqa: F401
     lanes,  # noqa: F401
+    rollout,  # noqa: F401
     settings,  # noqa: F401
 )

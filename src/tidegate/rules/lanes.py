@@ -115,8 +115,8 @@ class TrafficLane:
 class _Spec:
     """Reads one document's spec, raising RuleError naming the document and field."""
 
-    def __init__(self, document: Mapping[str, Any], kind: str) -> None:
-        self.label = f"{kind}/{document['metadata']['name']}"
+    def __init__(self, document: Mapping[str, Any], kind: str, label: str = "") -> None:
+        self.label = label or f"{kind}/{document['metadata']['name']}"
         self.spec = document.get("spec") or {}
 
     def fail(self, field: str, reason: str) -> RuleError:
@@ -325,6 +325,11 @@ def _coloring_rule(reader: _Spec, item: Any, field: str, lane: str, services: fr
     elif "stickyKey" in item:
         raise reader.fail(f"{field}.stickyKey", "only means something with `percent`")
     return ColoringRule(lane, tuple(conditions), percentage, services)
+
+
+def parse_sticky_key(value: Any, document: str, field: str) -> RequestKey:
+    """A `stickyKey` mapping (`{header: x-user-id}`, `{cookie: uid}` or `{query: user}`), for other kinds that take one."""
+    return _Spec({"metadata": {"name": ""}, "spec": {}}, "", label=document).sticky_key(value, field)
 
 
 def parse_canary(document: Mapping[str, Any]) -> core_lanes.CanaryRule:
