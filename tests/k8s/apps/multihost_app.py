@@ -1,8 +1,13 @@
 """The pods' apps, plain ASGI with no tidegate in them: `orders` answers its pod's APP_ID, and
-`checkout` calls `http://orders/who` by name (one keep-alive httpx client) and answers what it got."""
+`checkout` calls `http://orders/who` by name (one keep-alive httpx client) and answers what it got.
+`orders` answers `/versions` with the versions and files of the libraries it imports itself, and
+the modules of this process loaded from AGENT_COPY (way (b)'s copied agent) but tidegate's own
+(and its bootstrap `sitecustomize`)."""
 
+import importlib.metadata
 import json
 import os
+import sys
 import time
 
 import httpx
@@ -17,8 +22,34 @@ async def _answer(send, status, body):
     await send({"type": "http.response.body", "body": json.dumps(body).encode()})
 
 
+def versions():
+    import platformdirs
+    import prometheus_client
+    import wrapt
+    import yaml
+
+    mine = {"httpx": httpx, "PyYAML": yaml, "prometheus_client": prometheus_client, "wrapt": wrapt, "platformdirs": platformdirs}
+    copy = os.environ.get("AGENT_COPY", "")
+    foreign = [
+        name
+        for name, module in list(sys.modules.items())
+        if copy
+        and (getattr(module, "__file__", None) or "").startswith(copy)
+        and not name.startswith("tidegate")
+        and name != "sitecustomize"
+    ]
+    control = sys.modules.get("tidegate.client.control")
+    return {
+        "mine": {name: [importlib.metadata.version(name), module.__file__] for name, module in mine.items()},
+        "from_the_copy": foreign,
+        "agent_httpx": [control.httpx.__version__, control.httpx.__file__] if control else None,
+    }
+
+
 async def orders(scope, receive, send):
-    if scope["type"] == "http":
+    if scope["type"] == "http" and scope["path"] == "/versions":
+        await _answer(send, 200, versions())
+    elif scope["type"] == "http":
         if LAST_FILE:
             with open(LAST_FILE, "w") as f:
                 f.write(repr(time.time()))
