@@ -1,5 +1,6 @@
 """The pods' apps, plain ASGI with no tidegate in them: `orders` answers its pod's APP_ID, and
-`checkout` calls `http://orders/who` by name (one keep-alive httpx client) and answers what it got.
+`checkout` calls `http://orders/who` by name (one keep-alive httpx client) and answers what it got;
+`checkout_ribbon` (a bench's anchor) lists orders from the control plane every 30 s, as Ribbon does.
 `orders` answers `/versions` with the versions and files of the libraries it imports itself, and
 the modules of this process loaded from AGENT_COPY (way (b)'s copied agent) but tidegate's own
 (and its bootstrap `sitecustomize`)."""
@@ -64,6 +65,36 @@ async def checkout(scope, receive, send):
         client = httpx.AsyncClient(timeout=30.0, trust_env=False, limits=httpx.Limits(max_connections=200))
     try:
         response = await client.get("http://orders/who")
+        await _answer(send, 200 if response.status_code == 200 else 502, {"id": response.json().get("id"), "via": APP_ID})
+    except Exception as error:
+        await _answer(send, 502, {"error": f"{type(error).__name__}: {error}"})
+
+
+RIBBON_REFRESH_S = 30.0  # Ribbon's default list refresh
+servers: list = []
+refreshed = 0.0
+turn = 0
+
+
+async def checkout_ribbon(scope, receive, send):
+    """`checkout` for consumers without a push: the instance list from the control plane every
+    RIBBON_REFRESH_S (the pod's agent token), round robin over it, calls to the address itself."""
+    global client, servers, refreshed, turn
+    if scope["type"] != "http":
+        return
+    if client is None:
+        client = httpx.AsyncClient(timeout=30.0, trust_env=False, limits=httpx.Limits(max_connections=200))
+    try:
+        if not servers or time.monotonic() - refreshed > RIBBON_REFRESH_S:
+            with open(os.environ["TIDEGATE_TOKEN_FILE"]) as f:
+                token = f.read().strip()
+            listed = await client.get(
+                os.environ["TIDEGATE_CONTROL"] + "/v1/services/orders/instances", headers={"Authorization": f"Bearer {token}"}
+            )
+            servers = [f"http://{i['host']}:{i['port']}" for i in listed.json() if i["state"] in ("WARMING", "SERVING")]
+            refreshed = time.monotonic()
+        turn += 1
+        response = await client.get(servers[turn % len(servers)] + "/who")
         await _answer(send, 200 if response.status_code == 200 else 502, {"id": response.json().get("id"), "via": APP_ID})
     except Exception as error:
         await _answer(send, 502, {"error": f"{type(error).__name__}: {error}"})
