@@ -47,6 +47,14 @@ def versions():
     }
 
 
+def _address(error):
+    """Where a failed call went (the instance the agent chose): a bench's error list shows it."""
+    try:
+        return str(error.request.url)
+    except Exception:
+        return ""
+
+
 async def orders(scope, receive, send):
     if scope["type"] == "http" and scope["path"] == "/versions":
         await _answer(send, 200, versions())
@@ -67,7 +75,7 @@ async def checkout(scope, receive, send):
         response = await client.get("http://orders/who")
         await _answer(send, 200 if response.status_code == 200 else 502, {"id": response.json().get("id"), "via": APP_ID})
     except Exception as error:
-        await _answer(send, 502, {"error": f"{type(error).__name__}: {error}"})
+        await _answer(send, 502, {"error": f"{type(error).__name__}: {error}", "to": _address(error)})
 
 
 RIBBON_REFRESH_S = 30.0  # Ribbon's default list refresh
@@ -97,4 +105,4 @@ async def checkout_ribbon(scope, receive, send):
         response = await client.get(servers[turn % len(servers)] + "/who")
         await _answer(send, 200 if response.status_code == 200 else 502, {"id": response.json().get("id"), "via": APP_ID})
     except Exception as error:
-        await _answer(send, 502, {"error": f"{type(error).__name__}: {error}"})
+        await _answer(send, 502, {"error": f"{type(error).__name__}: {error}", "to": _address(error)})
