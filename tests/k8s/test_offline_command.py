@@ -101,3 +101,16 @@ def test_the_admin_address_a_consumer_names(admin_host: str, advertised: str, na
     instance = Instance(id="orders-1", service="orders", host=advertised, port=8000)
     assert Listening((instance,), 9901, None, admin_host).admin_address == named
     assert Listening((instance,), None, None, admin_host).admin_address == ""
+
+
+def test_the_prestop_imports_neither_httpx_nor_the_agent(tmp_path: Path) -> None:
+    # `python -m tidegate offline` runs in the pod at each deletion, often on a small CPU limit:
+    # it needs urllib and the state file, not the public API's agent and rule modules behind
+    # `tidegate/__init__` nor the CLI's httpx (both load on first use).
+    done = offline(
+        {"TIDEGATE_STATE_DIR": str(tmp_path), "TIDEGATE_SERVICE": "orders"}, command=(PYTHON, "-X", "importtime", "-m", "tidegate")
+    )
+    assert done.returncode == 1 and "tidegate offline: no " in done.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "tidegate.agent.config" in imported, "the measure works: what offline needs is listed"
+    assert not imported & {"httpx", "tidegate.agent.stability", "tidegate.rules", "tidegate.guard", "tidegate.connect"}
