@@ -8,7 +8,11 @@ open-loop load (RATE req/s) from a client namespace goes to checkout, which call
 Kubernetes rolling update does (maxSurge 1): a new pod starts, its readiness probe (the
 agent's /ready) passes, then the old pod gets the injected preStop (`python -m tidegate
 offline`) and SIGTERM. Rounds: lossless on; lossless off (TIDEGATE_LOSSLESS=off in the
-app's env: the preStop then fails, as it would, and SIGTERM stops the server at once).
+app's env: the preStop then fails, as it would, and SIGTERM stops the server at once), with a
+checkout that lists orders' instances from the control plane every 30 s and round-robins over
+them, as Ribbon does by default — the anchor, as in bench/rolling_restart.py: what consumers
+without a push have. (With the agent's routing, even lossless off deregisters before the
+listener closes and pushes that to consumers within milliseconds: 0 failed in 6 restarts.)
 
 A deleted pod's network goes `--network-linger` seconds after its server exits (default
 3: a sandbox's teardown follows its containers'); `--network-linger 0` removes it at once,
@@ -57,7 +61,7 @@ def round_(workdir: Path, restarts: int, rate: float, lossless: bool, linger: fl
             name = f"orders-{serial}"
             return hosts.start(name, "orders", "orders", app_env={**app_env, "LAST_FILE": str(workdir / f"{name}.last")})
 
-        checkout = hosts.start("checkout", "checkout", "checkout", app_env=app_env)
+        checkout = hosts.start("checkout", "checkout" if lossless else "checkout_ribbon", "checkout", app_env=app_env)
         live = [orders(), orders()]
         for governed in [checkout, *live]:
             hosts.wait_ready(governed)

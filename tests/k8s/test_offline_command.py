@@ -15,8 +15,9 @@ import pytest
 
 from tests.agent.conftest import ControlPlane
 from tests.agent.lifecycle.test_credentials import Agent
-from tests.support.procs import TIDEGATE, wait_until
+from tests.support.procs import BIN, PYTHON, TIDEGATE, wait_until
 from tidegate.agent.capability import Listening
+from tidegate.agent.command import BOOTSTRAP_DIR
 
 
 @pytest.fixture
@@ -29,9 +30,9 @@ def agent(tmp_path: Path, control_plane: ControlPlane) -> Iterator[Agent]:
         started.proc.stop()
 
 
-def offline(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def offline(env: dict[str, str], *args: str, command: tuple[str, ...] = tuple(TIDEGATE)) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
-    return subprocess.run([*TIDEGATE, "offline", *args], env={**clean, **env}, capture_output=True, text=True, timeout=60)
+    return subprocess.run([*command, "offline", *args], env={**clean, **env}, capture_output=True, text=True, timeout=60)
 
 
 def test_offline_drains_the_local_instance_through_its_state_file(agent: Agent, control_plane: ControlPlane) -> None:
@@ -64,6 +65,26 @@ def test_offline_with_a_wrong_secret_says_the_agent_refused(agent: Agent, tmp_pa
     assert refused.returncode == 1 and "refused the drain (401)" in refused.stderr
 
 
+@pytest.mark.parametrize("command", [tuple(TIDEGATE), (str(BIN / "tidegate"),)], ids=["python -m tidegate", "tidegate script"])
+def test_the_tidegate_command_never_boots_the_agent_its_environment_switches_on(tmp_path: Path, command: tuple[str, ...]) -> None:
+    # An injected pod's env (the bootstrap first on PYTHONPATH, TIDEGATE_AGENT=1) reaches whatever runs
+    # there, the preStop's `python -m tidegate offline` too. A setting only the agent reads is bad here,
+    # so an agent that boots says so (a good one boots silently).
+    env = {
+        "TIDEGATE_AGENT": "1",
+        "PYTHONPATH": BOOTSTRAP_DIR,
+        "TIDEGATE_SERVICE": "orders",
+        "TIDEGATE_STATE_DIR": str(tmp_path),
+        "TIDEGATE_HEARTBEAT_INTERVAL": "soon",
+    }
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TIDEGATE_")}
+    app = subprocess.run([PYTHON, "-c", "pass"], env={**clean, **env}, capture_output=True, text=True, timeout=60)
+    assert "agent not started: TIDEGATE_HEARTBEAT_INTERVAL" in app.stderr, "any other program boots it"
+    done = offline(env, command=command)
+    assert done.returncode == 1 and "tidegate offline: no " in done.stderr, done.stderr
+    assert "agent not started" not in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize(
     ("admin_host", "advertised", "named"),
     [
@@ -84,3 +105,16 @@ def test_the_admin_address_a_consumer_names(admin_host: str, advertised: str, na
     instance = Instance(id="orders-1", service="orders", host=advertised, port=8000)
     assert Listening((instance,), 9901, None, admin_host).admin_address == named
     assert Listening((instance,), None, None, admin_host).admin_address == ""
+
+
+def test_the_prestop_imports_neither_httpx_nor_the_agent(tmp_path: Path) -> None:
+    # `python -m tidegate offline` runs in the pod at each deletion, often on a small CPU limit:
+    # it needs urllib and the state file, not the public API's agent and rule modules behind
+    # `tidegate/__init__` nor the CLI's httpx (both load on first use).
+    done = offline(
+        {"TIDEGATE_STATE_DIR": str(tmp_path), "TIDEGATE_SERVICE": "orders"}, command=(PYTHON, "-X", "importtime", "-m", "tidegate")
+    )
+    assert done.returncode == 1 and "tidegate offline: no " in done.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "tidegate.agent.config" in imported, "the measure works: what offline needs is listed"
+    assert not imported & {"httpx", "tidegate.agent.stability", "tidegate.rules", "tidegate.guard", "tidegate.connect"}

@@ -34,8 +34,8 @@ async def main(url: str, rate: float, out: str, stop: str) -> None:
                 ids[response.json().get("id", "?")] += 1
             except Exception as error:
                 failed += 1
-                if len(errors) < 5:
-                    errors.append(f"{type(error).__name__}: {error}")
+                if len(errors) < 5:  # when (s into the load): a failure's time tells its cause
+                    errors.append(f"{time.monotonic() - start:.1f}s {type(error).__name__}: {error}")
 
         tasks = set()
         start = time.monotonic()

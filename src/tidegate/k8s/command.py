@@ -31,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     manifests.set_defaults(func=_manifests)
     where = commands.add_parser("bootstrap-dir", help="print where this tidegate's bootstrap sitecustomize is (for --bootstrap-dir)")
     where.set_defaults(func=_bootstrap_dir)
-    copy = commands.add_parser("copy-agent", help="way (b): copy the tidegate package into DIR (an init container's emptyDir)")
+    copy = commands.add_parser(
+        "copy-agent", help="way (b): copy the agent, with private copies of its libraries, into DIR (an init container's emptyDir)"
+    )
     copy.add_argument("dir")
     copy.set_defaults(func=_copy_agent)
 
@@ -99,11 +101,16 @@ def _bootstrap_dir(args: argparse.Namespace) -> int:
 
 
 def _copy_agent(args: argparse.Namespace) -> int:
-    import shutil
     from pathlib import Path
 
+    from tidegate.k8s.vendor import VendorError, copy_agent
+
     package = Path(__file__).resolve().parents[1]  # the tidegate package this command runs from
-    target = Path(args.dir) / "tidegate"
-    shutil.copytree(package, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
-    print(f"tidegate k8s copy-agent: copied {package} to {target}")
+    try:
+        versions = copy_agent(package, Path(args.dir))
+    except (OSError, VendorError) as error:
+        print(f"tidegate k8s copy-agent: cannot copy the agent into {args.dir}: {error}", file=sys.stderr)
+        return 1
+    vendored = ", ".join(f"{name} {version}" for name, version in sorted(versions.items()))
+    print(f"tidegate k8s copy-agent: copied {package} to {Path(args.dir) / 'tidegate'}, with its own {vendored} (tidegate._vendor)")
     return 0

@@ -19,7 +19,7 @@ import sys
 
 def boot_agent(where: str) -> None:
     """Boot the agent when `tidegate run` switched it on (TIDEGATE_AGENT=1); a failure is logged, never raised."""
-    if os.environ.get("TIDEGATE_AGENT") != "1":
+    if os.environ.get("TIDEGATE_AGENT") != "1" or running_tidegate_command():
         return
     try:
         from tidegate.agent import boot
@@ -37,6 +37,42 @@ def boot_agent(where: str) -> None:
             log.exception("tidegate: agent failed to boot %s; the program runs without it", where)
     except Exception:  # the agent must never break the program it is loaded into
         logging.getLogger("tidegate").exception("tidegate: agent failed to boot %s; the program runs without it", where)
+
+
+#: `python -m NAME` of the tidegate command (`tidegate.demo.services.*` are apps: they are governed).
+_COMMAND_MODULES = frozenset({"tidegate", "tidegate.__main__", "tidegate.cli"})
+
+
+def running_tidegate_command(argv: list[str] | None = None) -> bool:
+    """Whether this process is the `tidegate` command itself (`python -m tidegate ...` or the
+    `tidegate` script), from the interpreter's own command line (`sys.orig_argv`). In an injected
+    pod its environment carries the agent's switch to whatever runs there, the preStop's `python -m
+    tidegate offline` or an operator's `tidegate status` too; the command is never governed."""
+    args = list(sys.orig_argv if argv is None else argv)[1:]
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        index += 1
+        if arg == "--check-hash-based-pycs":
+            index += 1  # its value
+            continue
+        if arg.startswith("--") and arg != "--":
+            continue
+        if arg == "--" or not arg.startswith("-") or arg == "-":
+            script = arg if arg != "--" else (args[index] if index < len(args) else "")
+            return os.path.basename(script) == "tidegate"
+        letters = arg[1:]
+        for position, letter in enumerate(letters):
+            rest = letters[position + 1 :]
+            if letter == "m":
+                module = rest or (args[index] if index < len(args) else "")
+                return module in _COMMAND_MODULES
+            if letter == "c":
+                return False
+            if letter in "XW":  # an option with a value, attached or next
+                index += 0 if rest else 1
+                break
+    return False
 
 
 def _chain() -> None:
