@@ -9,7 +9,12 @@ run has a control plane up, so the instance registers, heartbeats and watches
 as in production. The servers run side by side; a load generator in a separate
 process (HTTP/1.1 over raw asyncio streams, so the client is cheap and the
 server is the bottleneck) sends a fixed number of requests from N concurrent
-connections, alternating bare and agent rounds. Figures are the medians.
+connections, in short rounds, bare and agent back to back in each (which goes
+first alternates), so a drift of the shared machine hits both sides of a pair
+alike. Each round gives a pair ratio (agent / bare throughput, and bare / agent
+server CPU per request, read from /proc for the server's process group, the
+agent's threads included); the figures are the medians of those pair ratios,
+with their spread (lowest and highest round), and the medians of the rates.
 
 Before the servers, the agent's own cost per request is measured in-process:
 a trivial ASGI app and a trivial WSGI app, each driven directly with a
@@ -20,9 +25,11 @@ difference of the fastest batches, in microseconds per request.
 
 Run: `.venv/bin/python bench/agent_overhead.py`. The last line is one JSON
 object: {"fastapi": {"bare_rps", "agent_rps", "ratio", "bare_cpu_us",
-"agent_cpu_us", "agent_cost_us", "cpu_ratio"}, "flask": {...}, "in_process":
-{"asgi_bare_us", "asgi_agent_us", "asgi_cost_us", "wsgi_bare_us", ...},
-"ratio": <the lower throughput ratio>, "cpu_ratio": <the lower CPU ratio>}.
+"agent_cpu_us", "agent_cost_us", "cpu_ratio", "ratio_spread", "cpu_ratio_spread",
+"rounds"}, "flask": {...}, "in_process": {"asgi_bare_us", "asgi_agent_us",
+"asgi_cost_us", "wsgi_bare_us", ...}, "ratio": <the lower throughput ratio>,
+"cpu_ratio": <the lower CPU ratio>, "loadavg": <the 1-minute load average at the
+start and at the end>}. `--rounds N` sets the number of rounds (default 10).
 """
 
 from __future__ import annotations
@@ -39,9 +46,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REQUESTS = {"fastapi": 12_000, "flask": 6_000}
+REQUESTS = {"fastapi": 6_000, "flask": 3_000}  # per round and side: a few seconds each
 CONCURRENCY = {"fastapi": 32, "flask": 8}
-ROUNDS = 5
+ROUNDS = 10
 WARMUP_REQUESTS = 1_000
 TOKEN = "bench-token-0123456789"
 
@@ -327,7 +334,16 @@ def servers(bin_dir: Path, pair: str, port: int) -> list[str]:
     return [str(bin_dir / "gunicorn"), "-w", "1", "-k", "sync", "-b", f"127.0.0.1:{port}", "--log-level", "warning", "hello_flask:app"]
 
 
-def main() -> None:
+def loadavg() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def spread(values: list[float]) -> list[float]:
+    return [round(min(values), 4), round(max(values), 4)]
+
+
+def main(rounds_wanted: int = ROUNDS) -> None:
+    load_at_start = loadavg()
     in_process = in_process_costs()
     for kind in ("asgi", "wsgi"):
         print(
@@ -372,7 +388,7 @@ def main() -> None:
                 run_load(ports[pair, kind], WARMUP_REQUESTS, CONCURRENCY[pair])
         rounds: dict[tuple[str, str], list[float]] = {key: [] for key in ports}
         cpu_us: dict[tuple[str, str], list[float]] = {key: [] for key in ports}
-        for round_number in range(ROUNDS):
+        for round_number in range(rounds_wanted):
             for pair in pairs:
                 # Alternate which side goes first, so a drift of the shared machine hits both alike.
                 order = ("bare", "agent") if round_number % 2 == 0 else ("agent", "bare")
@@ -383,7 +399,8 @@ def main() -> None:
                 print(
                     f"round {round_number + 1} {pair}: bare {rounds[pair, 'bare'][-1]:,.0f} req/s "
                     f"({cpu_us[pair, 'bare'][-1]:.0f} us CPU/request), agent {rounds[pair, 'agent'][-1]:,.0f} req/s "
-                    f"({cpu_us[pair, 'agent'][-1]:.0f} us CPU/request)"
+                    f"({cpu_us[pair, 'agent'][-1]:.0f} us CPU/request): ratio {rounds[pair, 'agent'][-1] / rounds[pair, 'bare'][-1]:.3f}, "
+                    f"CPU ratio {cpu_us[pair, 'bare'][-1] / cpu_us[pair, 'agent'][-1]:.3f}"
                 )
     finally:
         for proc in reversed(procs):
@@ -392,7 +409,10 @@ def main() -> None:
     for pair in pairs:
         bare_rps, agent_rps = statistics.median(rounds[pair, "bare"]), statistics.median(rounds[pair, "agent"])
         bare_cpu, agent_cpu = statistics.median(cpu_us[pair, "bare"]), statistics.median(cpu_us[pair, "agent"])
-        ratio, cpu_ratio = agent_rps / bare_rps, bare_cpu / agent_cpu
+        # Each round's own pair: the two sides ran back to back, under the same load of the machine.
+        ratios = [agent / bare for bare, agent in zip(rounds[pair, "bare"], rounds[pair, "agent"])]
+        cpu_ratios = [bare / agent for bare, agent in zip(cpu_us[pair, "bare"], cpu_us[pair, "agent"])]
+        ratio, cpu_ratio = statistics.median(ratios), statistics.median(cpu_ratios)
         results[pair] = {
             "bare_rps": round(bare_rps, 1),
             "agent_rps": round(agent_rps, 1),
@@ -401,20 +421,28 @@ def main() -> None:
             "agent_cpu_us": round(agent_cpu, 1),
             "agent_cost_us": round(agent_cpu - bare_cpu, 1),
             "cpu_ratio": round(cpu_ratio, 4),
+            "ratio_spread": spread(ratios),
+            "cpu_ratio_spread": spread(cpu_ratios),
+            "rounds": len(ratios),
         }
         print(
             f"{pair}: anchor ({anchors[pair]}) {bare_rps:,.0f} req/s, {bare_cpu:.0f} us CPU/request; under tidegate run "
             f"{agent_rps:,.0f} req/s, {agent_cpu:.0f} us CPU/request (+{agent_cpu - bare_cpu:.1f} us); "
-            f"throughput ratio {ratio:.3f}, CPU-efficiency ratio {cpu_ratio:.3f} (target >= 0.95)"
+            f"throughput ratio {ratio:.3f} (rounds {min(ratios):.3f}-{max(ratios):.3f}), CPU-efficiency ratio "
+            f"{cpu_ratio:.3f} (rounds {min(cpu_ratios):.3f}-{max(cpu_ratios):.3f}); medians of {len(ratios)} paired rounds (target >= 0.95)"
         )
     # The CPU-efficiency ratio (server CPU per request, bare / agent) is the figure the shared machine moves
     # least: throughput also depends on how much of a core each server got during its round.
     worst = {key: min(r[key] for r in results.values()) for key in ("ratio", "cpu_ratio")}
-    print(json.dumps({**results, "in_process": in_process, **worst}))
+    load = [load_at_start, loadavg()]
+    print(f"load average (1 min) at the start {load[0]}, at the end {load[1]} (2 cores here)")
+    print(json.dumps({**results, "in_process": in_process, **worst, "loadavg": load}))
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "--loadgen":
         loadgen_main(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    elif len(sys.argv) == 3 and sys.argv[1] == "--rounds":
+        main(int(sys.argv[2]))
     else:
         main()

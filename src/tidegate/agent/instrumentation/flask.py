@@ -1,9 +1,13 @@
 """Flask: leave the matched URL rule (`/orders/<int:id>`) where the WSGI middleware finds it.
 
-Flask matches the URL before `request_started` fires, so a receiver of that
-signal reads `request.url_rule.rule` and stores it in the WSGI environ.
+Flask matches the URL before `full_dispatch_request` runs (which sends
+`request_started` first thing), so its patch reads `request.url_rule.rule` and
+stores it in the WSGI environ: a wrapper, rather than a receiver of that
+signal, because blinker inspects every receiver on every send.
 `Flask.dispatch_request` runs the view under the rule's stability resource
-(see route_guard.py).
+(see route_guard.py); while no rule in force names an inbound resource it
+calls the view straight away. Both run on every request, so each resolves
+Flask's request proxy once.
 """
 
 from __future__ import annotations
@@ -16,32 +20,31 @@ from tidegate.agent.instrumentation.route_guard import govern_flask, stability_o
 from tidegate.agent.instrumentation.wsgi import ENVIRON_KEY
 
 
-def _note_rule(sender: Any, **extra: Any) -> None:
-    from flask import request
-
-    rule = request.url_rule
-    if rule is not None:
-        request.environ[ENVIRON_KEY] = rule.rule
-
-
 class FlaskInstrumentor(Instrumentor):
     library = "flask"
     supported = ("flask >= 2.2",)
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._request: Any = None  # flask.request, the proxy to the request being served
+
     def _patch(self, module: ModuleType) -> None:
-        module.request_started.connect(_note_rule, weak=False)
+        self._request = module.request
+        self.wrap(module.Flask, "full_dispatch_request", self._full_dispatch_request)
         self.wrap(module.Flask, "dispatch_request", self._dispatch_request)
+
+    def _full_dispatch_request(self, wrapped: Any, app: Any, args: Any, kwargs: Any) -> Any:
+        current = self._request._get_current_object()  # one proxy lookup, then plain attributes
+        rule = current.url_rule
+        if rule is not None:
+            current.environ[ENVIRON_KEY] = rule.rule
+        return wrapped(*args, **kwargs)
 
     def _dispatch_request(self, wrapped: Any, app: Any, args: Any, kwargs: Any) -> Any:
         stability = stability_of(self.runtime)
-        if stability is None:
+        if stability is None or not stability.governs_any_inbound():  # not loaded, or no rule names an inbound resource
             return wrapped(*args, **kwargs)
         return govern_flask(stability, app, lambda: wrapped(*args, **kwargs))
-
-    def _unpatch(self) -> None:
-        import flask
-
-        flask.request_started.disconnect(_note_rule)
 
 
 INSTRUMENTOR = FlaskInstrumentor()

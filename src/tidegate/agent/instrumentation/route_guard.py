@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from tidegate.agent.runtime import AgentRuntime
 
 SCOPE_KEY = "tidegate.entry"  # where an admitted request's entry waits for its end (scope, environ, META)
+ROUTE_SEEN_KEY = "tidegate.route_seen"  # the route whose hook took an ASGI request (an inner hook of the same route passes)
 
 
 def stability_of(runtime: AgentRuntime | None) -> Stability | None:
@@ -62,9 +63,15 @@ class Admitted:
 
 async def govern_asgi(stability: Stability, route: Any, wrapped: Callable[..., Any], scope: Any, receive: Any, send: Any) -> None:
     """Run `route.handle` under the route's inbound resource."""
-    if scope.get("type") != "http" or SCOPE_KEY in scope or (route.methods and scope["method"] not in route.methods):
+    if (
+        scope.get("type") != "http"
+        or SCOPE_KEY in scope
+        or scope.get(ROUTE_SEEN_KEY) is route
+        or (route.methods and scope["method"] not in route.methods)
+    ):
         await wrapped(scope, receive, send)
         return
+    scope[ROUTE_SEEN_KEY] = route  # FastAPI's APIRoute.handle calls Route.handle of the same route: decided once
     resource = f"{scope['method']} {route.path}"
     if not stability.governs_inbound(resource):
         await wrapped(scope, receive, send)

@@ -139,6 +139,12 @@ class Stability(Capability):
         governed = self.inbound_governed
         return governed is None or resource in governed
 
+    def governs_any_inbound(self) -> bool:
+        """Whether some inbound request may need the governor: when none does (no rule in force names
+        an inbound resource), route hooks hand a request straight to the framework."""
+        governed = self.inbound_governed
+        return governed is None or bool(governed)
+
     @property
     def adaptive_in_force(self) -> bool:
         return bool(self.governor.rules.adaptive)
