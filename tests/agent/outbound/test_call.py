@@ -126,11 +126,36 @@ def test_without_drain_signals_nothing_is_retried() -> None:
     assert world.of("done", "observe") == [("done", "o1", False), ("observe", "orders", False, 0.25)]
 
 
-def test_a_connection_closed_idle_is_not_retried_when_the_instance_did_not_say_it_drains() -> None:
-    world = World(script={O1: [ClosedIdle], O2: [ok()]})
+def test_a_connection_a_live_instance_closed_idle_is_retried_without_ejecting_it() -> None:
+    # The keep-alive race: the instance's keep-alive timeout closed the pooled connection as the
+    # request went out on it. Without tidegate the call fails; with it, a GET goes again (any
+    # instance, a fresh connection) and nothing is ejected: the instance is healthy.
+    world = World(script={O1: [ClosedIdle, ok()], O2: [ok()]})
+    assert world.call().status == 200
+    assert len(world.of("route")) == 2 and world.of("connect_failed") == []
+
+
+def test_closed_idle_retries_on_live_instances_stop_after_connect_attempts() -> None:
+    world = World(script={O1: [ClosedIdle] * 5, O2: [ClosedIdle] * 5})
     with pytest.raises(ClosedIdle):
         world.call()
+    assert len(world.of("send")) == CONNECT_ATTEMPTS and world.of("connect_failed") == []
+    assert world.router.slots_taken() == 0
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+def test_a_connection_a_live_instance_closed_idle_is_not_retried_for_a_method_that_is_not_idempotent(method: str) -> None:
+    world = World(script={O1: [ClosedIdle], O2: [ok()]})
+    with pytest.raises(ClosedIdle):
+        world.call(method=method)
     assert len(world.of("route")) == 1 and world.of("connect_failed") == []
+
+
+def test_without_drain_signals_a_connection_closed_idle_is_not_retried() -> None:
+    world = World(lossless=False, script={O1: [ClosedIdle], O2: [ok()]})
+    with pytest.raises(ClosedIdle):
+        world.call()
+    assert len(world.of("route")) == 1
 
 
 def test_a_connection_a_draining_instance_closed_idle_is_retried_elsewhere() -> None:

@@ -23,11 +23,15 @@ What the pipeline decides, per call to a service name:
     written): the instance is ejected passively and the call retried on
     another one, up to `CONNECT_ATTEMPTS` instances in all;
   - CLOSED_IDLE (a pooled connection the server closed without answering):
-    retried elsewhere only when that instance said it drains (a draining
-    server closes only connections it has read nothing from) and the method
-    is idempotent (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE):
-    the library cannot tell whether the request was written, and the server
-    may have read it as it closed (a POST retried could be done twice);
+    retried only when the method is idempotent (RFC 9110 §9.2.2: GET, HEAD,
+    OPTIONS, TRACE, PUT, DELETE): the library cannot tell whether the request
+    was written, and the server may have read it as it closed (a POST
+    retried could be done twice). From an instance that said it drains, on
+    another instance, the drained one ejected passively; from a live one
+    (its keep-alive timeout closed the connection as the request went out on
+    it: the race every pooled client has, which Go's net/http and urllib3
+    also retry), on any instance, a fresh connection, nothing ejected; at
+    most `CONNECT_ATTEMPTS` attempts in all;
   - OTHER: never retried;
   - one outbound observation per attempt (service, ok, seconds from the
     attempt's start), one admission leave per call (ok: the last attempt's).
@@ -388,8 +392,7 @@ class OutboundCall:
                     retry = self._retry(tried)
                 elif kind is ErrorKind.CLOSED_IDLE and self.idempotent:
                     tried = self._closed_by_drain(route)
-                    if tried is not None:
-                        retry = self._retry(tried)
+                    retry = self._retry(tried) if tried is not None else self._retry_closed_live(route)
         finally:
             self._end_attempt()
         if retry is None:
@@ -441,6 +444,17 @@ class OutboundCall:
             return None
         try:
             return pipeline.router.route(self.service, None, self.lane, tried, self.inbound)
+        except NoInstanceError:
+            return None
+
+    def _retry_closed_live(self, route: Route) -> Route | None:
+        """After a live instance closed an idle pooled connection as the request went out on it: any
+        instance again (the library opens a fresh connection), none ejected, `CONNECT_ATTEMPTS` in all."""
+        pipeline = self._pipeline
+        if pipeline.drains is None or self.attempts >= CONNECT_ATTEMPTS:
+            return None
+        try:
+            return pipeline.router.route(self.service, None, self.lane, self._tried or (), self.inbound)
         except NoInstanceError:
             return None
 
