@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import subprocess
+import threading
+
+import pytest
 
 from tests.control.running import SETTINGS, ControlProcess, tidegate_cli
 from tests.support.procs import TIDEGATE, Proc, free_port, wait_until
@@ -27,6 +31,33 @@ def test_status_says_clearly_when_the_control_plane_is_unreachable() -> None:
     result = _cli(f"http://127.0.0.1:{free_port()}", "status")
     assert result.returncode == 1
     assert "unreachable" in result.stderr and "tidegate control" in result.stderr
+
+
+@pytest.mark.parametrize("health", [b"[]", b'{"no": "revision"}', b'"text"'])
+def test_status_says_clearly_when_the_address_answers_another_api(health: bytes) -> None:
+    """Not a traceback (a TypeError on `[]["revision"]` before): one line naming the address."""
+    answers = {"/v1/services": b'[{"name": "orders"}, "not an object"]', "/v1/health": health}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            body = answers.get(self.path.split("?")[0], b"[]")
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = _cli(f"http://127.0.0.1:{server.server_address[1]}", "status")
+    finally:
+        server.shutdown()
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "not a tidegate control plane" in result.stderr, result.stderr
 
 
 def test_status_with_a_wrong_token_fails_naming_it(control: ControlProcess) -> None:

@@ -38,6 +38,13 @@ def run(args: argparse.Namespace) -> int:
                     instances[service["name"]] = []
                     unreadable[service["name"]] = str(error)
             revision = client.health()["revision"]
+    except (TypeError, KeyError, AttributeError) as error:  # an answer of another shape than tidegate's API
+        print(
+            f"tidegate status: {url} answered something that is not a tidegate control plane's API"
+            f" ({type(error).__name__}: {output.clean(error)}); is --control pointing at the right address?",
+            file=sys.stderr,
+        )
+        return 1
     except ControlPlaneError as error:
         print(f"tidegate status: {output.clean(error)}", file=sys.stderr)
         if error.status is None:
