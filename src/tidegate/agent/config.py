@@ -50,7 +50,7 @@ class AgentConfig:
     admin_host: str = "127.0.0.1"  # where the admin endpoint binds (0.0.0.0: every interface, for a control plane to call)
     admin_cert: str = ""  # PEM files: the admin endpoint serves HTTPS when both are set
     admin_key: str = ""
-    ca: str = ""  # CA file an https:// control plane is verified with ("" : the system's CAs)
+    ca: str = ""  # CA file an https:// control plane is verified with ("": httpx's default bundle, certifi's)
     advertise_host: str = ""  # empty: the address the server bound (or this host's IP for a wildcard bind)
     heartbeat_interval: float | None = None  # None: a third of the lease the control plane grants
     lane_key: str = "tidegate.lane"  # the W3C baggage member that carries the lane

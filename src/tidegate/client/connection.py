@@ -4,8 +4,8 @@ Each command says which role's token it needs (`tidegate status` and the listing
 read; `tidegate rules apply|rollback|delete`: admin). The token comes from
 `--token-file`, `--token`, `$TIDEGATE_TOKEN_FILE` or `$TIDEGATE_TOKEN`, else from
 the local control plane's `DATA/tokens/<role>` when this user can read it. An
-`https://` control plane is verified with `--ca` / `$TIDEGATE_CA` (else the
-system's CAs).
+`https://` control plane is verified with `--ca` / `$TIDEGATE_CA` (else httpx's
+default bundle, certifi's).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ when there was no answer).
 An agent registers each instance with its `lease_secret` and sends it back in
 `X-Tidegate-Lease` to heartbeat, change or deregister that instance (an admin
 token needs none). An `https://` control plane's certificate is verified with
-the CA file `ca` (default `$TIDEGATE_CA`), else with the system's CAs.
+the CA file `ca` (default `$TIDEGATE_CA`), else with httpx's default bundle (certifi's).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ LEASE_HEADER = "X-Tidegate-Lease"
 
 def tls_verify(ca: str | None) -> ssl.SSLContext | bool:
     """What httpx verifies an https:// server with: the CA file `ca` (default `$TIDEGATE_CA`), else
-    the system's CAs. Raises ControlPlaneError naming the file when it cannot be loaded."""
+    httpx's default bundle (certifi's public CAs). Raises ControlPlaneError naming the file when it cannot be loaded."""
     path = ca if ca is not None else os.environ.get(CA_ENV, "").strip()
     if not path:
         return True
