@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.procs import free_port
+from tests.support.procs import free_port, free_port_run
 
 PYTHON = sys.executable
 
@@ -149,7 +149,8 @@ class GatewayProcess:
     def __init__(self, tmp: Path, routes: str, *args: str, env: dict[str, str] | None = None, port: int | None = None) -> None:
         """`routes` "" = no routes file (a gateway fed by a control plane); `port` a port to share (SO_REUSEPORT)."""
         self.port = port or free_port()
-        self.admin_port = free_port()
+        workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
+        self.admin_port = free_port_run(workers)  # worker i answers on --admin-port + i: all of them free
         self.routes = tmp / "routes.yaml"
         self.log = tmp / f"gateway-{self.port}-{self.admin_port}.log"
         command = [PYTHON, "-m", "tidegate", "gateway", "--port", str(self.port), "--admin-port", str(self.admin_port)]
@@ -164,7 +165,6 @@ class GatewayProcess:
             env={**os.environ, **(env or {})},
             start_new_session=True,
         )
-        workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
         for worker in range(workers):  # worker i answers on --admin-port + i, each in its own time
             self._wait_ready(self.admin_port + worker)
 
