@@ -11,11 +11,12 @@ any admin endpoint: the ask is in the instance record.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.agent.conftest import TOKEN
+from tests.agent.conftest import TOKEN, ControlPlane
 from tests.agent.offline.test_drain import _call, _routable_orders, _up
 from tests.support.procs import wait_until
 
@@ -26,6 +27,13 @@ def _ask(plane: Any, instance_id: str, state: str) -> dict[str, Any]:
     answer = httpx.put(f"{plane.url}/v1/instances/{instance_id}/state", json={"state": state}, headers=ADMIN, timeout=5)
     assert answer.status_code == 200, answer.text
     return dict(answer.json())
+
+
+def _epoch(plane: Any) -> str:
+    try:
+        return str(httpx.get(f"{plane.url}/v1/health", timeout=5).json()["epoch"])
+    except httpx.HTTPError:
+        return ""
 
 
 def _id_of(plane: Any, port: int) -> str:
@@ -94,3 +102,24 @@ def test_a_drain_asked_for_another_instance_does_not_touch_this_one(control_plan
     assert httpx.get(f"{a.admin_url()}/ready", timeout=5).status_code == 200
     assert "draining orders" not in a.proc.output() and "the control plane asks" not in a.proc.output(), a.fail_report()
     assert all(_call(c_port)["status_code"] == 200 for _ in range(10))
+
+
+def test_a_control_plane_restart_neither_undoes_an_asked_drain_nor_repeats_it(control_plane: Any, start: Any, tmp_path: Path) -> None:
+    a, a_port, c_port, _ = _up(control_plane, start, "uvicorn")
+    admin = a.admin_url()
+    _ask(control_plane, _id_of(control_plane, a_port), "DRAINING")
+    wait_until(lambda: httpx.get(f"{admin}/ready", timeout=5).status_code == 503, what="orders-a's agent to drain")
+    epoch = _epoch(control_plane)
+    control_plane.proc.stop()
+    again = ControlPlane(tmp_path, port=control_plane.port)  # a new epoch, an empty registry, no ask in it
+    try:
+        # Its log is the first one's, which said "listening on" already: wait for an answer.
+        wait_until(lambda: _epoch(again) not in ("", epoch), what="the restarted control plane to answer")
+        wait_until(lambda: len(again.instances("orders")) == 2, what="both orders instances to register again")
+        record = next(i for i in again.instances("orders") if i["port"] == a_port)
+        assert record["state"] == "DRAINING" and "ask" not in record, record  # registered as it is: still draining
+        assert httpx.get(f"{admin}/ready", timeout=5).status_code == 503  # the new epoch did not bring it back
+        assert a.proc.output().count("the control plane asks") == 1, a.fail_report()  # acted on once
+        assert all(_call(c_port)["id"] == "orders-b" for _ in range(10))
+    finally:
+        again.proc.stop()
