@@ -68,8 +68,10 @@ class Ask:
     def from_dict(cls, data: Any) -> Ask | None:
         if data is None:
             return None
-        if not isinstance(data, Mapping) or data.get("want") not in (ASK_OFFLINE, ASK_ONLINE):
-            raise ValueError(f"ask must be an object with want {ASK_OFFLINE!r} or {ASK_ONLINE!r}")
+        if not isinstance(data, Mapping) or not isinstance(data.get("want"), str):
+            raise ValueError("ask must be an object with a 'want'")
+        # A `want` this version does not know is kept, not refused: the record itself is still
+        # good, and the agent ignores that ask with a log line (a newer control plane's ask).
         return cls(want=str(data["want"]), id=str(data.get("id") or ""), lease=str(data.get("lease") or ""))
 
 

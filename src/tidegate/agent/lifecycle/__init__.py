@@ -369,7 +369,7 @@ class InstanceLifecycle:
                     return
                 want = self._asked.pop(0)
             if not self._capabilities.asked(want):
-                log.warning("tidegate: asked to go %s, but no capability of this agent does that (lossless offline off?); ignored", want)
+                log.warning("tidegate: asked to go %r, which no capability of this agent does (lossless offline off?); ignored", want)
 
     def _register(self, client: ControlClient, instance: Instance) -> None:
         with self._lock:
