@@ -174,7 +174,8 @@ class ControlPlane:
         ask = current.ask
         if role >= Role.ADMIN and not lease and state != InstanceState.STOPPED:
             want = ASK_OFFLINE if state == InstanceState.DRAINING else ASK_ONLINE
-            ask = Ask(want, secrets.token_hex(8), lease_fingerprint(self.leases.secret(instance_id) or ""))
+            if state != current.state or ask is None or ask.want != want:  # asked again, unchanged: no new ask
+                ask = Ask(want, secrets.token_hex(8), lease_fingerprint(self.leases.secret(instance_id) or ""))
         if state == current.state and ask == current.ask:
             return current
         updated = dataclasses.replace(current, state=state, ask=ask)
