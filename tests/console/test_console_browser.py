@@ -165,7 +165,7 @@ def test_the_instance_list_updates_live_on_warm_up_and_drain(browser: Any, plane
 
 
 def test_the_offline_button_drains_with_no_failed_request(browser: Any, plane: ControlPlane, started: Any) -> None:
-    _, a_port = started("orders-a", "orders", "provider:app", plane.url)
+    a, a_port = started("orders-a", "orders", "provider:app", plane.url)
     started("orders-b", "orders", "provider:app", plane.url)
     _, consumer = started("checkout", "checkout", "consumer:app", plane.url)
     wait_until(lambda: len(plane.instances("orders")) == 2 and plane.instances("checkout"), what="two orders and a consumer")
@@ -174,8 +174,10 @@ def test_the_offline_button_drains_with_no_failed_request(browser: Any, plane: C
         wait_until(lambda: {"orders-a", "orders-b"} <= set(load.ids), timeout=30, what="load reaching both instances")
         page = _page(browser, plane)
         page.locator(f'tr[data-address="127.0.0.1:{a_port}"] button.offline').click()
-        wait_until(lambda: ": 200" in page.locator("#outcome").inner_text(timeout=1000), timeout=30, what="the offline answer")
+        wait_until(lambda: "asked of its agent" in page.locator("#outcome").inner_text(timeout=1000), timeout=30, what="the offline answer")
         wait_until(lambda: _state(page, a_port) in ("DRAINING", None), timeout=30, what="orders-a draining")
+        # Asked through the registry: orders-a's agent heard it over its watch and ran its own drain.
+        wait_until(lambda: "draining orders" in a.proc.output(), timeout=30, what="orders-a's agent to drain")
         served = len(load.statuses)
         wait_until(lambda: len(load.statuses) > served + 50, timeout=60, what="load after the drain")
         _shot(page, "offline-button")

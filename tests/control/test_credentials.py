@@ -8,6 +8,7 @@ that no answer ever carries a lease secret.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import uuid
@@ -266,6 +267,32 @@ def test_notice_keys_only_for_agent_and_admin_and_lease_secrets_for_no_one(plane
         )
     for answer in (registered, state):
         assert answer.status_code in (200, 201) and "lease_secret" not in answer.text
+
+
+def test_only_an_admin_asks_an_instance_to_drain_and_the_ask_names_no_secret(plane: Plane) -> None:
+    """An agent changing its own state (with its lease) asks nothing of anyone; an admin's state
+    change is an ask its agent hears over the watch, naming the lease by a hash, never the secret.
+    A registration cannot forge one, nor drop one the admin made."""
+    instance = plane.register(service="ledger", port=8301)
+    url = f"/v1/instances/{instance['id']}/state"
+    with plane.http(plane.tokens[AGENT], instance["lease_secret"]) as own:
+        told = own.put(url, json={"state": "DRAINING"})
+        assert told.status_code == 200 and "ask" not in told.json(), told.text
+        assert own.put(url, json={"state": "SERVING"}).status_code == 200
+    with plane.http(plane.tokens[AGENT], secrets.token_urlsafe(32)) as other:
+        assert other.put(url, json={"state": "DRAINING"}).status_code == 403
+    with plane.http(plane.tokens[READ]) as reader:
+        assert reader.put(url, json={"state": "DRAINING"}).status_code == 403
+    with plane.http(plane.tokens[ADMIN]) as admin:
+        asked = admin.put(url, json={"state": "DRAINING"})
+    assert asked.status_code == 200, asked.text
+    ask = asked.json()["ask"]
+    assert ask["want"] == "offline" and ask["id"] and ask["lease"] == hashlib.sha256(instance["lease_secret"].encode()).hexdigest()[:16]
+    assert instance["lease_secret"] not in asked.text and asked.json()["state"] == "DRAINING"
+    with plane.http(plane.tokens[AGENT], instance["lease_secret"]) as own:
+        forged = {**instance, "state": "SERVING", "ask": {"want": "online", "id": "forged", "lease": ask["lease"]}}
+        again = own.post("/v1/instances", json=forged)
+    assert again.status_code == 201 and again.json()["ask"] == ask, again.text  # kept, not replaced by the registration
 
 
 def _watch_until_registered(http: httpx.Client, register: Any) -> tuple[dict[str, Any], dict[str, Any]]:

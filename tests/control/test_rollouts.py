@@ -145,6 +145,9 @@ def test_healthy_gray_is_promoted_step_by_step_and_the_old_instance_drained(plan
         assert kinds.count("passed") == 2 and "failed" not in kinds
         instances = {i["id"]: i["state"] for i in http.get("/v1/services/orders/instances").json()}
         assert instances[base] == "DRAINING" and instances[gray] != "DRAINING"
+        # The old instance's agent is asked to go offline over its watch (an ask in its record).
+        asks = {i["id"]: i.get("ask") for i in http.get("/v1/services/orders/instances").json()}
+        assert asks[base] is not None and asks[base]["want"] == "offline" and asks[gray] is None, asks
         events = [e for e in http.get("/v1/events").json() if e["type"] == "rollout"]
         assert {e["decision"] for e in events} >= {"started", "passed", "promoted", "completed"}
         assert sorted(e["weight"] for e in events if e["decision"] == "passed") == [25, 50]  # each step judged at its weight

@@ -31,3 +31,16 @@ def test_transitions() -> None:
     assert not can_transition(InstanceState.STOPPED, InstanceState.SERVING)
     assert not can_transition(InstanceState.SERVING, InstanceState.STARTING)
     assert can_transition(InstanceState.WARMING, InstanceState.WARMING)
+
+
+def test_an_ask_round_trips_and_a_record_without_one_keeps_its_wire_format() -> None:
+    from tidegate.core.instance import ASK_OFFLINE, Ask, lease_fingerprint
+
+    plain = Instance(id="a", service="orders", host="127.0.0.1", port=9)
+    assert "ask" not in plain.to_dict()  # what every record looked like before asks
+    asked = Instance.from_dict({**plain.to_dict(), "ask": {"want": ASK_OFFLINE, "id": "x1", "lease": lease_fingerprint("s")}})
+    assert asked.ask == Ask(ASK_OFFLINE, "x1", lease_fingerprint("s")) and Instance.from_dict(asked.to_dict()) == asked
+    assert Instance.from_dict({**plain.to_dict(), "ask": {"want": "later", "id": "x2"}}).ask == Ask("later", "x2", "")
+    assert lease_fingerprint("") == "" and lease_fingerprint("s") != "s" and len(lease_fingerprint("s")) == 16
+    with pytest.raises(ValueError, match="ask"):
+        Instance.from_dict({**plain.to_dict(), "ask": "offline"})

@@ -13,6 +13,7 @@ here, so a capability overrides only those it needs:
 - `may_register()`: the owner registers once every capability says yes;
 - `state_on_register()`: the state an instance enters the registry in (first answer wins);
 - `admin_routes()`: writes it adds to the admin endpoint;
+- `asked(want)`: the control plane asks this instance to go offline or online (an admin's ask, heard over the watch);
 - `on_stopping()`: the server shuts down (after deregistration).
 
 This module imports only the runtime and `tidegate.core`.
@@ -127,6 +128,11 @@ class Capability:
         """Writes this capability adds to the admin endpoint, by path."""
         return {}
 
+    def asked(self, want: str) -> bool:
+        """An admin asked, through the control plane, that this instance go `want` (ASK_OFFLINE,
+        ASK_ONLINE); True when this capability took it on."""
+        return False
+
     def on_stopping(self) -> None:
         """The server shuts down."""
 
@@ -169,6 +175,10 @@ class Capabilities:
                     continue
                 routes[path] = route
         return routes
+
+    def asked(self, want: str) -> bool:
+        """True when a capability took the ask on (every one is told)."""
+        return any([_guarded(capability, "asked", lambda: capability.asked(want), False) for capability in self._each()])
 
     def on_stopping(self) -> None:
         for capability in self._each():

@@ -70,6 +70,7 @@ class ControlClient:
             body.pop("id")
         if not instance.notice_key:
             body.pop("notice_key")
+        body.pop("ask", None)  # the control plane's to make, never a registration's
         if lease_secret:
             body["lease_secret"] = lease_secret
         return Instance.from_dict(self._call("POST", "/v1/instances", json=body))

@@ -40,7 +40,7 @@ class Leases:
         return bool(held and secret) and hmac.compare_digest(held.encode(), secret.encode())
 
     def secret(self, instance_id: str) -> str | None:
-        """The secret of the lease on `instance_id` (the plane calls that instance's admin endpoint with it)."""
+        """The secret of the lease on `instance_id` (an ask names the lease by its hash: `lease_fingerprint`)."""
         return self._secrets.get(instance_id)
 
     def renew(self, instance_id: str, now: float) -> bool:

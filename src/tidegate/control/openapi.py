@@ -55,7 +55,14 @@ SPEC: dict[str, Any] = {
             )
         },
         "/v1/instances/{id}/heartbeat": {"put": _op("Renew the lease; 404 when unknown (register again); X-Tidegate-Lease", role="agent")},
-        "/v1/instances/{id}/state": {"put": _op("Body {state}; 409 when the transition is not allowed; X-Tidegate-Lease", role="agent")},
+        "/v1/instances/{id}/state": {
+            "put": _op(
+                "Body {state}; 409 when the transition is not allowed; X-Tidegate-Lease. An admin without a lease also asks "
+                "the instance's agent (the record's `ask`, heard over its watch): DRAINING to go offline (its lossless drain, "
+                "the process stays up), SERVING or WARMING to come back online",
+                role="agent",
+            )
+        },
         "/v1/instances/{id}": {"delete": _op("Deregister; X-Tidegate-Lease", role="agent")},
         "/v1/rules": {
             "get": _op("Rules in force; query: namespace, kind"),

@@ -14,6 +14,7 @@ instance carries follows the grammar of `tidegate.core.names`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -32,7 +33,7 @@ from tidegate.control.snapshots import EncodedSnapshot, Snapshots
 from tidegate.control.storage import RuleRevision, Storage
 from tidegate.control.tokens import Role
 from tidegate.core import names
-from tidegate.core.instance import Instance, InstanceState, can_transition
+from tidegate.core.instance import ASK_OFFLINE, ASK_ONLINE, Ask, Instance, InstanceState, can_transition, lease_fingerprint
 from tidegate.core.rulebook import RuleKey, StoredRule
 from tidegate.errors import RuleError
 from tidegate.rules import consistency, document_key, limits, validate
@@ -142,6 +143,7 @@ class ControlPlane:
         if instance.service not in self._services:
             self.storage.add_service(instance.service)
             self._services.add(instance.service)
+        instance = self._keep_ask(instance)
         self._instances[instance.id] = instance
         self._record("instance", {"op": "put", "instance": instance.to_dict()})
         return instance
@@ -154,6 +156,10 @@ class ControlPlane:
         self.leases.renew(instance_id, self._clock())
 
     def set_state(self, instance_id: str, body: Any, role: Role = Role.ADMIN, lease: str = "") -> Instance:
+        """Change an instance's state. An agent tells its own (with its lease); an admin without a
+        lease *asks* the instance's agent too: DRAINING asks it to go offline (its lossless drain,
+        the process stays up), SERVING or WARMING to come online again. The ask is recorded in the
+        instance record, so the agent hears it over its own watch: no secret goes to the agent."""
         current = self._instance(instance_id)
         self._check_lease(instance_id, role, lease)
         if not isinstance(body, Mapping) or "state" not in body:
@@ -165,12 +171,26 @@ class ControlPlane:
             raise RequestError(422, f"unknown state {body['state']!r} (known: {known})", field="state") from None
         if not can_transition(current.state, state):
             raise RequestError(409, f"instance {instance_id!r} cannot go from {current.state} to {state}", field="state")
-        if state == current.state:
+        ask = current.ask
+        if role >= Role.ADMIN and not lease and state != InstanceState.STOPPED:
+            want = ASK_OFFLINE if state == InstanceState.DRAINING else ASK_ONLINE
+            if state != current.state or ask is None or ask.want != want:  # asked again, unchanged: no new ask
+                ask = Ask(want, secrets.token_hex(8), lease_fingerprint(self.leases.secret(instance_id) or ""))
+        if state == current.state and ask == current.ask:
             return current
-        updated = Instance.from_dict({**current.to_dict(), "state": state})
+        updated = dataclasses.replace(current, state=state, ask=ask)
         self._instances[instance_id] = updated
         self._record("instance", {"op": "put", "instance": updated.to_dict()})
         return updated
+
+    def _keep_ask(self, instance: Instance) -> Instance:
+        """A registration names no ask (parse_instance drops one): the ask of the record it replaces
+        stays when the lease is the same, so a re-registration racing an ask does not cancel it."""
+        current = self._instances.get(instance.id)
+        ask = current.ask if current is not None else None
+        if ask is None or ask.lease != lease_fingerprint(self.leases.secret(instance.id) or ""):
+            return instance
+        return dataclasses.replace(instance, ask=ask)
 
     def deregister(self, instance_id: str, role: Role = Role.ADMIN, lease: str = "") -> None:
         instance = self._instance(instance_id)
@@ -535,7 +555,7 @@ def parse_instance(body: Any, registered_at: float, max_metadata_bytes: int = MA
     instance_id = (body.get("id") or "").strip() or f"{body['service']}@{body['host']}:{body['port']}"
     if not names.is_instance_id(instance_id):  # the default id of a host too long for one
         raise RequestError(422, f"the instance id {instance_id!r} made of service, host and port is too long: give an 'id'", field="id")
-    return Instance.from_dict({**body, "id": instance_id, "registered_at": registered_at})
+    return Instance.from_dict({**body, "id": instance_id, "registered_at": registered_at, "ask": None})
 
 
 def _check_name(body: Mapping[str, Any], field: str, valid: Callable[[str], bool], rule: str) -> None:

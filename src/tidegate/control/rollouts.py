@@ -12,7 +12,9 @@ machine asks for:
   applied through the rule store like any other (agents and gateways already honour it);
 - Promote: that canary stays at 100%: every request for the service goes to the new tag;
 - DrainOld: the service's other instances are marked DRAINING in the registry, so every
-  consumer drops them at once (their agents finish what is in flight).
+  consumer drops them at once, and that change asks each one's agent to go offline (an
+  admin's state change: the record's `ask`, heard over its watch): the agent runs its
+  lossless drain, and re-registers as DRAINING, not SERVING.
 
 Every decision is posted as an event (`type: rollout`) with its evidence.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
@@ -38,6 +39,42 @@ def can_transition(current: InstanceState, new: InstanceState) -> bool:
     return new == current or new in TRANSITIONS[current]
 
 
+#: What an ask may want of an instance's agent.
+ASK_OFFLINE = "offline"
+ASK_ONLINE = "online"
+
+
+def lease_fingerprint(secret: str) -> str:
+    """What an ask names the lease by: a hash of its secret (the secret itself never leaves the
+    control plane; 16 hex digits of a 256-bit random secret's hash tell nothing of it)."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:16] if secret else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """An admin asked, through the control plane, that this instance go offline (drain, stay
+    alive) or online again. It travels in the instance record, so the agent hears it over its
+    own watch; `id` is new at every ask (the agent acts once on each), `lease` the fingerprint
+    of the lease it was asked of (an agent holding another lease of the id ignores it)."""
+
+    want: str
+    id: str
+    lease: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"want": self.want, "id": self.id, "lease": self.lease}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Ask | None:
+        if data is None:
+            return None
+        if not isinstance(data, Mapping) or not isinstance(data.get("want"), str):
+            raise ValueError("ask must be an object with a 'want'")
+        # A `want` this version does not know is kept, not refused: the record itself is still
+        # good, and the agent ignores that ask with a log line (a newer control plane's ask).
+        return cls(want=str(data["want"]), id=str(data.get("id") or ""), lease=str(data.get("lease") or ""))
+
+
 @dataclass(frozen=True, slots=True)
 class Instance:
     """One listening address of one service, as registered.
@@ -60,6 +97,8 @@ class Instance:
     registered_at: float = 0.0
     metadata: Mapping[str, str] = field(default_factory=dict)
     notice_key: str = field(default="", repr=False)
+    #: The control plane's last ask of this instance's agent (None: none in this registration).
+    ask: Ask | None = None
 
     @property
     def address(self) -> str:
@@ -71,6 +110,10 @@ class Instance:
         data = {name: getattr(self, name) for name in _FIELD_NAMES}
         data["state"] = str(self.state)
         data["metadata"] = dict(self.metadata)
+        if self.ask is None:
+            del data["ask"]  # most records: the wire format stays as it was before asks
+        else:
+            data["ask"] = self.ask.to_dict()
         return data
 
     @classmethod
@@ -90,6 +133,7 @@ class Instance:
                 registered_at=float(data.get("registered_at", 0.0)),
                 metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
                 notice_key=str(data.get("notice_key") or ""),
+                ask=Ask.from_dict(data.get("ask")),
             )
         except KeyError as missing:
             raise ValueError(f"instance: field {missing.args[0]!r} is required") from None

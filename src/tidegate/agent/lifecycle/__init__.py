@@ -56,7 +56,7 @@ from tidegate.agent.capability import SHARED_DIR_ENV, Capabilities, Listening, S
 from tidegate.agent.forking import FORK_GATE
 from tidegate.agent.lifecycle.admin import AdminServer
 from tidegate.agent.runtime import AgentRuntime
-from tidegate.core.instance import Instance, InstanceState
+from tidegate.core.instance import Instance, InstanceState, lease_fingerprint
 from tidegate.errors import ControlPlaneError
 
 if TYPE_CHECKING:
@@ -114,6 +114,9 @@ class InstanceLifecycle:
         self._admin_file: Path | None = None
         #: Set by `stopping` once it deregisters: a registration that lands after it deregisters itself.
         self._deregistering = False
+        self._asks_seen: set[str] = set()  # ids of the control plane's asks already acted on (or refused)
+        self._asked: list[str] = []  # asks (ASK_OFFLINE, ASK_ONLINE) waiting for `_act_on_asks`
+        self._acting = False  # a thread runs `_act_on_asks`
 
     # -- what server hooks call ------------------------------------------------------
 
@@ -330,6 +333,44 @@ class InstanceLifecycle:
                 log.info("tidegate: the control plane restarted (epoch %s); registering %s again", epoch, self.config.service)
         self._wake.set()
 
+    def _check_asks(self) -> None:
+        """On every change the watch applies: has the control plane asked one of this process's
+        instances to go offline or online? Each ask is acted on once, and only when it names this
+        instance's id *and* the lease this process holds on it; the capabilities (lossless
+        offline) do the work. A snapshot without the ask (a control-plane restart: the registry
+        is new and the instances register again in the state they are in) asks nothing, so a
+        drain is neither resurrected nor cancelled by it."""
+        if not self.owner or not self.registered or self._stop.is_set():
+            return
+        for instance in list(self.instances):
+            seen = self.runtime.directory.find(instance.id)
+            ask = seen.ask if seen is not None else None
+            if ask is None or ask.id in self._asks_seen:
+                continue
+            self._asks_seen.add(ask.id)
+            if ask.lease != lease_fingerprint(self.lease_secret(instance.id)):
+                log.warning("tidegate: ignored an ask (%s) of instance %s under another lease than this process's", ask.want, instance.id)
+                continue
+            log.info("tidegate: the control plane asks %s to go %s", instance.id, ask.want)
+            with self._lock:
+                self._asked.append(ask.want)
+                start = not self._acting
+                self._acting = True
+            if start:
+                # One thread at a time, asks in the order seen: the watch thread (inside the fork
+                # gate) must not wait for a drain's announcements.
+                threading.Thread(target=self._act_on_asks, name="tidegate-ask", daemon=True).start()
+
+    def _act_on_asks(self) -> None:
+        while True:
+            with self._lock:
+                if not self._asked:
+                    self._acting = False
+                    return
+                want = self._asked.pop(0)
+            if not self._capabilities.asked(want):
+                log.warning("tidegate: asked to go %r, which no capability of this agent does (lossless offline off?); ignored", want)
+
     def _register(self, client: ControlClient, instance: Instance) -> None:
         with self._lock:
             if self._stop.is_set():
@@ -343,6 +384,7 @@ class InstanceLifecycle:
                 self.state = state
             late = self._deregistering  # ... unless it deregistered already: then this one is ours to undo
         log.info("tidegate: registered %s as %s at %s (%s)", self.config.service, stored.id, stored.address, state)
+        self._check_asks()  # an ask that reached the watch before this registration's answer
         if late:
             try:
                 client.deregister(stored.id, self.lease_secret(stored.id))
@@ -467,6 +509,7 @@ class InstanceLifecycle:
                 self.runtime.directory,
                 self.runtime.rulebook,
                 on_epoch=self._on_epoch,
+                on_change=self._check_asks,
                 gate=FORK_GATE,
                 ca=config.ca or None,
             )

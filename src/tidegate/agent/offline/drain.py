@@ -43,7 +43,7 @@ from tidegate.agent.offline.notices import DrainNotices
 from tidegate.agent.runtime import AgentRuntime, get_runtime
 from tidegate.core.context import DRAINING_HEADER, consumer_value
 from tidegate.core.drain import DEFAULT_TIMEOUT_S, Drain, DrainPhase, DrainSettings, RecentConsumers
-from tidegate.core.instance import Instance, InstanceState
+from tidegate.core.instance import ASK_OFFLINE, ASK_ONLINE, Instance, InstanceState
 from tidegate.core.notice import SIGNATURE_HEADER, NoticeCheck, notice_body, sign, targets
 
 if TYPE_CHECKING:
@@ -217,6 +217,25 @@ class LosslessOffline(Capability):
         self._announce(instances, InstanceState.SERVING)
         log.info("tidegate: drain of %s undone; serving again", self.runtime.config.service)
         return True
+
+    def asked(self, want: str) -> bool:
+        """The control plane asks (an admin, a rollout's promotion): offline runs the drain the admin
+        endpoint's `POST /offline?wait=false` runs (in-flight requests finish, consumers told, /ready
+        503; the process stays up, so online can undo it); online undoes it as `POST /online` does."""
+        lifecycle = self.runtime.lifecycle
+        if lifecycle is None or not lifecycle.owner:
+            return False
+        if want == ASK_OFFLINE:
+            if self.drain.phase in (DrainPhase.IDLE, DrainPhase.CANCELLED):
+                self.begin()
+            return True
+        if want == ASK_ONLINE:
+            if not self.online() and self.drain.phase != DrainPhase.IDLE:
+                # Stopping, or the drain finished: the registry must not say SERVING meanwhile.
+                log.warning("tidegate: asked to come online, but %s cannot (drain is %s)", self.runtime.config.service, self.drain.phase)
+                self._announce(lifecycle.set_serving_state(InstanceState.DRAINING), InstanceState.DRAINING)
+            return True
+        return False
 
     def _headers(self, on: bool) -> None:
         headers = self.runtime.response_headers

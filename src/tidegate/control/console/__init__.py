@@ -3,8 +3,9 @@
 `session` (logins, CSRF), `render` (the HTML, every foreign string escaped), `static/`
 (htmx and uPlot vendored, console.js and console.css: no CDN, no build step), and here
 the routes. Live by the plane's own watch stream (`/console/watch` is `/v1/watch` for
-the session's role). Offline/online buttons make the plane call the instance's admin
-endpoint with the instance's lease secret. Every response carries a
+the session's role). Offline/online buttons ask the instance's agent through the
+registry (an admin's state change, heard over the agent's own watch: no secret
+leaves the plane). Every response carries a
 Content-Security-Policy without inline scripts; every write needs the session's CSRF
 token. May import the control plane's modules (plane, auth, tokens, metrics_store),
 tidegate.rules, tidegate.core and Starlette.
@@ -21,7 +22,6 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
-import httpx
 import yaml
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -32,6 +32,7 @@ from tidegate.control.console.session import COOKIE, CSRF_HEADER, Session, Sessi
 from tidegate.control.metrics_store import ALL, MetricsError, MetricsStore
 from tidegate.control.plane import ControlPlane, RequestError
 from tidegate.control.tokens import Role, RoleTokens
+from tidegate.core.instance import InstanceState
 from tidegate.errors import RuleError
 from tidegate.rules import document_key, load_documents, validate
 
@@ -55,8 +56,6 @@ STATIC = {
     "console.js": "text/javascript",
     "console.css": "text/css",
 }
-#: Seconds the plane waits for an instance's admin endpoint (the drain itself goes on there).
-ADMIN_CALL_TIMEOUT_S = 10.0
 MAX_FORM_BYTES = 1024 * 1024
 
 
@@ -183,28 +182,17 @@ def console_routes(
         return await watch(request)
 
     async def instance_action(request: Request, session: Session) -> Response:
+        # Asked through the registry, like `PUT /v1/instances/{id}/state` by an admin: the
+        # instance's agent hears it over its own watch and runs its lossless drain (or comes
+        # back). No secret leaves the plane and the plane calls no admin endpoint.
         instance_id = request.path_params["id"]
         action = request.path_params["action"]
-        instance = plane.instance(instance_id)
-        if instance is None:
-            raise RequestError(404, f"instance {instance_id!r} is not registered")
-        if not instance.admin_port:
-            raise RequestError(409, f"instance {instance_id!r} has no admin endpoint")
-        secret = plane.leases.secret(instance_id) or ""
-        url = f"http://{_host(instance.host)}:{instance.admin_port}/{action}"
+        state = InstanceState.DRAINING if action == "offline" else InstanceState.SERVING
         try:
-            async with httpx.AsyncClient(timeout=ADMIN_CALL_TIMEOUT_S) as client:
-                answer = await client.post(
-                    url, params={"wait": "false"} if action == "offline" else None, headers={"Authorization": f"Bearer {secret}"}
-                )
-        except httpx.HTTPError as error:
-            return html(
-                render.result(f"{action} {instance_id}: its admin endpoint {url} did not answer ({error.__class__.__name__})", False)
-            )
-        body = _json_or_text(answer)
-        ok = answer.status_code == 200
-        detail = body.get("phase") or body.get("state") or body.get("error") or ""
-        return html(render.result(f"{action} {instance_id}: {answer.status_code} {detail}".strip(), ok))
+            updated = plane.set_state(instance_id, {"state": str(state)}, Role.ADMIN)
+        except RequestError as refused:
+            return html(render.result(f"{action} {instance_id}: {refused.status} {refused.message}", False))
+        return html(render.result(f"{action} {instance_id}: asked of its agent ({updated.state} in the registry)", True))
 
     async def rules_page(request: Request, session: Session) -> Response:
         return html(render.page("Rules", render.rules([r.to_dict() for r in plane.rules()], session.role), session.role, session.csrf))
@@ -359,15 +347,3 @@ def _lanes(plane: ControlPlane, store: MetricsStore, now: float) -> tuple[list[d
             lane["edges"].append((resource, qps))
     rows = [{"service": name, "lanes": lanes} for name, lanes in sorted(services.items())]
     return rows, sorted(tags, key=lambda t: (t != "", t))
-
-
-def _host(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
-def _json_or_text(answer: httpx.Response) -> dict[str, Any]:
-    try:
-        body = answer.json()
-    except ValueError:
-        return {"error": answer.text[:200]}
-    return body if isinstance(body, dict) else {}
