@@ -119,6 +119,18 @@ def test_upstream_reset_before_response_is_502(setup):
     healthy(gateway)
 
 
+def test_a_post_whose_pooled_upstream_connection_closes_unanswered_is_not_sent_twice(setup):
+    """The connection is pooled (a GET first), so the close reads as a pooled connection closed
+    unanswered: a GET would go again, a POST must not (the upstream may have read it)."""
+    gateway, upstream = setup
+    with httpx.Client(trust_env=False, timeout=10) as client:
+        assert client.get(gateway.url + "/quick/warm").status_code == 200
+        before = sum(1 for seen in upstream.seen if seen["target"] == "/reset-before")
+        assert client.post(gateway.url + "/reset-before", content=b"hi").status_code == 502
+    assert sum(1 for seen in upstream.seen if seen["target"] == "/reset-before") == before + 1
+    healthy(gateway)
+
+
 def test_slow_upstream_is_504(setup):
     gateway, _ = setup
     assert httpx.get(gateway.url + "/quick/slow?s=2", timeout=10).status_code == 504

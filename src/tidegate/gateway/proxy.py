@@ -552,6 +552,7 @@ class Exchange:
         if call is None:
             self.fail_early(503, b"service " + route.service.encode() + b" is not registered\n", retry=True)
             return
+        call.idempotent = self.method in IDEMPOTENT  # the pipeline retries a connection closed unanswered only then
         if call.refused is not None:
             self.refused(call.refused)
             return
@@ -805,8 +806,9 @@ class Exchange:
         self.upstream = None
         if not self.responded:
             nothing = not connection.received
-            if nothing and connection.reused and not self.replaced and self.retryable_body():
-                # A pooled connection the server had closed: the same request on a fresh one, once.
+            if nothing and connection.reused and not self.replaced and self.method in IDEMPOTENT and self.retryable_body():
+                # A pooled connection the server had closed: the same request on a fresh one, once
+                # (idempotent ones only: the server may have read it as it closed, a POST could run twice).
                 self.replaced = True
                 self.connect_task = self.gateway.loop.create_task(self.connect(connection.address))
                 return
@@ -856,6 +858,7 @@ class Exchange:
             return False
         if call is None or call.refused is not None:
             return False
+        call.idempotent = True  # only idempotent requests come here (checked above)
         self.call = call
         self.replaced = True
         self.attempt()
