@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from tidegate.control.tokens import Role, TokenError, given_token, read_token_file
@@ -51,6 +52,21 @@ def token(args: argparse.Namespace) -> str | None:
         return read_token_file(path, f"the local control plane's {args.needs.label} token", _warn) if path.exists() else None
     except TokenError:  # not ours to read, or not a token: the server will say what it needs
         return None
+
+
+def with_client(args: argparse.Namespace, action: Callable[[ControlClient], None], command: str) -> int:
+    """Run `action` with the command's client: 0, or 1 after one line `tidegate COMMAND: why` when
+    the control plane refused or could not be reached (a ControlPlaneError)."""
+    from tidegate.client.output import clean
+    from tidegate.errors import ControlPlaneError
+
+    try:
+        with client(args) as control:
+            action(control)
+    except ControlPlaneError as error:
+        print(f"tidegate {command}: {clean(str(error))}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def client(args: argparse.Namespace) -> ControlClient:

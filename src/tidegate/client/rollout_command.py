@@ -234,14 +234,7 @@ def _numbers(evidence: Mapping[str, Any]) -> str:
 
 
 def _with_client(args: argparse.Namespace, action: Callable[[ControlClient], None]) -> int:
-    from tidegate.errors import ControlPlaneError
-
-    try:
-        with connection.client(args) as client:
-            action(client)
-    except ControlPlaneError as error:
-        return _fail(str(error))
-    return 0
+    return connection.with_client(args, action, "rollout")
 
 
 def _fail(message: str) -> int:

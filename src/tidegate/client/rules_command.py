@@ -156,14 +156,7 @@ def _delete(args: argparse.Namespace) -> int:
 
 
 def _with_client(args: argparse.Namespace, action: Callable[[ControlClient], None]) -> int:
-    from tidegate.errors import ControlPlaneError
-
-    try:
-        with connection.client(args) as client:
-            action(client)
-    except ControlPlaneError as error:
-        return _fail(str(error))
-    return 0
+    return connection.with_client(args, action, "rules")
 
 
 def _spec(document: object) -> str:
